@@ -1,0 +1,208 @@
+"""The exponential-family protocol (MATH.md §1, §2, §4) and the family registry.
+
+Conventions shared by every family
+----------------------------------
+* A family instance holds per-step schedule arrays of length ``T + 1`` indexed by the step
+  ``t = 0..T``. Steps ``1..T`` are the forward process; index ``0`` is the *pseudo step*: a sharp
+  marginal around x0 used by the last KL term (t = 1) and by the final draw.
+* ``t`` arguments are integer tensors of shape ``(B,)`` (or a Python int, broadcast to the batch).
+  Every method is vectorised over the batch; there are no per-sample Python loops.
+* ``x0``, ``x`` have shape ``(B, *event_shape)``; noise ``xi`` has shape ``(B, *noise_shape)``
+  (it can be larger than the event when the map loses dimensions, see ``to_noise``); tail-statistic
+  terms have shape ``(B, *stat_shape)``.
+* Per-example reductions (``log_prob``, ``kl``) sum over the event and return shape ``(B,)``.
+
+A family knows nothing of networks or training: the head maps raw network outputs into the
+domain, and the process module combines families with couplings.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from mstar_engine.domains import DOMAINS
+
+
+class DomainError(ValueError):
+    """Data outside a family's domain. The message says what is wrong and how to fix it."""
+
+
+def as_steps(t: Tensor | int, batch: int, device: torch.device) -> Tensor:
+    """Return ``t`` as a long tensor of shape ``(batch,)``."""
+    if isinstance(t, int):
+        return torch.full((batch,), t, dtype=torch.long, device=device)
+    t = t.to(device=device, dtype=torch.long)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    return t
+
+
+def per_step(values: Tensor, t: Tensor, ndim: int) -> Tensor:
+    """Gather the 1-D schedule ``values[t]`` and shape it ``(B, 1, ..., 1)`` with ``ndim`` dims,
+    ready to broadcast against a batch tensor of that rank."""
+    return values[t].reshape((t.shape[0],) + (1,) * (ndim - 1))
+
+
+class Family(abc.ABC):
+    """One exponential family with a linear parameterisation η_t(x0) = A_t f(x0) + b_t."""
+
+    #: Registry name used in specs (``process.family``).
+    name: ClassVar[str]
+    #: One-line description shown by ``mstar list families``.
+    summary: ClassVar[str]
+    #: Data domain (a key of :data:`mstar_engine.domains.DOMAINS`).
+    domain: ClassVar[str]
+    #: Names of the per-step schedule arrays the constructor takes (each of length T + 1).
+    schedule_params: ClassVar[tuple[str, ...]]
+    #: True when ``to_noise`` needs auxiliary random draws (the map loses dimensions). Such
+    #: families cannot use the Monte Carlo copula kernel KL; the ``learned`` coupling falls back
+    #: to the ``ddpm`` rule for them.
+    inverse_uses_aux: ClassVar[bool] = False
+
+    def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
+        missing = set(self.schedule_params) - set(schedule)
+        extra = set(schedule) - set(self.schedule_params)
+        if missing or extra:
+            raise TypeError(
+                f"{type(self).__name__} takes schedule arrays {self.schedule_params}; "
+                f"missing {sorted(missing)}, unexpected {sorted(extra)}"
+            )
+        lengths = {k: v.shape[0] for k, v in schedule.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"schedule arrays differ in length: {lengths}")
+        self.event_shape = tuple(event_shape)
+        self.steps = next(iter(lengths.values())) - 1
+        for key, value in schedule.items():
+            setattr(self, key, value)
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """Shape of the standard-normal noise consumed by ``from_noise`` (per example)."""
+        return self.event_shape
+
+    @property
+    def stat_shape(self) -> tuple[int, ...]:
+        """Shape of one tail-statistic term A_t^T T(x) (per example)."""
+        return self.event_shape
+
+    @property
+    def raw_shape(self) -> tuple[int, ...]:
+        """Shape of the raw network output that ``head`` maps into the domain."""
+        return self.event_shape
+
+    def to(self, device: torch.device | str) -> "Family":
+        """Move the schedule arrays to ``device`` (in place) and return self."""
+        for key in self.schedule_params:
+            setattr(self, key, getattr(self, key).to(device))
+        return self
+
+    # ------------------------------------------------------------------ noise maps (MATH.md §2)
+    @abc.abstractmethod
+    def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        """A sample of q_t(· | x0) when ``xi ~ N(0, I)`` of shape ``(B, *noise_shape)``."""
+
+    @abc.abstractmethod
+    def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        """Inverse of ``from_noise``: exactly N(0, I) when ``x ~ q_t(· | x0)``.
+
+        Stochastic (auxiliary draws from ``generator``) where ``from_noise`` loses dimensions.
+        ``from_noise(to_noise(x, x0, t), x0, t) == x`` always holds.
+        """
+
+    def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw x_t ~ q_t(· | x0)."""
+        xi = torch.randn((x0.shape[0], *self.noise_shape), generator=generator, device=x0.device, dtype=x0.dtype)
+        return self.from_noise(xi, x0, t)
+
+    # ------------------------------------------------------------------ densities and KL
+    @abc.abstractmethod
+    def log_prob(self, x: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        """log q_t(x | x0), summed over the event: shape ``(B,)``."""
+
+    @abc.abstractmethod
+    def kl(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
+        """KL( q_t(· | x0) ‖ q_t(· | x0_hat) ) in closed form, shape ``(B,)``."""
+
+    def kl_rescaled(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
+        """The family's rescaled KL (the L_simple analogue); defaults to the plain KL."""
+        return self.kl(x0, x0_hat, t)
+
+    # ------------------------------------------------------------------ exponential-family pieces
+    @abc.abstractmethod
+    def stat(self, x: Tensor, t: Tensor | int) -> Tensor:
+        """Tail-statistic term A_t^T T(x), shape ``(B, *stat_shape)``."""
+
+    @abc.abstractmethod
+    def features(self, x0: Tensor) -> Tensor:
+        """f(x0), shape ``(B, *stat_shape)``, so that <f(x0), A_t^T T(x)> is the x0-dependent
+        part of log q_t(x | x0) up to the log-normaliser."""
+
+    @abc.abstractmethod
+    def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
+        """Ω_t(x0) − (terms of b_t that do not depend on x0 may be dropped), shape ``(B,)``.
+
+        Together with ``features``: log q_t(x | x0) = <f(x0), stat(x, t)> − Ω_t(x0) + c_t(x).
+        """
+
+    # ------------------------------------------------------------------ prior, head, domain
+    @abc.abstractmethod
+    def prior_sample(self, n: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+        """n draws from p(x_T), shape ``(n, *event_shape)``."""
+
+    @abc.abstractmethod
+    def head(self, raw: Tensor) -> Tensor:
+        """Map raw network outputs ``(B, *raw_shape)`` to x̂0 inside the domain."""
+
+    @abc.abstractmethod
+    def check_domain(self, x: Tensor, what: str = "data") -> None:
+        """Raise :class:`DomainError` naming ``what``, the violation and the fix."""
+
+    # ------------------------------------------------------------------ contract-test hooks
+    @classmethod
+    @abc.abstractmethod
+    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64) -> "Family":
+        """A small valid instance (short schedule, small event) for the contract test suite."""
+
+    @abc.abstractmethod
+    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n in-domain x0 values of this instance's event shape, spread over the domain."""
+
+    @abc.abstractmethod
+    def out_of_domain_example(self) -> Tensor:
+        """A batch (B >= 1) that ``check_domain`` must reject."""
+
+    def gaussian_snr(self) -> Tensor:
+        """SNR of the Gaussian schedule this family's schedule is matched to, length T + 1.
+
+        Used by the ``ddpm`` coupling rule ρ_t = sqrt(SNR_t / SNR_{t-1}). Families without a
+        matched Gaussian schedule raise ``NotImplementedError`` with a message.
+        """
+        raise NotImplementedError(f"family {self.name!r} has no Gaussian-equivalent SNR")
+
+    # ------------------------------------------------------------------ helpers
+    def _domain_error(self, what: str, problem: str) -> DomainError:
+        need = DOMAINS[self.domain].requirement
+        return DomainError(f"{what} is outside the {self.name} family's domain: {problem}. "
+                           f"The {self.name} family needs {need}.")
+
+
+REGISTRY: dict[str, type[Family]] = {}
+
+
+def register(cls: type[Family]) -> type[Family]:
+    """Class decorator: make a family usable by name in a spec."""
+    if cls.domain not in DOMAINS:
+        raise ValueError(f"family {cls.__name__} declares unknown domain {cls.domain!r}")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"family name {cls.name!r} is already registered by {REGISTRY[cls.name].__name__}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+LOG_2PI = math.log(2 * math.pi)

@@ -1,0 +1,1 @@
+"""Forward processes (star-shaped and coupled), tail statistics and losses."""
