@@ -18,7 +18,7 @@ DOMAINS: dict[str, Domain] = {
     d.name: d
     for d in (
         Domain("real", "real vectors or images in R^d", "finite real values"),
-        Domain("unit-box", "values in the open box (0,1)^d", "values strictly inside (0, 1); scale images with data.range = \"unit\""),
+        Domain("unit-box", "values in the open box (0,1)^d", "values strictly inside (0, 1)"),
         Domain("positive", "positive reals (0, inf)^d", "strictly positive values"),
         Domain("simplex", "probability vectors on the simplex", "non-negative vectors that sum to 1"),
         Domain("sphere", "unit vectors on the sphere S^{d-1}", "unit-norm vectors (‖x‖ = 1)"),

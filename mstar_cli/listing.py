@@ -1,0 +1,37 @@
+"""Tables for ``mstar list``: what a spec can name, one line each."""
+from __future__ import annotations
+
+
+def families():
+    from mstar_engine.families import REGISTRY
+    from mstar_engine.spec.resolve import default_schedule
+    rows = []
+    for name, cls in sorted(REGISTRY.items()):
+        learned = "ddpm rule (inverse uses auxiliary draws)" if cls.inverse_uses_aux else "learned"
+        rows.append((name, cls.domain, default_schedule(name, "independent"), learned, cls.summary))
+    return ["family", "domain", "default schedule", "coupling 'learned'", "description"], rows
+
+
+def datasets():
+    from mstar_engine.data.catalog import DATASETS
+    rows = []
+    for d in DATASETS.values():
+        shape = "×".join(map(str, d.shape)) + (f" ({d.dim_meaning} = data.dim)" if d.dim_meaning else "")
+        needs = "data.root" if d.needs_root else (f"pip install 'mstar[{d.extra}]'" if d.extra else "built in")
+        rows.append((d.name, d.kind, d.domain if not d.is_image else "images", shape, needs, d.summary))
+    return ["dataset", "kind", "domain", "shape", "needs", "description"], rows
+
+
+def schedules():
+    from mstar_engine.schedules import SCHEDULES
+    rows = [(name, ", ".join(info.families), info.summary) for name, info in sorted(SCHEDULES.items())]
+    return ["schedule", "families", "description"], rows
+
+
+def metrics():
+    from mstar_engine.metrics.catalog import METRICS
+    rows = [(m.name, m.data, m.summary) for m in METRICS.values()]
+    return ["metric", "data", "description"], rows
+
+
+TABLES = {"families": families, "datasets": datasets, "schedules": schedules, "metrics": metrics}

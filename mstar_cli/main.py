@@ -1,0 +1,191 @@
+"""The ``mstar`` command: parse arguments, call the engine, print tables. No maths here."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+
+import click
+
+from mstar_cli import listing
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Failure(Exception):
+    """A run that cannot go on: printed as one paragraph, exit code 1."""
+
+
+def handle_errors(command):
+    """Print a clear paragraph instead of a traceback (unless --debug) and set the exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        debug = ctx.find_root().params.get("debug", False)
+        from mstar_engine.spec import SpecError
+        try:
+            return command(*args, **kwargs)
+        except SpecError as exc:
+            for issue in exc.warnings:
+                click.echo(str(issue), err=True)
+            for issue in exc.issues:
+                click.echo(f"error: {issue}", err=True)
+            n = len(exc.issues)
+            click.echo(f"{n} error{'s' if n != 1 else ''} in the spec", err=True)
+            ctx.exit(EXIT_USAGE)
+        except Failure as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_FAILED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
+            if debug:
+                traceback.print_exc()
+            else:
+                click.echo(f"error: {type(exc).__name__}: {exc}\n(run with mstar --debug ... for the traceback)",
+                           err=True)
+            ctx.exit(EXIT_FAILED)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.version_option(package_name="mstar")
+def cli(debug: bool) -> None:
+    """Train, distil and evaluate exponential-family diffusion models from TOML specs."""
+
+
+overrides_arg = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--ready", is_flag=True, help="Also fail when this machine cannot run the spec yet "
+              "(missing dataset files, Inception weights, packages).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Dotted override, repeatable.")
+@handle_errors
+def validate(specs: tuple[str, ...], ready: bool, overrides: tuple[str, ...]) -> None:
+    """Check every SPEC without computing anything; report all errors at once.
+
+    Exit status 0 when every spec is valid, 2 otherwise.
+    """
+    from mstar_engine.spec import SpecError, load_spec
+    failed = 0
+    for path in specs:
+        try:
+            loaded = load_spec(path, overrides, ready=ready)
+        except SpecError as exc:
+            failed += 1
+            for issue in exc.warnings + exc.issues:
+                prefix = "" if issue.warning else "error: "
+                click.echo(f"{prefix}{issue}", err=True)
+            click.echo(f"FAIL {path}: {len(exc.issues)} error{'s' if len(exc.issues) != 1 else ''}", err=True)
+            continue
+        for issue in loaded.warnings:
+            click.echo(str(issue), err=True)
+        spec = loaded.spec
+        click.echo(f"OK {path}: {spec.experiment.name} ({spec.process.family} on {spec.data.name}, "
+                   f"{spec.process.steps} steps)")
+    if failed:
+        sys.exit(EXIT_USAGE)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@overrides_arg
+@click.option("--no-settings", is_flag=True, help="Omit the table of every resolved setting.")
+@handle_errors
+def plan(spec: str, overrides: tuple[str, ...], no_settings: bool) -> None:
+    """Print the compiled execution plan of SPEC (writes nothing)."""
+    from mstar_engine.plan import compile_plan, render_plan
+    from mstar_engine.spec import load_spec
+    click.echo(render_plan(compile_plan(load_spec(spec, overrides)), settings=not no_settings), nl=False)
+
+
+@cli.command(name="list")
+@click.argument("what", type=click.Choice(["families", "datasets", "schedules", "metrics"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def list_(what: str, as_json: bool) -> None:
+    """What a spec can name: families, datasets, schedules or metrics."""
+    headers, rows = listing.TABLES[what]()
+    if as_json:
+        click.echo(json.dumps([dict(zip(headers, row)) for row in rows], indent=2))
+    else:
+        from tabulate import tabulate
+        click.echo(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+
+
+def _not_yet(capability: str, issue: str) -> None:
+    raise Failure(f"{capability} is not available yet: it arrives with issue {issue}. "
+                  "Until then, mstar validate and mstar plan check and explain a spec.")
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@overrides_arg
+@click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
+              help="Continue from the latest checkpoint of the run directory.")
+@click.option("--download", is_flag=True, help="Allow downloading a missing torchvision dataset.")
+@handle_errors
+def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool) -> None:
+    """Run SPEC: train, distil, sample and evaluate as its plan says."""
+    from mstar_engine.spec import load_spec
+    load_spec(spec, overrides, ready=not download)
+    _not_yet("training (mstar run)", "#4 (`mstar run`)")
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@overrides_arg
+@handle_errors
+def bench(spec: str, overrides: tuple[str, ...]) -> None:
+    """Training and sampling throughput and memory of SPEC."""
+    from mstar_engine.spec import load_spec
+    load_spec(spec, overrides, ready=True)
+    _not_yet("benchmarking (mstar bench)", "#5 (images and fast training)")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.option("--num-samples", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), help="Network evaluations (default: the run's).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Output .npz or .pt file.")
+@handle_errors
+def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None) -> None:
+    """Draw samples from the latest checkpoint of RUN."""
+    _not_yet("sampling (mstar sample)", "#4 (`mstar run`)")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@overrides_arg
+@click.option("--to", type=click.IntRange(min=1), required=True, help="Final number of sampling steps.")
+@handle_errors
+def distill(run_dir: str, overrides: tuple[str, ...], to: int) -> None:
+    """Progressive distillation of RUN down to --to steps."""
+    _not_yet("progressive distillation (mstar distill)", "#6 (progressive distillation)")
+
+
+@cli.command(name="eval")
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.option("--fid", is_flag=True, help="Fréchet Inception distance.")
+@click.option("--is", "inception_score", is_flag=True, help="Inception score.")
+@click.option("--auprc", is_flag=True, help="Anomaly-detection AUPRC.")
+@click.option("--steps", help="Comma-separated step counts, e.g. 1,2,4,8.")
+@click.option("--download", is_flag=True, help="Allow downloading the Inception weights.")
+@handle_errors
+def eval_(run_dir: str, **_: object) -> None:
+    """Metrics table of RUN over step counts."""
+    _not_yet("evaluation (mstar eval)", "#4 (`mstar run`)")
+
+
+def main() -> None:
+    cli(prog_name="mstar")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""What a spec can name in ``eval.metrics``. Pure Python; spec validation reads it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+
+
+@attrs.frozen
+class MetricInfo:
+    name: str
+    summary: str
+    data: str            # "image", "vector" or "any"
+    needs_inception: bool = False
+    needs_labels: bool = False
+
+
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo("fid", "Fréchet Inception distance to the training set (pytorch-fid Inception, pool3)", "image",
+                   needs_inception=True),
+        MetricInfo("is", "Inception score (pytorch-fid Inception, logits)", "image", needs_inception=True),
+        MetricInfo("auprc", "anomaly-detection AUPRC: per-example bound as score, held-out classes as anomalies",
+                   "any", needs_labels=True),
+        MetricInfo("knn-kl", "symmetrised k-nearest-neighbour KL estimate between samples and held-out data "
+                             "(SS-DDPM protocol, k = eval.knn_k)", "vector"),
+        MetricInfo("mmd", "maximum mean discrepancy, Gaussian kernel (median bandwidth unless eval.mmd_bandwidth)",
+                   "vector"),
+        MetricInfo("energy", "energy distance between samples and held-out data", "vector"),
+    )
+}
+
+
+def default_inception_path() -> Path:
+    """Where pytorch-fid caches its Inception weights: $TORCH_HOME/hub/checkpoints/<file>."""
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return Path(torch_home) / "hub" / "checkpoints" / INCEPTION_FILE

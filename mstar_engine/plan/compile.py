@@ -1,0 +1,153 @@
+"""The execution plan: ordered stages with resolved step counts, devices and output paths."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import attrs
+
+from mstar_engine.data.catalog import DATASETS
+from mstar_engine.spec import Issue, LoadedSpec, Location
+from mstar_engine.spec.resolve import resolve
+from mstar_engine.spec.schema import Spec
+
+
+@attrs.frozen
+class Stage:
+    name: str
+    description: str
+    optimizer_steps: int | None
+    evaluations: str          # network evaluations per sample
+    examples: int | None      # training examples seen
+    output: str
+
+
+@attrs.frozen
+class Devices:
+    accelerator: str
+    processes: int
+    backend: str
+    batch_per_process: int
+    micro_batch: int
+
+
+@attrs.frozen
+class Plan:
+    spec: Spec                # resolved
+    run_dir: Path
+    stages: tuple[Stage, ...]
+    devices: Devices
+    outputs: tuple[tuple[str, str], ...]
+    settings: tuple[tuple[str, str, str], ...]   # key, value, source
+    warnings: tuple[Issue, ...]
+
+
+def train_size(spec: Spec) -> int | None:
+    """Training examples after the hold-out split; None when only known at run time."""
+    info = DATASETS[spec.data.name]
+    total = spec.data.num_examples or info.size
+    if not total:
+        return None
+    return total - int(round(total * spec.data.holdout))
+
+
+def resolve_devices(spec: Spec, cuda_count: int | None) -> tuple[Devices, list[Issue]]:
+    dev = spec.devices
+    if cuda_count is None:
+        import torch
+        cuda_count = torch.cuda.device_count()
+    issues = []
+    accelerator = dev.accelerator if dev.accelerator != "auto" else ("cuda" if cuda_count else "cpu")
+    where = Location("<devices>")
+    if accelerator == "cuda" and cuda_count == 0:
+        issues.append(Issue(where, ("devices", "accelerator"), "accelerator = \"cuda\" but no GPU is visible",
+                            'use accelerator = "auto" or "cpu" on this machine', "environment"))
+    elif accelerator == "cuda" and dev.processes > cuda_count:
+        issues.append(Issue(where, ("devices", "processes"), f"{dev.processes} processes need {dev.processes} GPUs; "
+                            f"{cuda_count} visible", f"use processes = {cuda_count} or fewer", "environment"))
+    backend = dev.backend if dev.backend != "auto" else ("nccl" if accelerator == "cuda" else "gloo")
+    per_process = spec.train.batch_size // dev.processes
+    return Devices(accelerator, dev.processes, backend, per_process,
+                   max(per_process // spec.train.accumulation, 1)), issues
+
+
+def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None) -> Plan:
+    spec = resolve(loaded.spec)
+    devices, device_issues = resolve_devices(spec, cuda_count)
+    run_dir = Path(spec.experiment.output_dir) / spec.experiment.name
+    ckpt = run_dir / "checkpoints"
+    T = spec.process.steps
+    stages = []
+
+    train = spec.train
+    n_train = train_size(spec)
+    if train.epochs is None:
+        steps, how = train.steps, f"{train.steps} optimiser steps"
+    elif n_train is not None:
+        steps = math.ceil(train.epochs * n_train / train.batch_size)
+        how = f"{train.epochs} epochs of {n_train} examples"
+    else:
+        steps, how = None, f"{train.epochs} epochs (dataset size counted at run time)"
+    stages.append(Stage("train", f"{spec.process.family} {spec.process.coupling.kind} coupling, {how}", steps,
+                        f"{T} steps", steps * train.batch_size if steps else None, str(ckpt / "train")))
+
+    if spec.distill is not None:
+        d = spec.distill
+        previous = T
+        for n in d.stages:
+            stages.append(Stage(f"distill {previous}→{n}", f"student makes 1 step where the teacher makes 2, "
+                                f"lr {d.lr:g}→0", d.steps_per_stage, f"{n} steps", d.steps_per_stage * d.batch_size,
+                                str(ckpt / f"distill-{n}")))
+            previous = n
+
+    final_steps = spec.distill.stages[-1] if spec.distill is not None else spec.sample.steps
+    stages.append(Stage("sample", f"{spec.sample.num_samples} samples, final {spec.sample.final}", None,
+                        f"{final_steps} steps", None, str(run_dir / "samples")))
+    if spec.eval.metrics:
+        stages.append(Stage("eval", f"{', '.join(spec.eval.metrics)} on {spec.eval.num_samples} samples "
+                            f"× {spec.eval.repeats}", None, ", ".join(map(str, spec.eval.steps)), None,
+                            str(run_dir / "results.json")))
+
+    outputs = (
+        ("spec as given", str(run_dir / "spec.toml")),
+        ("resolved spec", str(run_dir / "spec.resolved.toml")),
+        ("this plan", str(run_dir / "plan.txt")),
+        ("checkpoints (latest pointer)", str(ckpt / "latest")),
+        ("training log", str(run_dir / "metrics.jsonl")),
+        ("samples", str(run_dir / "samples")),
+        ("results", str(run_dir / "results.json")),
+    )
+    return Plan(spec, run_dir, tuple(stages), devices, outputs, tuple(settings_rows(loaded, spec)),
+                tuple(loaded.warnings) + tuple(device_issues))
+
+
+def flatten(obj, path: tuple = ()) -> list[tuple[tuple, object]]:
+    if attrs.has(type(obj)):
+        out = []
+        for f in attrs.fields(type(obj)):
+            out += flatten(getattr(obj, f.name), path + (f.name,))
+        return out
+    return [(path, obj)]
+
+
+def settings_rows(loaded: LoadedSpec, resolved: Spec) -> list[tuple[str, str, str]]:
+    raw = dict(flatten(loaded.spec))
+    rows = []
+    for path, value in flatten(resolved):
+        source = loaded.source(path)
+        if raw.get(path, value) != value:
+            source = "derived" if source == "default" else f"{source}, derived"
+        rows.append((".".join(path), format_value(value), source))
+    return rows
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,274 @@
+"""Semantic checks that need no computation: cross-field rules, family vs data domain,
+divisibility, files and packages present. Each check yields located :class:`Issue` objects."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+from mstar_engine.data.catalog import DATASETS
+from mstar_engine.domains import DOMAINS, family_accepts
+from mstar_engine.metrics.catalog import METRICS, default_inception_path
+from mstar_engine.spec.errors import Issue, Location
+from mstar_engine.spec.resolve import default_schedule
+from mstar_engine.spec.schema import Spec
+
+#: Gaussian DDPM-like schedules; every other named schedule is star-shaped (information in s_t).
+MARKOV_SCHEDULES = ("linear", "cosine")
+
+
+class Checker:
+    def __init__(self, spec: Spec, locs: dict[tuple, Location], file: str):
+        self.spec = spec
+        self.locs = locs
+        self.file = file
+        self.issues: list[Issue] = []
+
+    def is_set(self, *path: str) -> bool:
+        """True when the user wrote this key (in the file or as an override)."""
+        return tuple(path) in self.locs
+
+    def locate(self, path: tuple) -> Location:
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.locs:
+                return self.locs[path[:n]]
+        return Location(self.file, 1, 1)
+
+    def add(self, path: tuple, message: str, hint: str = "", severity: str = "error") -> None:
+        self.issues.append(Issue(self.locate(path), path, message, hint, severity))
+
+    def run(self) -> list[Issue]:
+        for check in CHECKS:
+            check(self)
+        return self.issues
+
+
+def _family(spec: Spec):
+    from mstar_engine.families import get
+    return get(spec.process.family)
+
+
+def check_domain(c: Checker) -> None:
+    spec, info = c.spec, DATASETS[c.spec.data.name]
+    fam = _family(spec)
+    data_domain = info.domain_for(spec.data.range)
+    if family_accepts(fam.domain, data_domain):
+        return
+    hint = f"choose a family for {DOMAINS[data_domain].description} (mstar list families)"
+    if info.is_image and fam.domain == "unit-box":
+        hint = 'set data.range = "unit" to scale images into (0, 1)'
+    c.add(("process", "family"), f"the {fam.name} family needs {DOMAINS[fam.domain].requirement}, but dataset "
+          f"'{info.name}' gives {DOMAINS[data_domain].description}", hint)
+
+
+def check_schedule(c: Checker) -> None:
+    from mstar_engine.schedules import SCHEDULES
+    sched, proc = c.spec.process.schedule, c.spec.process
+    if sched.name not in ("auto", "custom") and proc.family not in SCHEDULES[sched.name].families:
+        fits = sorted(n for n, s in SCHEDULES.items() if proc.family in s.families)
+        c.add(("process", "schedule", "name"), f"schedule '{sched.name}' does not apply to the {proc.family} family",
+              f"use one of {', '.join(fits)}, or auto")
+    if sched.name == "custom":
+        if (sched.values is None) == (sched.file is None):
+            c.add(("process", "schedule", "name"), "a custom schedule needs exactly one of values or file",
+                  "add values = [...] (length steps or steps + 1) or file = \"schedule.npy\"")
+        if sched.values is not None and len(sched.values) not in (proc.steps, proc.steps + 1):
+            c.add(("process", "schedule", "values"), f"a custom schedule for steps = {proc.steps} needs "
+                  f"{proc.steps} or {proc.steps + 1} values, got {len(sched.values)}")
+        if sched.file is not None:
+            if not sched.file.endswith(".npy"):
+                c.add(("process", "schedule", "file"), f"'{sched.file}' is not a .npy file",
+                      "save the array with numpy.save")
+            elif not Path(sched.file).expanduser().is_file():
+                c.add(("process", "schedule", "file"), f"schedule file '{sched.file}' not found",
+                      "give a path relative to the working directory", "environment")
+    else:
+        for key in ("values", "file"):
+            if getattr(sched, key) is not None:
+                c.add(("process", "schedule", key), f"{key} is only used by the custom schedule",
+                      'set process.schedule.name = "custom" or remove it')
+    if c.is_set("process", "schedule", "reference") and sched.name != "snr-matched":
+        c.add(("process", "schedule", "reference"), "reference is only used by the snr-matched schedule",
+              'set process.schedule.name = "snr-matched" or remove it')
+
+
+def check_coupling(c: Checker) -> None:
+    proc = c.spec.process
+    coupling = proc.coupling
+    if coupling.kind == "constant" and coupling.rho is None:
+        c.add(("process", "coupling", "rho"), "a constant coupling needs rho", "add rho = 0.5 (a value in [0, 1])")
+    if coupling.kind != "constant" and coupling.rho is not None:
+        c.add(("process", "coupling", "rho"), f"rho is only used by the constant coupling, not '{coupling.kind}'",
+              'set process.coupling.kind = "constant" or remove rho')
+    if c.is_set("process", "coupling", "lr") and coupling.kind != "learned":
+        c.add(("process", "coupling", "lr"), "lr is only used by the learned coupling",
+              'set process.coupling.kind = "learned" or remove it')
+    name = proc.schedule.name if proc.schedule.name != "auto" else default_schedule(proc.family, coupling.kind)
+    star_schedule = name not in MARKOV_SCHEDULES
+    if coupling.kind == "deterministic" and proc.inputs == "state" and star_schedule:
+        c.add(("process", "inputs"), "a deterministic coupling with a star-shaped schedule and the state input alone "
+              "is known to fail (x_t carries little information under a star-shaped schedule)",
+              'use inputs = "tail+state", or a DDPM-like schedule', "warning")
+    if coupling.kind != "independent" and proc.inputs == "tail":
+        c.add(("process", "inputs"), "under a coupling with rho > 0 the tail statistic alone is not sufficient",
+              'use inputs = "tail+state" (the default for coupled processes)', "warning")
+    if proc.loss == "eps-mse" and proc.family != "gaussian":
+        c.add(("process", "loss"), f"eps-mse is the Gaussian noise-prediction loss; the {proc.family} family "
+              "predicts x0", 'use loss = "kl", "kl-rescaled" or "x0-mse"')
+
+
+def check_data(c: Checker) -> None:
+    data = c.spec.data
+    info = DATASETS[data.name]
+    if data.dim is not None and not info.dim_meaning:
+        c.add(("data", "dim"), f"dataset '{data.name}' has a fixed shape {info.shape}; dim cannot be set",
+              "remove data.dim")
+    if data.classes is not None:
+        if info.num_classes == 0:
+            c.add(("data", "classes"), f"dataset '{data.name}' has no class labels", "remove data.classes")
+        else:
+            for i, k in enumerate(data.classes):
+                if info.num_classes > 0 and not 0 <= k < info.num_classes:
+                    c.add(("data", "classes", i), f"class {k} does not exist: '{data.name}' has classes "
+                          f"0..{info.num_classes - 1}")
+    if not info.is_image:
+        for key in ("image_size", "crop", "range", "flip"):
+            if c.is_set("data", key):
+                c.add(("data", key), f"{key} applies to image datasets; '{data.name}' is not one", f"remove data.{key}")
+    if not info.needs_root:
+        for key in ("root", "download"):
+            if c.is_set("data", key):
+                c.add(("data", key), f"dataset '{data.name}' is built in and reads no local folder",
+                      f"remove data.{key}")
+    elif data.download and not info.downloadable:
+        c.add(("data", "download"), f"dataset '{data.name}' cannot be downloaded", "remove data.download")
+    elif not data.download:
+        problem = info.missing_files(data.root)
+        if problem:
+            hint = ("put the files there, or allow a download with data.download = true (or mstar run --download)"
+                    if info.downloadable else "put the files there")
+            c.add(("data", "root"), problem, hint, "environment")
+    problem = info.missing_module()
+    if problem:
+        c.add(("data", "name"), problem, "", "environment")
+
+
+def check_network(c: Checker) -> None:
+    net, info = c.spec.network, DATASETS[c.spec.data.name]
+    kind = net.kind if net.kind != "auto" else ("unet" if info.is_image else "mlp")
+    if kind == "unet" and not info.is_image:
+        c.add(("network", "kind"), f"the U-Net needs image data; '{info.name}' is not an image dataset",
+              'use kind = "mlp" (or auto)')
+    if net.preset is not None and kind != "unet":
+        c.add(("network", "preset"), "presets are U-Net configurations", 'set network.kind = "unet"')
+    other = "unet" if kind == "mlp" else "mlp"
+    if c.is_set("network", other):
+        c.add(("network", other), f"[network.{other}] is set but the network is a {kind}",
+              f'remove it or set network.kind = "{other}"')
+    if net.class_conditional and info.num_classes == 0:
+        c.add(("network", "class_conditional"), f"dataset '{info.name}' has no class labels",
+              "use a labelled dataset or remove class_conditional")
+
+
+def check_train(c: Checker) -> None:
+    train, dev = c.spec.train, c.spec.devices
+    if train.epochs is not None and c.is_set("train", "steps"):
+        c.add(("train", "epochs"), "set either train.steps or train.epochs, not both", "remove one of them")
+    if train.batch_size % dev.processes:
+        c.add(("train", "batch_size"), f"batch_size {train.batch_size} does not split evenly over "
+              f"{dev.processes} processes", f"use a multiple of {dev.processes}")
+    elif (train.batch_size // dev.processes) % train.accumulation:
+        c.add(("train", "accumulation"), f"the per-process batch {train.batch_size // dev.processes} does not split "
+              f"into {train.accumulation} micro-batches", "make batch_size / processes a multiple of accumulation")
+    if train.precision == "fp16" and dev.accelerator == "cpu":
+        c.add(("train", "precision"), "fp16 autocast needs a GPU", 'use precision = "bf16" or "fp32" on the CPU')
+    if c.spec.sample.batch_size % dev.processes:
+        c.add(("sample", "batch_size"), f"batch_size {c.spec.sample.batch_size} does not split evenly over "
+              f"{dev.processes} processes", f"use a multiple of {dev.processes}")
+
+
+def check_sample(c: Checker) -> None:
+    sample, steps = c.spec.sample, c.spec.process.steps
+    if sample.steps is not None and sample.steps > steps:
+        c.add(("sample", "steps"), f"{sample.steps} network evaluations exceed process.steps = {steps}",
+              f"use at most {steps}")
+    if (sample.guidance > 0 or sample.class_label is not None) and not c.spec.network.class_conditional:
+        key = "guidance" if sample.guidance > 0 else "class_label"
+        c.add(("sample", key), "guidance and class_label need a class-conditional network",
+              "set network.class_conditional = true")
+    n = DATASETS[c.spec.data.name].num_classes
+    if sample.class_label is not None and n > 0 and sample.class_label >= n:
+        c.add(("sample", "class_label"), f"class {sample.class_label} does not exist: classes are 0..{n - 1}")
+
+
+def check_distill(c: Checker) -> None:
+    d, steps = c.spec.distill, c.spec.process.steps
+    if d is None:
+        return
+    if (d.to is None) == (d.stages is None):
+        c.add(("distill",), "[distill] needs exactly one of to or stages",
+              f"add to = 8 (steps {steps} are halved until 8) or stages = [{steps // 2}, {steps // 4}, ...]")
+        return
+    if d.to is not None:
+        problem = halving_problem(steps, d.to)
+        if problem:
+            c.add(("distill", "to"), problem, f"use one of {', '.join(map(str, halvings(steps)))}")
+        return
+    previous = steps
+    for i, n in enumerate(d.stages):
+        if n * 2 != previous:
+            c.add(("distill", "stages", i), f"stage {i + 1} has {n} steps but must halve the previous {previous}",
+                  f"use {previous // 2}" if previous % 2 == 0 and previous > 1 else "")
+            return
+        previous = n
+
+
+def halvings(steps: int) -> list[int]:
+    out, n = [], steps
+    while n % 2 == 0 and n > 1:
+        n //= 2
+        out.append(n)
+    return out
+
+
+def halving_problem(steps: int, to: int) -> str:
+    """Empty if ``to`` is ``steps`` divided by a power of two (at least once), else why not."""
+    if to >= steps:
+        return f"distilling to {to} steps needs fewer than process.steps = {steps}"
+    if to not in halvings(steps):
+        return f"{to} does not divide process.steps = {steps} by a power of two"
+    return ""
+
+
+def check_eval(c: Checker) -> None:
+    ev, info = c.spec.eval, DATASETS[c.spec.data.name]
+    for i, name in enumerate(ev.metrics):
+        metric = METRICS[name]
+        if metric.data == "image" and not info.is_image:
+            c.add(("eval", "metrics", i), f"{name} measures images; '{info.name}' is not an image dataset",
+                  "use knn-kl, mmd or energy for low-dimensional data")
+        if metric.data == "vector" and info.is_image:
+            c.add(("eval", "metrics", i), f"{name} is for low-dimensional data; '{info.name}' holds images",
+                  "use fid or is for images")
+        if metric.needs_labels and info.num_classes == 0:
+            c.add(("eval", "metrics", i), f"{name} needs class labels; '{info.name}' has none")
+        elif metric.needs_labels and c.spec.data.classes is None and ev.anomaly_classes is None:
+            c.add(("eval", "metrics", i), "auprc needs normal classes (data.classes) or eval.anomaly_classes",
+                  "set data.classes = [0] to train on class 0 and treat the others as anomalies")
+    if any(METRICS[m].needs_inception for m in ev.metrics):
+        weights = Path(ev.inception_weights).expanduser() if ev.inception_weights else default_inception_path()
+        if not weights.is_file():
+            c.add(("eval", "inception_weights") if ev.inception_weights else ("eval", "metrics"),
+                  f"Inception weights not found at {weights}",
+                  "place pt_inception-2015-12-05-6726825d.pth (the pytorch-fid file) there, set "
+                  "eval.inception_weights, or fetch it with mstar eval --download", "environment")
+    for i, n in enumerate(ev.steps or []):
+        if n > c.spec.process.steps:
+            c.add(("eval", "steps", i), f"{n} network evaluations exceed process.steps = {c.spec.process.steps}")
+
+
+CHECKS: list[Callable[[Checker], None]] = [check_domain, check_schedule, check_coupling, check_data,
+                                           check_network, check_train, check_sample, check_distill, check_eval]
+
+
+def semantic_issues(spec: Spec, locs: dict[tuple, Location], file: str) -> Iterator[Issue]:
+    return Checker(spec, locs, file).run()

@@ -1,0 +1,73 @@
+"""Replace every ``auto`` and unset-by-default value of a spec by what it means for this spec.
+
+Pure and deterministic: the same spec resolves the same way on every machine (devices are
+resolved separately by the plan, which may look at the hardware).
+"""
+from __future__ import annotations
+
+import attrs
+
+from mstar_engine.data.catalog import DATASETS
+from mstar_engine.spec.schema import Spec
+
+#: The published schedule of each family (MATH.md §4; constants in the reference notes §3).
+DEFAULT_SCHEDULE = {
+    "beta": "beta-cosine",
+    "dirichlet": "dirichlet-exp",
+    "wishart": "wishart-exp",
+    "vmf": "vmf-spline",
+    "categorical": "categorical-d3pm",
+    "gamma": "gamma-exp",
+    "von-mises": "von-mises-exp",
+}
+
+
+def default_schedule(family: str, coupling: str) -> str:
+    """Gaussian: the star-shaped equivalent of the cosine DDPM for the independent (star-shaped)
+    coupling, the cosine DDPM schedule itself for coupled processes. Other families: the
+    published schedule, or snr-matched for families registered without one."""
+    if family == "gaussian":
+        return "ss-cosine" if coupling == "independent" else "cosine"
+    return DEFAULT_SCHEDULE.get(family, "snr-matched")
+
+
+def resolve(spec: Spec) -> Spec:
+    proc, info = spec.process, DATASETS[spec.data.name]
+    schedule = proc.schedule
+    if schedule.name == "auto":
+        schedule = attrs.evolve(schedule, name=default_schedule(proc.family, proc.coupling.kind))
+    inputs = proc.inputs
+    if inputs == "auto":
+        inputs = "tail" if proc.coupling.kind == "independent" else "tail+state"
+    process = attrs.evolve(proc, schedule=schedule, inputs=inputs)
+
+    network = spec.network
+    if network.kind == "auto":
+        network = attrs.evolve(network, kind="unet" if info.is_image else "mlp")
+
+    sample = spec.sample
+    if sample.steps is None:
+        sample = attrs.evolve(sample, steps=proc.steps)
+    ev = spec.eval
+    if ev.steps is None:
+        ev = attrs.evolve(ev, steps=[sample.steps])
+
+    distill = spec.distill
+    if distill is not None:
+        if distill.stages is None and distill.to is not None:
+            stages, n = [], proc.steps
+            while n > distill.to and n % 2 == 0:
+                n //= 2
+                stages.append(n)
+            distill = attrs.evolve(distill, stages=stages)
+        if distill.batch_size is None:
+            distill = attrs.evolve(distill, batch_size=spec.train.batch_size)
+
+    data = spec.data
+    if info.is_image and data.image_size is None:
+        data = attrs.evolve(data, image_size=info.shape[-1])
+    if info.dim_meaning and data.dim is None:
+        data = attrs.evolve(data, dim=info.shape[0])
+    if info.size == 0 and not info.needs_root and data.num_examples is None:
+        data = attrs.evolve(data, num_examples=50_000)
+    return attrs.evolve(spec, process=process, network=network, sample=sample, eval=ev, distill=distill, data=data)

@@ -1,0 +1,207 @@
+"""The spec schema: one attrs class per TOML table. Every default and bound lives here, once.
+
+A spec is a TOML file with the tables below; only ``[experiment] name``, ``[process] family``
+and ``[data] name`` are required. ``mstar plan`` prints every resolved value.
+"""
+from __future__ import annotations
+
+import attrs
+
+from mstar_engine.spec.fields import setting, section
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+COUPLINGS = ("independent", "deterministic", "constant", "ddpm", "learned")
+INPUTS = ("auto", "tail", "state", "tail+state")
+LOSSES = ("kl", "kl-rescaled", "x0-mse", "eps-mse")
+WEIGHTINGS = ("none", "snr", "snr-trunc", "min-snr")
+UNET_PRESETS = ("cifar10-ddpm", "imagenet64", "imagenet128")
+
+
+def family_names() -> list[str]:
+    from mstar_engine.families import REGISTRY
+    return sorted(REGISTRY)
+
+
+def schedule_names() -> list[str]:
+    from mstar_engine.schedules import SCHEDULES
+    return ["auto", *sorted(SCHEDULES)]
+
+
+def dataset_names() -> list[str]:
+    from mstar_engine.data.catalog import DATASETS
+    return sorted(DATASETS)
+
+
+def metric_names() -> list[str]:
+    from mstar_engine.metrics.catalog import METRICS
+    return sorted(METRICS)
+
+
+@attrs.define
+class Experiment:
+    name: str = setting(doc="run name; the run directory is output_dir/name", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+    seed: int = setting(0, "seed of every random stream (data order, noise, initialisation)", ge=0)
+    output_dir: str = setting("runs", "folder that holds run directories")
+    description: str = setting("", "free text shown by mstar plan")
+
+
+@attrs.define
+class Schedule:
+    name: str = setting("auto", "noise schedule; auto = the family's published schedule (mstar list schedules)",
+                        choices=schedule_names)
+    reference: str = setting("ss-cosine", "Gaussian schedule matched by snr-matched",
+                             choices=("ss-cosine", "ss-linear", "cosine", "linear"))
+    values: list[float] | None = setting(None, "custom schedule values (name = \"custom\"), length steps or steps + 1",
+                                         min_length=2)
+    file: str | None = setting(None, "custom schedule .npy file (name = \"custom\")")
+
+
+@attrs.define
+class Coupling:
+    kind: str = setting("independent", "coupling of consecutive steps: independent (star-shaped, rho = 0), "
+                        "deterministic (rho = 1), constant, ddpm (rho*), learned", choices=COUPLINGS)
+    rho: float | None = setting(None, "coupling strength for kind = \"constant\"", ge=0.0, le=1.0)
+    lr: float = setting(1e-3, "learning rate of the learned coupling parameters", gt=0.0)
+
+
+@attrs.define
+class Process:
+    family: str = setting(doc="exponential family of the noise (mstar list families)", choices=family_names)
+    steps: int = setting(1000, "number of diffusion steps T", ge=2, le=100_000)
+    schedule: Schedule = section(Schedule, "noise schedule")
+    coupling: Coupling = section(Coupling, "coupling of consecutive steps (MATH.md §2)")
+    inputs: str = setting("auto", "network inputs: tail statistic, state x_t or both; auto = tail for "
+                          "independent coupling, tail+state otherwise", choices=INPUTS)
+    loss: str = setting("kl-rescaled", "training loss", choices=LOSSES)
+    loss_weighting: str = setting("none", "per-step loss weight", choices=WEIGHTINGS)
+
+
+@attrs.define
+class Data:
+    name: str = setting(doc="dataset (mstar list datasets)", choices=dataset_names)
+    root: str | None = setting(None, "local folder of a torchvision dataset or an image folder")
+    download: bool = setting(False, "allow torchvision to download the dataset into root (opt-in)")
+    num_examples: int | None = setting(None, "size of a synthetic dataset (default 50000)", ge=1)
+    dim: int | None = setting(None, "dimension of a synthetic dataset (see mstar list datasets)", ge=1)
+    classes: list[int] | None = setting(None, "keep only these class labels (anomaly detection: the normal classes)",
+                                        min_length=1)
+    image_size: int | None = setting(None, "resize images to this size (default: the dataset's)", ge=4)
+    crop: str = setting("center", "how to crop resized images", choices=("center", "random", "none"))
+    range: str = setting("symmetric", "image value range: symmetric = [-1, 1], unit = (0, 1)",
+                         choices=("symmetric", "unit"))
+    flip: bool = setting(False, "random horizontal flips (images)")
+    holdout: float = setting(0.1, "fraction held out for evaluation", ge=0.0, lt=1.0)
+
+
+@attrs.define
+class MLP:
+    hidden: int = setting(512, "width of the hidden layers", ge=1)
+    blocks: int = setting(3, "number of residual blocks", ge=0)
+    time_dim: int = setting(32, "size of the sinusoidal time embedding", ge=2)
+
+
+@attrs.define
+class UNet:
+    channels: int = setting(128, "base channel count", ge=8)
+    channel_mult: list[int] = setting(factory=lambda: [1, 2, 2, 2], doc="channel multiplier per resolution",
+                                      min_length=1)
+    res_blocks: int = setting(2, "residual blocks per resolution", ge=1)
+    attention_resolutions: list[int] = setting(factory=lambda: [16], doc="resolutions with self-attention")
+    head_channels: int = setting(64, "channels per attention head", ge=1)
+
+
+@attrs.define
+class Network:
+    kind: str = setting("auto", "denoiser: mlp, unet, or auto (unet for images, mlp otherwise)",
+                        choices=("auto", "mlp", "unet"))
+    preset: str | None = setting(None, "named U-Net configuration", choices=UNET_PRESETS)
+    dropout: float = setting(0.0, "dropout rate", ge=0.0, lt=1.0)
+    class_conditional: bool = setting(False, "condition on class labels (enables guidance)")
+    label_dropout: float = setting(0.1, "probability of dropping the label in training (classifier-free guidance)",
+                                   ge=0.0, le=1.0)
+    mlp: MLP = section(MLP, "MLP sizes (kind = mlp)")
+    unet: UNet = section(UNet, "U-Net sizes (kind = unet)")
+
+
+@attrs.define
+class Train:
+    batch_size: int = setting(128, "global batch size (split over processes)", ge=1)
+    steps: int = setting(10_000, "optimiser steps (ignored when epochs is set)", ge=1)
+    epochs: int | None = setting(None, "train for this many passes over the data instead of steps", ge=1)
+    optimizer: str = setting("adamw", "optimiser", choices=("adamw", "adam"))
+    lr: float = setting(2e-4, "peak learning rate", gt=0.0, le=1.0)
+    betas: list[float] = setting(factory=lambda: [0.9, 0.999], doc="Adam betas", length=2)
+    weight_decay: float = setting(0.0, "decoupled weight decay", ge=0.0)
+    lr_schedule: str = setting("constant", "decay after warm-up", choices=("constant", "cosine", "linear"))
+    warmup_steps: int = setting(0, "linear warm-up length in optimiser steps", ge=0)
+    ema: float = setting(0.9999, "EMA decay of the weights used for sampling (0 disables)", ge=0.0, lt=1.0)
+    ema_warmup: bool = setting(True, "EMA decay min(ema, (1+n)/(10+n)) early in training")
+    clip_grad: float | None = setting(1.0, "gradient-norm clipping threshold (unset disables)", gt=0.0)
+    precision: str = setting("fp32", "autocast precision", choices=PRECISIONS)
+    compile: bool = setting(False, "torch.compile the network")
+    channels_last: bool = setting(False, "channels_last memory format (images on GPU)")
+    activation_checkpointing: bool = setting(False, "recompute activations in the backward pass")
+    accumulation: int = setting(1, "gradient accumulation micro-batches per optimiser step", ge=1)
+    t_per_rollout: int = setting(1, "training steps t drawn from one forward roll-out", ge=1)
+    checkpoint_every: int = setting(1000, "optimiser steps between checkpoints", ge=1)
+    log_every: int = setting(100, "optimiser steps between status lines", ge=1)
+    workers: int = setting(0, "DataLoader worker processes", ge=0)
+
+
+@attrs.define
+class Sample:
+    num_samples: int = setting(1000, "samples drawn after training", ge=1)
+    steps: int | None = setting(None, "network evaluations (default: process.steps)", ge=1)
+    batch_size: int = setting(256, "sampling batch size (split over processes)", ge=1)
+    final: str = setting("x0", "return the last prediction x0 or a final draw", choices=("x0", "draw"))
+    guidance: float = setting(0.0, "classifier-free guidance scale (class-conditional models)", ge=0.0)
+    class_label: int | None = setting(None, "sample this class (class-conditional models)", ge=0)
+
+
+@attrs.define
+class Distill:
+    to: int | None = setting(None, "distil down to this many steps (halving each stage)", ge=1)
+    stages: list[int] | None = setting(None, "explicit step counts of the stages, each half the previous",
+                                       min_length=1)
+    steps_per_stage: int = setting(50_000, "optimiser steps per stage", ge=1)
+    lr: float = setting(5e-5, "learning rate at the start of each stage (annealed linearly to 0)", gt=0.0)
+    batch_size: int | None = setting(None, "batch size (default: train.batch_size)", ge=1)
+    weighting: str = setting("snr-trunc", "loss weight: max(SNR, 1) (snr-trunc), SNR or none",
+                             choices=("snr-trunc", "snr", "none"))
+
+
+@attrs.define
+class Eval:
+    metrics: list[str] = setting(factory=list, doc="metrics to compute (mstar list metrics)", choices=metric_names)
+    num_samples: int = setting(5000, "samples per evaluation", ge=2)
+    repeats: int = setting(1, "independent draws averaged per metric", ge=1)
+    steps: list[int] | None = setting(None, "network-evaluation counts to evaluate (default: sample.steps)",
+                                      min_length=1)
+    batch_size: int = setting(250, "evaluation batch size", ge=1)
+    knn_k: int = setting(10, "k of the kNN-KL estimator", ge=1)
+    mmd_bandwidth: float | None = setting(None, "MMD kernel bandwidth (default: median heuristic)", gt=0.0)
+    inception_weights: str | None = setting(None, "pytorch-fid Inception weights (default: "
+                                            "$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth)")
+    anomaly_classes: list[int] | None = setting(None, "classes treated as anomalies by auprc "
+                                                "(default: every class not in data.classes)", min_length=1)
+
+
+@attrs.define
+class Devices:
+    accelerator: str = setting("auto", "cpu, cuda, or auto (cuda when available)", choices=("auto", "cpu", "cuda"))
+    processes: int = setting(1, "processes (one per GPU) through torch.distributed", ge=1, le=1024)
+    backend: str = setting("auto", "torch.distributed backend; auto = nccl on cuda, gloo on cpu",
+                           choices=("auto", "nccl", "gloo"))
+
+
+@attrs.define
+class Spec:
+    experiment: Experiment = setting(doc="name, seed and output folder")
+    process: Process = setting(doc="family, steps, schedule, coupling, inputs and loss")
+    data: Data = setting(doc="dataset and preprocessing")
+    network: Network = section(Network, "denoiser network")
+    train: Train = section(Train, "training")
+    sample: Sample = section(Sample, "sampling after training")
+    distill: Distill | None = setting(None, "progressive distillation stages")
+    eval: Eval = section(Eval, "evaluation")
+    devices: Devices = section(Devices, "accelerator and processes")
