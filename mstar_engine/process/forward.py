@@ -1,0 +1,60 @@
+"""Forward processes that build training inputs (MATH.md §1, §2).
+
+One function serves both processes: :func:`rollout` runs the chain from x_T down to the lowest
+requested step, drawing x_{t-1} independently (star-shaped, ρ_t = 0) or through the coupled
+kernel (M-Star, ρ_t > 0), and accumulates the tail statistic s_t = Σ_{k≥t} A_k^T T(x_k) on the
+way. No network is called. Several steps ``t`` per example come from one roll-out ("keep"), and
+each example is only simulated down to its lowest kept step, so the star-shaped process draws
+exactly the steps it needs.
+"""
+from __future__ import annotations
+
+import attrs
+import torch
+from torch import Tensor
+
+from mstar_engine.families.base import Family
+from mstar_engine.process.kernel import coupled_step
+
+
+@attrs.frozen
+class Rollout:
+    """States and tail statistics at the kept steps: ``x`` is (B, K, *event), ``s`` (B, K, *stat)."""
+
+    t: Tensor
+    x: Tensor
+    s: Tensor
+
+
+def rollout(family: Family, x0: Tensor, keep: Tensor, rho: Tensor | None = None,
+            generator: torch.Generator | None = None) -> Rollout:
+    """Simulate q(x_{t:T} | x0) and return (x_t, s_t) for every step in ``keep`` (shape (B, K),
+    values in 1..T). ``rho`` has length T + 1 (ρ_t couples x_t → x_{t-1}); None or zeros is the
+    star-shaped process. Runs without gradients."""
+    if keep.ndim == 1:
+        keep = keep[:, None]
+    batch, k = keep.shape
+    T = family.steps
+    keep = keep.to(x0.device)
+    if int(keep.min()) < 1 or int(keep.max()) > T:
+        raise ValueError(f"steps to keep must lie in 1..{T}, got {int(keep.min())}..{int(keep.max())}")
+    lowest = keep.min(dim=1).values
+    rho_values = None if rho is None or not bool((rho != 0).any()) else rho.detach().to(x0.device)
+    with torch.no_grad():
+        x = torch.empty_like(x0)
+        s = x0.new_zeros((batch, *family.stat_shape))
+        out_x = x0.new_empty((batch, k, *x0.shape[1:]))
+        out_s = x0.new_empty((batch, k, *family.stat_shape))
+        for step in range(T, int(lowest.min()) - 1, -1):
+            idx = torch.nonzero(lowest <= step).squeeze(1)
+            if step == T or rho_values is None or float(rho_values[step + 1]) == 0.0:
+                x_new = family.sample(x0[idx], step, generator)
+            else:
+                x_new = coupled_step(family, x[idx], x0[idx], step + 1, rho_values[step + 1], generator)
+            x[idx] = x_new
+            s[idx] += family.stat(x_new, step)
+            rows, cols = torch.nonzero(keep[idx] == step, as_tuple=True)
+            if rows.numel():
+                out_x[idx[rows], cols] = x_new[rows]
+                out_s[idx[rows], cols] = s[idx[rows]]
+    return Rollout(keep, out_x, out_s)
