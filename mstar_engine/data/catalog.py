@@ -45,7 +45,7 @@ class DatasetInfo:
             return ""
         if root is None:
             return f"dataset {self.name!r} reads local files: set data.root to a folder with {self.layout}"
-        base = Path(root).expanduser()
+        base = expand_path(root)
         if not base.is_dir():
             return f"data.root folder {str(base)!r} does not exist; {self.name} expects {self.layout}"
         absent = [f for f in self.required_files if not any(base.glob(f))]
@@ -60,6 +60,14 @@ class DatasetInfo:
             return (f"dataset {self.name!r} needs the Python package {self.needs_module!r}: "
                     f"install it with pip install 'mstar[{self.extra}]'")
         return ""
+
+
+def expand_path(path: str) -> Path:
+    """``~`` expanded when it can be; a ``~user`` that does not exist stays as written."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
 
 
 _DATASETS = [

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from typing import ClassVar
 
 import torch
@@ -33,9 +34,9 @@ class DomainError(ValueError):
 
 def as_steps(t: Tensor | int, batch: int, device: torch.device) -> Tensor:
     """Return ``t`` as a long tensor of shape ``(batch,)``."""
-    if isinstance(t, int):
-        return torch.full((batch,), t, dtype=torch.long, device=device)
-    t = t.to(device=device, dtype=torch.long)
+    if isinstance(t, numbers.Integral):
+        return torch.full((batch,), int(t), dtype=torch.long, device=device)
+    t = torch.as_tensor(t).to(device=device, dtype=torch.long)
     if t.ndim == 0:
         t = t.expand(batch)
     return t

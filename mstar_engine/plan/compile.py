@@ -74,6 +74,8 @@ def resolve_devices(spec: Spec, cuda_count: int | None) -> tuple[Devices, list[I
 def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None) -> Plan:
     spec = resolve(loaded.spec)
     devices, device_issues = resolve_devices(spec, cuda_count)
+    spec = attrs.evolve(spec, devices=attrs.evolve(spec.devices, accelerator=devices.accelerator,
+                                                    backend=devices.backend))
     run_dir = Path(spec.experiment.output_dir) / spec.experiment.name
     ckpt = run_dir / "checkpoints"
     T = spec.process.steps
@@ -100,9 +102,8 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None) -> Plan:
                                 str(ckpt / f"distill-{n}")))
             previous = n
 
-    final_steps = spec.distill.stages[-1] if spec.distill is not None else spec.sample.steps
     stages.append(Stage("sample", f"{spec.sample.num_samples} samples, final {spec.sample.final}", None,
-                        f"{final_steps} steps", None, str(run_dir / "samples")))
+                        f"{spec.sample.steps} steps", None, str(run_dir / "samples")))
     if spec.eval.metrics:
         stages.append(Stage("eval", f"{', '.join(spec.eval.metrics)} on {spec.eval.num_samples} samples "
                             f"× {spec.eval.repeats}", None, ", ".join(map(str, spec.eval.steps)), None,

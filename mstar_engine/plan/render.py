@@ -17,7 +17,7 @@ def render_plan(plan: Plan, settings: bool = True) -> str:
         ("schedule", proc.schedule.name), ("coupling", proc.coupling.kind), ("network inputs", proc.inputs),
         ("loss", f"{proc.loss} (weighting {proc.loss_weighting})"), ("network", spec.network.kind),
     ]
-    parts.append(_table("Model", ["", ""], summary))
+    parts.append("Model\n" + tabulate(summary, tablefmt="plain", disable_numparse=True))
     stages = [(i + 1, s.name, s.description, "—" if s.optimizer_steps is None else s.optimizer_steps,
                s.evaluations, "—" if s.examples is None else s.examples, s.output)
               for i, s in enumerate(plan.stages)]

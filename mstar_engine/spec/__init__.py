@@ -44,7 +44,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, 
     issues (missing datasets, weights, packages) errors, as ``mstar run`` needs."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8-sig", newline="") as fh:  # keep line ends as written
+            text = fh.read()
     except FileNotFoundError:
         raise SpecError([Issue(Location(str(path)), (), "spec file not found",
                                "give the path of a .toml spec (see specs/ for examples)")]) from None

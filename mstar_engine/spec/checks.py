@@ -2,10 +2,9 @@
 divisibility, files and packages present. Each check yields located :class:`Issue` objects."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Iterator
 
-from mstar_engine.data.catalog import DATASETS
+from mstar_engine.data.catalog import DATASETS, expand_path
 from mstar_engine.domains import DOMAINS, family_accepts
 from mstar_engine.metrics.catalog import METRICS, default_inception_path
 from mstar_engine.spec.errors import Issue, Location
@@ -33,8 +32,12 @@ class Checker:
                 return self.locs[path[:n]]
         return Location(self.file, 1, 1)
 
-    def add(self, path: tuple, message: str, hint: str = "", severity: str = "error") -> None:
-        self.issues.append(Issue(self.locate(path), path, message, hint, severity))
+    def add(self, path: tuple, message: str, hint: str = "", severity: str = "error",
+            related: tuple[tuple, ...] = ()) -> None:
+        """Record an issue about ``path``, located at ``path`` if the user wrote it, else at the
+        first written key among ``related`` (the other side of a conflict)."""
+        where = next((p for p in (path, *related) if p in self.locs), path)
+        self.issues.append(Issue(self.locate(where), path, message, hint, severity))
 
     def run(self) -> list[Issue]:
         for check in CHECKS:
@@ -78,7 +81,7 @@ def check_schedule(c: Checker) -> None:
             if not sched.file.endswith(".npy"):
                 c.add(("process", "schedule", "file"), f"'{sched.file}' is not a .npy file",
                       "save the array with numpy.save")
-            elif not Path(sched.file).expanduser().is_file():
+            elif not expand_path(sched.file).is_file():
                 c.add(("process", "schedule", "file"), f"schedule file '{sched.file}' not found",
                       "give a path relative to the working directory", "environment")
     else:
@@ -175,15 +178,17 @@ def check_train(c: Checker) -> None:
         c.add(("train", "epochs"), "set either train.steps or train.epochs, not both", "remove one of them")
     if train.batch_size % dev.processes:
         c.add(("train", "batch_size"), f"batch_size {train.batch_size} does not split evenly over "
-              f"{dev.processes} processes", f"use a multiple of {dev.processes}")
+              f"{dev.processes} processes", f"use a multiple of {dev.processes}", related=(("devices", "processes"),))
     elif (train.batch_size // dev.processes) % train.accumulation:
         c.add(("train", "accumulation"), f"the per-process batch {train.batch_size // dev.processes} does not split "
-              f"into {train.accumulation} micro-batches", "make batch_size / processes a multiple of accumulation")
+              f"into {train.accumulation} micro-batches", "make batch_size / processes a multiple of accumulation",
+              related=(("train", "batch_size"), ("devices", "processes")))
     if train.precision == "fp16" and dev.accelerator == "cpu":
-        c.add(("train", "precision"), "fp16 autocast needs a GPU", 'use precision = "bf16" or "fp32" on the CPU')
+        c.add(("train", "precision"), "fp16 autocast needs a GPU", 'use precision = "bf16" or "fp32" on the CPU',
+              related=(("devices", "accelerator"),))
     if c.spec.sample.batch_size % dev.processes:
         c.add(("sample", "batch_size"), f"batch_size {c.spec.sample.batch_size} does not split evenly over "
-              f"{dev.processes} processes", f"use a multiple of {dev.processes}")
+              f"{dev.processes} processes", f"use a multiple of {dev.processes}", related=(("devices", "processes"),))
 
 
 def check_sample(c: Checker) -> None:
@@ -211,7 +216,11 @@ def check_distill(c: Checker) -> None:
     if d.to is not None:
         problem = halving_problem(steps, d.to)
         if problem:
-            c.add(("distill", "to"), problem, f"use one of {', '.join(map(str, halvings(steps)))}")
+            options = halvings(steps)
+            hint = (f"use one of {', '.join(map(str, options))}" if options else
+                    f"process.steps = {steps} is odd and cannot be halved: use a power-of-two multiple of the "
+                    "target, e.g. 64 steps for to = 8")
+            c.add(("distill", "to"), problem, hint)
         return
     previous = steps
     for i, n in enumerate(d.stages):
@@ -255,12 +264,17 @@ def check_eval(c: Checker) -> None:
             c.add(("eval", "metrics", i), "auprc needs normal classes (data.classes) or eval.anomaly_classes",
                   "set data.classes = [0] to train on class 0 and treat the others as anomalies")
     if any(METRICS[m].needs_inception for m in ev.metrics):
-        weights = Path(ev.inception_weights).expanduser() if ev.inception_weights else default_inception_path()
+        weights = expand_path(ev.inception_weights) if ev.inception_weights else default_inception_path()
         if not weights.is_file():
             c.add(("eval", "inception_weights") if ev.inception_weights else ("eval", "metrics"),
                   f"Inception weights not found at {weights}",
                   "place pt_inception-2015-12-05-6726825d.pth (the pytorch-fid file) there, set "
                   "eval.inception_weights, or fetch it with mstar eval --download", "environment")
+    n_classes = info.num_classes
+    for i, k in enumerate(ev.anomaly_classes or []):
+        if n_classes > 0 and k >= n_classes:
+            c.add(("eval", "anomaly_classes", i), f"class {k} does not exist: '{info.name}' has classes "
+                  f"0..{n_classes - 1}")
     for i, n in enumerate(ev.steps or []):
         if n > c.spec.process.steps:
             c.add(("eval", "steps", i), f"{n} network evaluations exceed process.steps = {c.spec.process.steps}")

@@ -111,7 +111,10 @@ class Converter:
             self.error(path, f"expected {expected(tp, meta)}, got {describe_value(raw)}", hint)
             return _INVALID
         if tp is float:
-            raw = float(raw)
+            try:
+                raw = float(raw)
+            except OverflowError:
+                raw = math.inf if raw > 0 else -math.inf
             if not math.isfinite(raw):
                 self.error(path, f"expected a finite number, got {raw}")
                 return _INVALID
@@ -128,6 +131,11 @@ class Converter:
     def check_bounds(self, raw: Any, path: tuple, meta: dict) -> bool:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             return True
+        if isinstance(raw, int) and abs(raw) >= 2**63:
+            self.error(path, f"{raw:.3g} is out of range: expected a 64-bit integer" +
+                       (f", {bounds_text(meta).removeprefix('a value ')}" if any(
+                           meta.get(k) is not None for k in ("ge", "gt", "le", "lt")) else ""))
+            return False
         tests = (("ge", lambda b: raw >= b), ("gt", lambda b: raw > b), ("le", lambda b: raw <= b),
                  ("lt", lambda b: raw < b))
         if all(meta.get(k) is None or test(meta[k]) for k, test in tests):

@@ -45,13 +45,6 @@ def resolve(spec: Spec) -> Spec:
     if network.kind == "auto":
         network = attrs.evolve(network, kind="unet" if info.is_image else "mlp")
 
-    sample = spec.sample
-    if sample.steps is None:
-        sample = attrs.evolve(sample, steps=proc.steps)
-    ev = spec.eval
-    if ev.steps is None:
-        ev = attrs.evolve(ev, steps=[sample.steps])
-
     distill = spec.distill
     if distill is not None:
         if distill.stages is None and distill.to is not None:
@@ -62,6 +55,13 @@ def resolve(spec: Spec) -> Spec:
             distill = attrs.evolve(distill, stages=stages)
         if distill.batch_size is None:
             distill = attrs.evolve(distill, batch_size=spec.train.batch_size)
+
+    sample = spec.sample
+    if sample.steps is None:
+        sample = attrs.evolve(sample, steps=distill.stages[-1] if distill and distill.stages else proc.steps)
+    ev = spec.eval
+    if ev.steps is None:
+        ev = attrs.evolve(ev, steps=[sample.steps])
 
     data = spec.data
     if info.is_image and data.image_size is None:

@@ -84,7 +84,7 @@ class Data:
     num_examples: int | None = setting(None, "size of a synthetic dataset (default 50000)", ge=1)
     dim: int | None = setting(None, "dimension of a synthetic dataset (see mstar list datasets)", ge=1)
     classes: list[int] | None = setting(None, "keep only these class labels (anomaly detection: the normal classes)",
-                                        min_length=1)
+                                        min_length=1, ge=0)
     image_size: int | None = setting(None, "resize images to this size (default: the dataset's)", ge=4)
     crop: str = setting("center", "how to crop resized images", choices=("center", "random", "none"))
     range: str = setting("symmetric", "image value range: symmetric = [-1, 1], unit = (0, 1)",
@@ -104,9 +104,9 @@ class MLP:
 class UNet:
     channels: int = setting(128, "base channel count", ge=8)
     channel_mult: list[int] = setting(factory=lambda: [1, 2, 2, 2], doc="channel multiplier per resolution",
-                                      min_length=1)
+                                      min_length=1, ge=1)
     res_blocks: int = setting(2, "residual blocks per resolution", ge=1)
-    attention_resolutions: list[int] = setting(factory=lambda: [16], doc="resolutions with self-attention")
+    attention_resolutions: list[int] = setting(factory=lambda: [16], doc="resolutions with self-attention", ge=1)
     head_channels: int = setting(64, "channels per attention head", ge=1)
 
 
@@ -130,7 +130,7 @@ class Train:
     epochs: int | None = setting(None, "train for this many passes over the data instead of steps", ge=1)
     optimizer: str = setting("adamw", "optimiser", choices=("adamw", "adam"))
     lr: float = setting(2e-4, "peak learning rate", gt=0.0, le=1.0)
-    betas: list[float] = setting(factory=lambda: [0.9, 0.999], doc="Adam betas", length=2)
+    betas: list[float] = setting(factory=lambda: [0.9, 0.999], doc="Adam betas", length=2, ge=0.0, lt=1.0)
     weight_decay: float = setting(0.0, "decoupled weight decay", ge=0.0)
     lr_schedule: str = setting("constant", "decay after warm-up", choices=("constant", "cosine", "linear"))
     warmup_steps: int = setting(0, "linear warm-up length in optimiser steps", ge=0)
@@ -176,14 +176,14 @@ class Eval:
     num_samples: int = setting(5000, "samples per evaluation", ge=2)
     repeats: int = setting(1, "independent draws averaged per metric", ge=1)
     steps: list[int] | None = setting(None, "network-evaluation counts to evaluate (default: sample.steps)",
-                                      min_length=1)
+                                      min_length=1, ge=1)
     batch_size: int = setting(250, "evaluation batch size", ge=1)
     knn_k: int = setting(10, "k of the kNN-KL estimator", ge=1)
     mmd_bandwidth: float | None = setting(None, "MMD kernel bandwidth (default: median heuristic)", gt=0.0)
     inception_weights: str | None = setting(None, "pytorch-fid Inception weights (default: "
                                             "$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth)")
     anomaly_classes: list[int] | None = setting(None, "classes treated as anomalies by auprc "
-                                                "(default: every class not in data.classes)", min_length=1)
+                                                "(default: every class not in data.classes)", min_length=1, ge=0)
 
 
 @attrs.define

@@ -45,7 +45,7 @@ def syntax_issue(exc: Exception, text: str, file: str) -> Issue:
         if m:
             line, col = int(m.group(1)), int(m.group(2))
         elif _LOC_EOF.search(msg):
-            lines = text.splitlines() or [""]
+            lines = text.rstrip("\n").split("\n")
             line, col = len(lines), len(lines[-1]) + 1
         else:
             line, col = 1, 1

@@ -1,0 +1,164 @@
+"""Beta noise on the open unit box (SS-DDPM §3.2 of the notes, MATH.md §4).
+
+Marginal, per coordinate:  q_t(x | x0) = Beta(α, β),  α = 1 + ν_t x0,  β = 1 + ν_t (1 − x0).
+Its mode is x0; ν → ∞ concentrates at x0 and ν = 0 is uniform. As an exponential family,
+
+    log q_t(x | x0) = ν_t x0 · logit x  −  ln B(α, β)  +  ν_t log(1 − x),
+
+so T(x) = logit x, A_t = ν_t, f(x0) = x0, Ω_t(x0) = ln B(α, β), c_t(x) = ν_t log(1 − x).
+
+Noise map (MATH.md §2): two standard normals per coordinate become G_a ~ Gamma(α), G_b ~ Gamma(β)
+through Φ and the Gamma inverse CDF, and x = G_a / (G_a + G_b). The map forgets the total
+G_a + G_b, so ``to_noise`` draws it afresh, S ~ Gamma(α + β) independent of x, and inverts
+G_a = x S, G_b = (1 − x) S through the Gamma CDF and Φ^{-1} (exact: (xS, (1 − x)S) are independent
+Gamma(α), Gamma(β) when x ~ Beta(α, β)). The Gammas are handled as log-variates.
+
+Numerics: all maths runs in float64 (:func:`special.compute_dtype`). Samples and head outputs are
+clamped into the open interval representable in the output dtype, [tiny, 1 − eps/2] (float32:
+[1.2e-38, 1 − 6e-8]); this moves only draws that would otherwise round onto 0 or 1, which for
+float32 happens in the far tails at ν ≳ 1e7 or for x0 within ~1e-7 of the boundary. The statistic
+logit x is then finite (|logit x| ≤ 87 in float32, 708 in float64).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mstar_engine.families.base import Family, as_steps, per_step, register
+from mstar_engine.families.special import (
+    compute_dtype,
+    gamma_log_icdf_normal,
+    lgamma_bregman,
+    normal_from_gamma_log,
+    open_unit,
+)
+
+
+@register
+class Beta(Family):
+    """Beta(1 + ν_t x0, 1 + ν_t (1 − x0)) per coordinate; schedule ``nu`` (ν_t ≥ 0, length T + 1)."""
+
+    name = "beta"
+    summary = "Beta(1 + nu_t x0, 1 + nu_t (1 - x0)) per coordinate on (0,1)^d; T(x) = logit x"
+    domain = "unit-box"
+    schedule_params = ("nu",)
+    inverse_uses_aux = True
+
+    def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
+        super().__init__(event_shape, **schedule)
+        if not bool(torch.isfinite(self.nu).all()) or bool((self.nu < 0).any()):
+            raise ValueError("beta: the schedule nu must be finite and non-negative")
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        return (*self.event_shape, 2)
+
+    # ------------------------------------------------------------------ parameters
+    def _params(self, x0: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
+        """(α, β, ν_t) in the compute dtype, shaped like x0."""
+        dt = compute_dtype(x0.device)
+        t = as_steps(t, x0.shape[0], x0.device)
+        nu = per_step(self.nu.to(device=x0.device, dtype=dt), t, x0.ndim)
+        x0 = x0.to(dt)
+        return 1 + nu * x0, 1 + nu * (1 - x0), nu
+
+    # ------------------------------------------------------------------ noise maps
+    def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        a, b, _ = self._params(x0, t)
+        xi = xi.to(a.dtype)
+        log_ga = gamma_log_icdf_normal(xi[..., 0], a)
+        log_gb = gamma_log_icdf_normal(xi[..., 1], b)
+        return open_unit(torch.sigmoid(log_ga - log_gb).to(x0.dtype))
+
+    def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        a, b, _ = self._params(x0, t)
+        out_dtype, x = x.dtype, x.to(a.dtype)
+        eta = torch.randn(a.shape, generator=generator, device=a.device, dtype=a.dtype)
+        log_s = gamma_log_icdf_normal(eta, a + b)  # auxiliary total S ~ Gamma(α + β)
+        xi_a = normal_from_gamma_log(torch.log(x) + log_s, a)
+        xi_b = normal_from_gamma_log(torch.log1p(-x) + log_s, b)
+        return torch.stack([xi_a, xi_b], dim=-1).to(out_dtype)
+
+    # ------------------------------------------------------------------ densities and KL
+    def log_prob(self, x: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        a, b, _ = self._params(x0, t)
+        x = x.to(a.dtype)
+        lp = (a - 1) * torch.log(x) + (b - 1) * torch.log1p(-x) - _log_beta_fn(a, b)
+        return lp.flatten(1).sum(1).to(x0.dtype)
+
+    def kl(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
+        """KL(Beta(α, β) ‖ Beta(α̂, β̂)) = D(α̂, α) + D(β̂, β) − D(α̂ + β̂, α + β), summed over the
+        event, with D(b, a) = lnΓ(b) − lnΓ(a) − (b − a)ψ(a) (:func:`special.lgamma_bregman`).
+
+        Here α + β = α̂ + β̂ = ν + 2, so this is ln B(α̂, β̂) − ln B(α, β) + ν (x0 − x̂0)(ψ(α) − ψ(β)).
+        """
+        a, b, _ = self._params(x0, t)
+        ah, bh, _ = self._params(x0_hat, t)
+        kl = lgamma_bregman(ah, a) + lgamma_bregman(bh, b) - lgamma_bregman(ah + bh, a + b)
+        return kl.flatten(1).sum(1).clamp(min=0.0).to(x0_hat.dtype)
+
+    def kl_rescaled(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
+        """KL / (ν_t + 2): the KL divided by the total concentration α + β (the SS-DDPM CIFAR loss)."""
+        t = as_steps(t, x0.shape[0], x0.device)
+        conc = self.nu.to(device=x0.device, dtype=compute_dtype(x0.device))[t] + 2
+        return (self.kl(x0, x0_hat, t) / conc).to(x0_hat.dtype)
+
+    # ------------------------------------------------------------------ exponential-family pieces
+    def stat(self, x: Tensor, t: Tensor | int) -> Tensor:
+        """ν_t · logit x."""
+        dt = compute_dtype(x.device)
+        t = as_steps(t, x.shape[0], x.device)
+        nu = per_step(self.nu.to(device=x.device, dtype=dt), t, x.ndim)
+        xd = x.to(dt)
+        return (nu * (torch.log(xd) - torch.log1p(-xd))).to(x.dtype)
+
+    def features(self, x0: Tensor) -> Tensor:
+        """f(x0) = x0."""
+        return x0
+
+    def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
+        """Ω_t(x0) = Σ ln B(1 + ν_t x0, 1 + ν_t (1 − x0))."""
+        a, b, _ = self._params(x0, t)
+        return _log_beta_fn(a, b).flatten(1).sum(1).to(x0.dtype)
+
+    # ------------------------------------------------------------------ prior, head, domain
+    def prior_sample(self, n: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+        """Beta(1, 1) = uniform on (0, 1)^d, the limit of q_T as ν_T → 0."""
+        u = torch.rand((n, *self.event_shape), generator=generator, device=device, dtype=compute_dtype(device))
+        return open_unit(u.to(dtype))
+
+    def head(self, raw: Tensor) -> Tensor:
+        """sigmoid, clamped into the open interval of the dtype."""
+        return open_unit(torch.sigmoid(raw))
+
+    def check_domain(self, x: Tensor, what: str = "data") -> None:
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            raise self._domain_error(what, f"{int((~finite).sum())} of {x.numel()} values are NaN or infinite")
+        bad = (x <= 0) | (x >= 1)
+        if bool(bad.any()):
+            raise self._domain_error(
+                what, f"{int(bad.sum())} of {x.numel()} values lie outside the open interval (0, 1) "
+                f"(min {float(x.min()):.4g}, max {float(x.max()):.4g}); rescale the data into (0, 1), "
+                "e.g. (k + 0.5) / 256 for 8-bit pixels, or clip to [1e-4, 1 − 1e-4]")
+
+    # ------------------------------------------------------------------ contract-test hooks
+    @classmethod
+    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64) -> "Beta":
+        """Three coordinates, ν_t log-spaced from 1e3 (pseudo step 0) down to 1e-2 (step T)."""
+        return cls((3,), nu=torch.logspace(3, -2, steps + 1, dtype=dtype))
+
+    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        u = torch.rand((n, *self.event_shape), generator=generator, dtype=self.nu.dtype)
+        return 0.01 + 0.98 * u
+
+    def out_of_domain_example(self) -> Tensor:
+        x = torch.full((1, *self.event_shape), 0.5, dtype=self.nu.dtype)
+        x.view(-1)[0] = 1.5
+        return x
+
+
+def _log_beta_fn(a: Tensor, b: Tensor) -> Tensor:
+    """ln B(a, b) = lnΓ(a) + lnΓ(b) − lnΓ(a + b)."""
+    return torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)

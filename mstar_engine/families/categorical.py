@@ -1,0 +1,199 @@
+"""Categorical family: L positions, K classes, one-hot tokens (MATH.md §4; notes §3.6).
+
+    q_t(x | x0) = Π_positions Cat(x; p_t(x0)),   p_t(x0) = (1 − β̄_t) x0 + β̄_t / K.
+
+Exponential-family pieces (SS-DDPM eq. 116): the tail-statistic term of a position is the K-vector
+of log-likelihoods ℓ_t(x)_k = log q_t(x | x0 = e_k) = x_k log(1 − β̄_t + β̄_t/K) + (1 − x_k) log(β̄_t/K)
+(stat_shape (L, K)); f(x0) = x0, so <f(x0), stat> = log q_t(x | x0) exactly for one-hot x0,
+Ω_t = 0 and c_t = 0. softmax(s_t) is then the posterior of x0 under a uniform prior.
+log β̄_t/K is floored at log(tiny) so that β̄_0 = 0 (an identity pseudo step) stays finite.
+
+Noise map: one standard normal per position (noise_shape (L,)). With u = Φ(ξ), x is the class
+whose interval [C_{k−1}, C_k) of the cumulative probabilities contains u (inverse CDF).
+``to_noise`` draws u uniformly inside the class's interval (``inverse_uses_aux`` = True) and
+returns Φ⁻¹(u). Both directions keep u and 1 − u separately (class bounds from a forward and a
+reverse cumulative sum) and use the tail nearer to the value, so intervals of width ~β̄/K far in
+either tail keep full relative precision. Float64 inside.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mstar_engine.families.base import Family, as_steps, register
+
+_SQRT_HALF = math.sqrt(0.5)
+
+
+def _ndtr(x: Tensor) -> Tensor:
+    """Φ(x) via erfc, accurate in both tails (torch.special.ndtr is not, below x ≈ −6)."""
+    return 0.5 * torch.special.erfc(-x * _SQRT_HALF)
+
+
+@register
+class Categorical(Family):
+    """Cat((1 − β̄_t) x0 + β̄_t/K) per position; schedule array ``bar_beta`` (β̄_t ∈ [0, 1]),
+    event shape (L, K) of one-hot float vectors.
+
+    * KL = Σ_positions Σ_k p_k log(p_k / p̂_k) with p = p_t(x0), p̂ = p_t(x̂0), exact for any
+      probability vector x̂0 (computed as p log1p((p − p̂)/p̂), with p − p̂ = (1 − β̄)(x0 − x̂0),
+      accurate also when β̄ → 1). ``kl_rescaled`` is the plain KL.
+    * Head: softmax over K. Prior: uniform classes.
+    * ``check_domain`` accepts probability vectors over K (one-hot data, soft x̂0 from the head).
+    """
+
+    name = "categorical"
+    summary = "Categorical Cat((1-β̄_t) x0 + β̄_t/K) over one-hot tokens (L positions, K classes)"
+    domain = "categorical"
+    schedule_params = ("bar_beta",)
+    inverse_uses_aux = True
+
+    def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
+        schedule = {k: torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v
+                    for k, v in schedule.items()}
+        super().__init__(event_shape, **schedule)
+        if len(self.event_shape) != 2 or self.event_shape[1] < 2:
+            raise ValueError(f"categorical needs event shape (L, K) with K ≥ 2, got {self.event_shape}")
+        self.length, self.classes = self.event_shape
+        bb = self.bar_beta.detach().double()
+        if not bool(torch.isfinite(bb).all()) or not bool(((bb >= 0) & (bb <= 1)).all()):
+            raise ValueError("categorical schedule: `bar_beta` must lie in [0, 1] at every step")
+        self._bb = bb
+        log_k = math.log(self.classes)
+        self._log_hit = torch.log1p(-bb * (1 - 1 / self.classes))                   # log(1 − β̄ + β̄/K)
+        self._log_miss = torch.log(bb.clamp(min=torch.finfo(torch.float64).tiny)) - log_k  # log(β̄/K)
+
+    def to(self, device: torch.device | str) -> "Categorical":
+        super().to(device)
+        self._bb, self._log_hit, self._log_miss = (v.to(device) for v in (self._bb, self._log_hit, self._log_miss))
+        return self
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        return (self.length,)
+
+    def _steps(self, t: Tensor | int, batch: int) -> Tensor:
+        return as_steps(t, batch, self._bb.device)
+
+    def _probs(self, x0: Tensor, t: Tensor) -> Tensor:
+        """p_t(x0) = (1 − β̄_t) x0 + β̄_t/K in float64, shape (B, L, K)."""
+        bb = self._bb[t].reshape(-1, 1, 1)
+        return (1 - bb) * x0.to(torch.float64) + bb / self.classes
+
+    def _log_probs(self, x0: Tensor, t: Tensor) -> Tensor:
+        """log p_t(x0) in log space: logaddexp(log(1 − β̄) + log x0, log(β̄/K))."""
+        log1m = torch.log1p(-self._bb[t]).reshape(-1, 1, 1)
+        return torch.logaddexp(log1m + torch.log(x0.to(torch.float64)), self._log_miss[t].reshape(-1, 1, 1))
+
+    # ------------------------------------------------------------------ noise maps
+    def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        """Class = #{boundaries C_k ≤ Φ(ξ)}: boundaries below ½ compared in u = Φ(ξ), those above
+        in 1 − u = Φ(−ξ) against the reverse sums S_k = Σ_{i>k} p_i."""
+        t = self._steps(t, xi.shape[0])
+        p = self._probs(x0, t)
+        lower = torch.cumsum(p, -1)[..., :-1]                        # C_k, k = 0..K−2
+        upper = torch.flip(torch.cumsum(torch.flip(p, [-1]), -1), [-1])[..., 1:]  # S_k = Σ_{i>k} p_i
+        xi = xi.to(torch.float64)[..., None]
+        u_lo, u_up = _ndtr(xi), _ndtr(-xi)
+        crossed = torch.where(lower < 0.5, u_lo >= lower, u_up <= upper)
+        cls = crossed.sum(-1)
+        return torch.nn.functional.one_hot(cls, self.classes).to(x0.dtype)
+
+    def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """ξ = Φ⁻¹(u), u uniform in the interval of x's class (auxiliary draw from ``generator``)."""
+        t = self._steps(t, x.shape[0])
+        p = self._probs(x0, t)
+        cls = x.argmax(-1, keepdim=True)
+        zero = torch.zeros_like(p[..., :1])
+        before = torch.cat([zero, torch.cumsum(p, -1)[..., :-1]], -1).gather(-1, cls)[..., 0]
+        after = torch.cat([torch.flip(torch.cumsum(torch.flip(p, [-1]), -1), [-1])[..., 1:], zero], -1)
+        after = after.gather(-1, cls)[..., 0]
+        width = p.gather(-1, cls)[..., 0]
+        v = torch.rand(before.shape, generator=generator, dtype=torch.float64, device=x.device) + 2.0 ** -54
+        u_lo = before + v * width          # u
+        u_up = after + (1 - v) * width     # 1 − u
+        xi = torch.where(u_lo < 0.5, torch.special.ndtri(u_lo), -torch.special.ndtri(u_up))
+        return xi.to(x.dtype)
+
+    # ------------------------------------------------------------------ densities and KL
+    def log_prob(self, x: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        """Σ_positions log p_t(x0)[class of x] (x0 may be a probability vector)."""
+        t = self._steps(t, x.shape[0])
+        lp = self._log_probs(x0, t)
+        return torch.where(x > 0, x.to(torch.float64) * lp, 0.0).sum((1, 2)).to(x.dtype)
+
+    def kl(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
+        """Σ p log(p / p̂) = Σ p log1p((p − p̂)/p̂), p − p̂ = (1 − β̄_t)(x0 − x̂0)."""
+        t = self._steps(t, x0.shape[0])
+        dtype = torch.promote_types(x0.dtype, x0_hat.dtype)
+        bb = self._bb[t].reshape(-1, 1, 1).to(dtype)
+        p = (1 - bb) * x0.to(dtype) + bb / self.classes
+        p_hat = (1 - bb) * x0_hat.to(dtype) + bb / self.classes
+        diff = (1 - bb) * (x0.to(dtype) - x0_hat.to(dtype))
+        live = p > 0  # terms with p = 0 are 0; mask their inputs so that no NaN reaches the gradient
+        ratio = torch.where(live, diff, 0.0) / torch.where(live, p_hat, 1.0)
+        return (p * torch.log1p(ratio)).sum((1, 2))
+
+    # ------------------------------------------------------------------ exponential-family pieces
+    def stat(self, x: Tensor, t: Tensor | int) -> Tensor:
+        """ℓ_t(x)_k = log q_t(x | x0 = e_k) = x_k log(1 − β̄ + β̄/K) + (1 − x_k) log(β̄/K)."""
+        t = self._steps(t, x.shape[0])
+        hit = self._log_hit[t].reshape(-1, 1, 1).to(x.dtype)
+        miss = self._log_miss[t].reshape(-1, 1, 1).clamp(min=math.log(torch.finfo(x.dtype).tiny)).to(x.dtype)
+        return x * hit + (1 - x) * miss
+
+    def features(self, x0: Tensor) -> Tensor:
+        """f(x0) = x0 (one-hot)."""
+        return x0
+
+    def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
+        """Ω_t = 0: ``stat`` already holds normalised log-likelihoods."""
+        return x0.new_zeros(x0.shape[0])
+
+    # ------------------------------------------------------------------ prior, head, domain
+    def prior_sample(self, n: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+        """Uniform classes, one-hot."""
+        cls = torch.randint(self.classes, (n, self.length), generator=generator, device=device)
+        return torch.nn.functional.one_hot(cls, self.classes).to(dtype)
+
+    def head(self, raw: Tensor) -> Tensor:
+        """softmax over the K classes: x̂0 is a probability vector per position."""
+        return torch.softmax(raw, dim=-1)
+
+    def check_domain(self, x: Tensor, what: str = "data") -> None:
+        if x.ndim < 2 or tuple(x.shape[-2:]) != self.event_shape:
+            raise self._domain_error(what, f"expected trailing shape {self.event_shape} (positions, classes), "
+                                           f"got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise self._domain_error(what, "it contains NaN or infinite values")
+        tol = 1e-6 if x.dtype == torch.float64 else 1e-4
+        if bool((x < -tol).any()) or bool((x > 1 + tol).any()):
+            raise self._domain_error(what, f"entries must lie in [0, 1] (range seen [{float(x.min()):.4g}, "
+                                           f"{float(x.max()):.4g}]); encode tokens with one_hot(index, K)")
+        dev = (x.to(torch.float64).sum(-1) - 1).abs()
+        if bool((dev > tol).any()):
+            raise self._domain_error(what, f"{int((dev > tol).sum())} position(s) do not sum to 1 over the "
+                                           f"K = {self.classes} classes; encode tokens with one_hot(index, K)")
+
+    # ------------------------------------------------------------------ contract-test hooks
+    @classmethod
+    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64) -> "Categorical":
+        """β̄_t from 1e-3 (pseudo step, nearly the identity) to 0.99 (step T), linear in
+        log(β̄/(1 − β̄)); L = 3 positions, K = 4 classes."""
+        logit = torch.linspace(math.log(1e-3 / (1 - 1e-3)), math.log(0.99 / 0.01), steps + 1, dtype=torch.float64)
+        return cls((3, 4), bar_beta=torch.sigmoid(logit).to(dtype))
+
+    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.prior_sample(n, generator, device=self.bar_beta.device, dtype=self.bar_beta.dtype)
+
+    def out_of_domain_example(self) -> Tensor:
+        x = torch.zeros((2, *self.event_shape), dtype=self.bar_beta.dtype)
+        x[0, :, 0] = 1.0
+        x[0, 0, 1] = 1.0      # a position with two classes on (sums to 2)
+        x[1, :, 1] = 1.0
+        x[1, 0, 1] = -1.0     # a negative entry
+        return x

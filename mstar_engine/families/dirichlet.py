@@ -1,0 +1,171 @@
+"""Dirichlet noise on the probability simplex (SS-DDPM §3.3 of the notes, MATH.md §4).
+
+Marginal: q_t(x | x0) = Dir(α),  α_k = 1 + ν_t x0_k  over the last axis (K components; the event
+may hold several simplices, shape (..., K)). Its mode is x0; ν = 0 is uniform on the simplex.
+
+    log q_t(x | x0) = ν_t <x0, log x>  −  Ω_t(x0),   Ω_t(x0) = Σ_k lnΓ(α_k) − lnΓ(Σ_k α_k)
+
+(density with respect to Lebesgue measure on the first K − 1 coordinates, as in scipy), so
+T(x) = log x, A_t = ν_t, f(x0) = x0 and c_t(x) = 0.
+
+Noise map (MATH.md §2): K standard normals become log-Gamma variates log G_k, G_k ~ Gamma(α_k),
+through Φ and the Gamma inverse CDF, and x = softmax(log G) = G / Σ G. The total Σ G is lost, so
+``to_noise`` draws S ~ Gamma(Σ α) independent of x and inverts G_k = x_k S (exact: x S has
+independent Gamma(α_k) coordinates when x ~ Dir(α)). Working with log G avoids the underflow of
+tiny components (notes pitfall §8.4): x is a softmax of finite logits.
+
+Numerics: all maths runs in float64. Samples are clamped below at the smallest normal number of
+the output dtype (a change of at most K·tiny to the sum) so that log x stays finite.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mstar_engine.families.base import Family, as_steps, per_step, register
+from mstar_engine.families.special import (
+    compute_dtype,
+    gamma_log_icdf_normal,
+    lgamma_bregman,
+    log_ndtr,
+    normal_from_gamma_log,
+)
+
+
+@register
+class Dirichlet(Family):
+    """Dir(1 + ν_t x0) over the last event axis; schedule ``nu`` (ν_t ≥ 0, length T + 1)."""
+
+    name = "dirichlet"
+    summary = "Dirichlet(1 + nu_t x0) on the probability simplex; T(x) = log x"
+    domain = "simplex"
+    schedule_params = ("nu",)
+    inverse_uses_aux = True
+
+    def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
+        super().__init__(event_shape, **schedule)
+        if len(self.event_shape) == 0 or self.event_shape[-1] < 2:
+            raise ValueError(f"dirichlet: the event shape must end with K >= 2 components, got {self.event_shape}")
+        if not bool(torch.isfinite(self.nu).all()) or bool((self.nu < 0).any()):
+            raise ValueError("dirichlet: the schedule nu must be finite and non-negative")
+
+    @property
+    def components(self) -> int:
+        return self.event_shape[-1]
+
+    # ------------------------------------------------------------------ parameters
+    def _params(self, x0: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor]:
+        """(α, ν_t) in the compute dtype; α shaped like x0."""
+        dt = compute_dtype(x0.device)
+        t = as_steps(t, x0.shape[0], x0.device)
+        nu = per_step(self.nu.to(device=x0.device, dtype=dt), t, x0.ndim)
+        return 1 + nu * x0.to(dt), nu
+
+    # ------------------------------------------------------------------ noise maps
+    def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        alpha, _ = self._params(x0, t)
+        log_g = gamma_log_icdf_normal(xi.to(alpha.dtype), alpha)
+        return _to_simplex(log_g, x0.dtype)
+
+    def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        alpha, _ = self._params(x0, t)
+        total = alpha.sum(-1, keepdim=True)
+        eta = torch.randn(total.shape, generator=generator, device=total.device, dtype=total.dtype)
+        log_s = gamma_log_icdf_normal(eta, total)  # auxiliary total S ~ Gamma(Σ α)
+        return normal_from_gamma_log(torch.log(x.to(alpha.dtype)) + log_s, alpha).to(x.dtype)
+
+    # ------------------------------------------------------------------ densities and KL
+    def log_prob(self, x: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        alpha, _ = self._params(x0, t)
+        lp = ((alpha - 1) * torch.log(x.to(alpha.dtype))).sum(-1) - _log_multi_beta(alpha)
+        return lp.reshape(x.shape[0], -1).sum(1).to(x.dtype)
+
+    def kl(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
+        """KL(Dir(α) ‖ Dir(α̂)) = Σ_k D(α̂_k, α_k) − D(Σ α̂, Σ α), summed over the event, with
+        D(b, a) = lnΓ(b) − lnΓ(a) − (b − a)ψ(a) (:func:`special.lgamma_bregman`).
+
+        This equals lnΓ(Σα) − lnΓ(Σα̂) + Σ_k [lnΓ(α̂_k) − lnΓ(α_k) + (α_k − α̂_k)(ψ(α_k) − ψ(Σα))]
+        for any two Dirichlets; on the simplex Σα = Σα̂ = ν + K and the last term vanishes.
+        """
+        alpha, _ = self._params(x0, t)
+        alpha_hat, _ = self._params(x0_hat, t)
+        kl = lgamma_bregman(alpha_hat, alpha).sum(-1) - lgamma_bregman(alpha_hat.sum(-1), alpha.sum(-1))
+        return kl.reshape(x0.shape[0], -1).sum(1).clamp(min=0.0).to(x0_hat.dtype)
+
+    def kl_rescaled(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
+        """KL / (ν_t + K): the KL divided by the total concentration Σ α (Beta's ν + 2 at K = 2)."""
+        t = as_steps(t, x0.shape[0], x0.device)
+        conc = self.nu.to(device=x0.device, dtype=compute_dtype(x0.device))[t] + self.components
+        return (self.kl(x0, x0_hat, t) / conc).to(x0_hat.dtype)
+
+    # ------------------------------------------------------------------ exponential-family pieces
+    def stat(self, x: Tensor, t: Tensor | int) -> Tensor:
+        """ν_t · log x."""
+        dt = compute_dtype(x.device)
+        t = as_steps(t, x.shape[0], x.device)
+        nu = per_step(self.nu.to(device=x.device, dtype=dt), t, x.ndim)
+        return (nu * torch.log(x.to(dt))).to(x.dtype)
+
+    def features(self, x0: Tensor) -> Tensor:
+        """f(x0) = x0."""
+        return x0
+
+    def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
+        """Ω_t(x0) = Σ_k lnΓ(1 + ν_t x0_k) − lnΓ(Σ_k (1 + ν_t x0_k)), summed over simplices."""
+        alpha, _ = self._params(x0, t)
+        return _log_multi_beta(alpha).reshape(x0.shape[0], -1).sum(1).to(x0.dtype)
+
+    # ------------------------------------------------------------------ prior, head, domain
+    def prior_sample(self, n: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+        """Dir(1, …, 1), uniform on the simplex (q_T as ν_T → 0): normalised Exp(1) variates,
+        E = −log Φ(−ξ), drawn as log E to keep every component positive."""
+        xi = torch.randn((n, *self.event_shape), generator=generator, device=device, dtype=compute_dtype(device))
+        return _to_simplex(torch.log(-log_ndtr(-xi)), dtype)
+
+    def head(self, raw: Tensor) -> Tensor:
+        """softmax over the last axis."""
+        return torch.softmax(raw, dim=-1)
+
+    def check_domain(self, x: Tensor, what: str = "data") -> None:
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            raise self._domain_error(what, f"{int((~finite).sum())} of {x.numel()} values are NaN or infinite")
+        if x.ndim == 0 or x.shape[-1] != self.components:
+            raise self._domain_error(what, f"the last axis has {x.shape[-1] if x.ndim else 0} components, "
+                                     f"expected K = {self.components}")
+        negative = x < 0
+        if bool(negative.any()):
+            raise self._domain_error(what, f"{int(negative.sum())} of {x.numel()} components are negative "
+                                     f"(min {float(x.min()):.4g})")
+        tol = max(1e-5, 16 * self.components * torch.finfo(x.dtype).eps)
+        err = (x.sum(-1) - 1).abs()
+        if bool((err > tol).any()):
+            raise self._domain_error(what, f"{int((err > tol).sum())} of {err.numel()} vectors do not sum to 1 "
+                                     f"(largest |sum − 1| = {float(err.max()):.3g} > {tol:.1g}); "
+                                     "normalise along the last axis")
+
+    # ------------------------------------------------------------------ contract-test hooks
+    @classmethod
+    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64) -> "Dirichlet":
+        """K = 3, ν_t log-spaced from 1e3 (pseudo step 0) down to 1e-2 (step T)."""
+        return cls((3,), nu=torch.logspace(3, -2, steps + 1, dtype=dtype))
+
+    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        z = torch.randn((n, *self.event_shape), generator=generator, dtype=self.nu.dtype)
+        return torch.softmax(1.5 * z, dim=-1)
+
+    def out_of_domain_example(self) -> Tensor:
+        x = torch.full((1, *self.event_shape), 1.0 / self.components, dtype=self.nu.dtype)
+        x[..., 0] += 0.2  # sums to 1.2
+        return x
+
+
+def _to_simplex(log_g: Tensor, dtype: torch.dtype) -> Tensor:
+    """softmax(log G) over the last axis, cast to ``dtype`` and floored at its smallest normal."""
+    return torch.softmax(log_g, dim=-1).to(dtype).clamp(min=torch.finfo(dtype).tiny)
+
+
+def _log_multi_beta(alpha: Tensor) -> Tensor:
+    """ln B(α) = Σ_k lnΓ(α_k) − lnΓ(Σ_k α_k) over the last axis."""
+    return torch.lgamma(alpha).sum(-1) - torch.lgamma(alpha.sum(-1))

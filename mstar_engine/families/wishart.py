@@ -1,0 +1,270 @@
+"""Wishart family on symmetric positive-definite p×p matrices (MATH.md §4; notes §3.5).
+
+Code convention of the published implementation:
+
+    q_t(X | X0) = W_p(n_t, V_t),   V_t = M_t⁻¹ / n_t,   M_t = ξ_t X0⁻¹ + (1 − ξ_t) I,
+
+so E[X_t] = M_t⁻¹ moves from X0 (ξ = 1) to I (ξ = 0). Written out,
+
+    log q_t = (n−p−1)/2 log|X| − ½ tr(V⁻¹X) − (np/2) log 2 − (n/2) log|V| − lnΓ_p(n/2),
+    ½ tr(V⁻¹X) = ½ n ξ tr(X0⁻¹X) + ½ n (1 − ξ) tr X,
+
+hence T(X) = X, A_t = n_t ξ_t (a scalar), f(X0) = −½ X0⁻¹, Ω_t(X0) = (n/2) log|V_t| + (np/2) log 2
++ lnΓ_p(n/2) and c_t(X) = (n−p−1)/2 log|X| − ½ n (1 − ξ) tr X. M_t⁻¹ is computed as
+X0 (ξ I + (1 − ξ) X0)⁻¹, which needs no inverse of X0.
+
+Noise map (Bartlett decomposition; noise_shape (p(p+1)/2,), the lower triangle of a p×p matrix
+packed row by row, the order of ``torch.tril_indices(p, p)``): with L = chol V_t,
+
+    A_ii = sqrt(c_i),  c_i = 2 F⁻¹_{(n−i)/2}(Φ(ξ_ii)) ~ χ²_{n−i}  (i = 0..p−1, Gamma inverse CDF),
+    A_ij = ξ_ij (i > j),   X = L A Aᵀ Lᵀ ~ W_p(n, V).
+
+The inverse A = L⁻¹ chol(X) is exact (``inverse_uses_aux`` = False): ξ_ii = Φ⁻¹(P((n−i)/2, A_ii²/2)),
+taken from the smaller tail (clamped to ±37.5 where that tail underflows). The Gamma inverse CDF is ``special.gamma_icdf`` (float64,
+safeguarded Halley), called with log Φ(ξ) so that both tails keep their precision. Float64 inside.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mstar_engine.families.base import Family, as_steps, register
+
+_F64 = torch.float64
+_JITTER = 1e-4  # added to the head's LLᵀ
+_Z_MAX = 37.5   # Φ(−37.5) ≈ 5e-308: diagonal noise is clamped to ±37.5 where a Gamma tail underflows
+
+
+def _logdet_chol(chol: Tensor) -> Tensor:
+    return 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+
+
+def _sym(a: Tensor) -> Tensor:
+    return 0.5 * (a + a.transpose(-1, -2))
+
+
+@register
+class Wishart(Family):
+    """W_p(n_t, M_t⁻¹/n_t) with M_t = ξ_t X0⁻¹ + (1 − ξ_t) I; schedule arrays ``df`` (n_t > p − 1)
+    and ``xi`` (ξ_t ∈ [0, 1]); event shape (p, p).
+
+    * KL (same df) = ½ n [tr(V̂⁻¹V) − log det(V̂⁻¹V) − p] with V̂⁻¹V = M̂ M⁻¹; ``kl_rescaled`` = KL / n_t.
+    * Head: raw p(p+1)/2 values → lower-triangular L (row-major packing, softplus on the
+      diagonal) → L Lᵀ + 1e-4 I (plus a rounding guard, see :meth:`head`).
+    * Prior: W_p(n_T, I/n_T) (q_T at X0 = I), mean I.
+    """
+
+    name = "wishart"
+    summary = "Wishart W_p(n_t, V_t(X0)) on SPD matrices, mean moving from X0 to I"
+    domain = "spd"
+    schedule_params = ("df", "xi")
+    inverse_uses_aux = False
+
+    def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
+        schedule = {k: torch.as_tensor(v, dtype=_F64) if not torch.is_tensor(v) or not v.is_floating_point()
+                    else v for k, v in schedule.items()}
+        super().__init__(event_shape, **schedule)
+        if len(self.event_shape) != 2 or self.event_shape[0] != self.event_shape[1] or self.event_shape[0] < 1:
+            raise ValueError(f"wishart needs a square event shape (p, p), got {self.event_shape}")
+        p = self.p = self.event_shape[0]
+        df, xi = self.df.detach().double(), self.xi.detach().double()
+        if not bool(torch.isfinite(df).all()) or not bool((df > p - 1).all()):
+            bad = df[~(df > p - 1)]
+            raise ValueError(f"wishart schedule: the degrees of freedom must exceed p − 1 = {p - 1} at every "
+                             f"step (a Wishart with df ≤ p − 1 is singular); got df = {bad.tolist()[:5]}")
+        if not bool(torch.isfinite(xi).all()) or not bool(((xi >= 0) & (xi <= 1)).all()):
+            raise ValueError("wishart schedule: `xi` must lie in [0, 1] at every step")
+        self._df, self._xi = df, xi
+        rows, cols = torch.tril_indices(p, p)
+        self._rows, self._cols = rows.to(df.device), cols.to(df.device)
+
+    def to(self, device: torch.device | str) -> "Wishart":
+        super().to(device)
+        self._df, self._xi = self._df.to(device), self._xi.to(device)
+        self._rows, self._cols = self._rows.to(device), self._cols.to(device)
+        return self
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        return (self.p * (self.p + 1) // 2,)
+
+    @property
+    def raw_shape(self) -> tuple[int, ...]:
+        return self.noise_shape
+
+    # ------------------------------------------------------------------ helpers
+    def _steps(self, t: Tensor | int, batch: int) -> Tensor:
+        return as_steps(t, batch, self._df.device)
+
+    def _unpack(self, v: Tensor) -> Tensor:
+        """(B, p(p+1)/2) → lower-triangular (B, p, p), row-major packing."""
+        out = v.new_zeros((v.shape[0], self.p, self.p))
+        out[:, self._rows, self._cols] = v
+        return out
+
+    def _pack(self, a: Tensor) -> Tensor:
+        return a[:, self._rows, self._cols]
+
+    def _mean(self, x0: Tensor, xi: Tensor) -> Tensor:
+        """E X_t = M⁻¹ = X0 (ξ I + (1 − ξ) X0)⁻¹ (symmetrised), float64."""
+        eye = torch.eye(self.p, dtype=_F64, device=x0.device)
+        b = xi[:, None, None] * eye + (1 - xi)[:, None, None] * x0
+        return _sym(torch.linalg.solve(b, x0))
+
+    def _scale_chol(self, x0: Tensor, t: Tensor) -> Tensor:
+        """L = chol V_t, V_t = M_t⁻¹ / n_t."""
+        return torch.linalg.cholesky(self._mean(x0.to(_F64), self._xi[t]) / self._df[t][:, None, None])
+
+    def _shapes(self, t: Tensor) -> Tensor:
+        """Gamma shapes (n_t − i)/2 of the Bartlett diagonal, shape (B, p)."""
+        return 0.5 * (self._df[t][:, None] - torch.arange(self.p, dtype=_F64, device=t.device))
+
+    # ------------------------------------------------------------------ noise maps
+    def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        """X = L A Aᵀ Lᵀ with the Bartlett factor A built from ξ (see the module docstring)."""
+        from mstar_engine.families.special import gamma_icdf
+
+        t = self._steps(t, xi.shape[0])
+        a = self._unpack(xi.to(_F64))
+        diag = torch.diagonal(a, dim1=-2, dim2=-1)
+        chi2 = 2 * gamma_icdf(torch.special.log_ndtr(diag), self._shapes(t), log_input=True)
+        a = torch.tril(a, -1) + torch.diag_embed(torch.sqrt(chi2))
+        la = self._scale_chol(x0, t) @ a
+        return _sym(la @ la.transpose(-1, -2)).to(x0.dtype)
+
+    def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """A = L⁻¹ chol(X); ξ_ij = A_ij below the diagonal, ξ_ii = Φ⁻¹(P((n−i)/2, A_ii²/2))."""
+        t = self._steps(t, x.shape[0])
+        chol_x = torch.linalg.cholesky(_sym(x.to(_F64)))
+        a = torch.linalg.solve_triangular(self._scale_chol(x0, t), chol_x, upper=False)
+        half_chi2 = 0.5 * torch.diagonal(a, dim1=-2, dim2=-1) ** 2
+        shapes = self._shapes(t)
+        p_lo = torch.special.gammainc(shapes, half_chi2)
+        p_up = torch.special.gammaincc(shapes, half_chi2)
+        z = torch.where(p_lo < p_up, torch.special.ndtri(p_lo), -torch.special.ndtri(p_up))
+        # a state far in the tail of q_t(· | X̂0) (a reverse step) has P or Q below 1e-308: clamp
+        z = z.clamp(-_Z_MAX, _Z_MAX)
+        a = torch.tril(a, -1) + torch.diag_embed(z)
+        return self._pack(a).to(x.dtype)
+
+    # ------------------------------------------------------------------ densities and KL
+    def log_prob(self, x: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        """log W_p(X; n_t, V_t)."""
+        t = self._steps(t, x.shape[0])
+        x64 = _sym(x.to(_F64))
+        n, xi = self._df[t], self._xi[t]
+        chol_x0 = torch.linalg.cholesky(_sym(x0.to(_F64)))
+        tr_x0inv_x = torch.diagonal(torch.cholesky_solve(x64, chol_x0), dim1=-2, dim2=-1).sum(-1)
+        tr_x = torch.diagonal(x64, dim1=-2, dim2=-1).sum(-1)
+        logdet_x = _logdet_chol(torch.linalg.cholesky(x64))
+        out = (0.5 * (n - self.p - 1) * logdet_x - 0.5 * n * xi * tr_x0inv_x
+               - 0.5 * n * (1 - xi) * tr_x - self._omega(x0.to(_F64), t))
+        return out.to(x.dtype)
+
+    def _omega(self, x0: Tensor, t: Tensor) -> Tensor:
+        """Ω_t(X0) = (n/2) log|V_t| + (np/2) log 2 + lnΓ_p(n/2), float64."""
+        n = self._df[t]
+        logdet_v = _logdet_chol(self._scale_chol(x0, t))
+        return 0.5 * n * logdet_v + 0.5 * n * self.p * math.log(2) + torch.special.multigammaln(0.5 * n, self.p)
+
+    def kl(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
+        """½ n [tr(M̂ M⁻¹) − log det(M̂ M⁻¹) − p], M̂ = ξ X̂0⁻¹ + (1 − ξ) I, clamped at 0.
+        Computed in float64 (differentiable in x̂0), returned in the inputs' dtype."""
+        t = self._steps(t, x0.shape[0])
+        dtype = torch.promote_types(x0.dtype, x0_hat.dtype)
+        n, xi = self._df[t], self._xi[t]
+        x0, x0_hat = _sym(x0.to(_F64)), _sym(x0_hat.to(_F64))
+        eye = torch.eye(self.p, dtype=_F64, device=x0.device)
+        sigma = self._mean(x0, xi)  # M⁻¹ = E X_t
+        chol_hat = torch.linalg.cholesky(x0_hat)
+        tr_term = (xi * torch.diagonal(torch.cholesky_solve(sigma, chol_hat), dim1=-2, dim2=-1).sum(-1)
+                   + (1 - xi) * torch.diagonal(sigma, dim1=-2, dim2=-1).sum(-1))
+        m_hat = _sym(xi[:, None, None] * torch.cholesky_inverse(chol_hat) + (1 - xi)[:, None, None] * eye)
+        logdet = _logdet_chol(torch.linalg.cholesky(m_hat)) + _logdet_chol(torch.linalg.cholesky(sigma))
+        return (0.5 * n * (tr_term - logdet - self.p)).clamp(min=0.0).to(dtype)
+
+    def kl_rescaled(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
+        """KL / n_t."""
+        t = self._steps(t, x0.shape[0])
+        return self.kl(x0, x0_hat, t) / self._df[t].to(torch.promote_types(x0.dtype, x0_hat.dtype))
+
+    # ------------------------------------------------------------------ exponential-family pieces
+    def stat(self, x: Tensor, t: Tensor | int) -> Tensor:
+        """A_t T(X) = n_t ξ_t X."""
+        t = self._steps(t, x.shape[0])
+        return (self._df[t] * self._xi[t]).to(x.dtype)[:, None, None] * x
+
+    def features(self, x0: Tensor) -> Tensor:
+        """f(X0) = −½ X0⁻¹."""
+        return (-0.5 * torch.cholesky_inverse(torch.linalg.cholesky(_sym(x0.to(_F64))))).to(x0.dtype)
+
+    def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
+        """Ω_t(X0) = (n/2) log|V_t(X0)| + (np/2) log 2 + lnΓ_p(n/2)."""
+        t = self._steps(t, x0.shape[0])
+        return self._omega(x0.to(_F64), t).to(x0.dtype)
+
+    # ------------------------------------------------------------------ prior, head, domain
+    def prior_sample(self, n: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+        """W_p(n_T, I/n_T) through the Bartlett map (q_T at X0 = I)."""
+        xi = torch.randn((n, *self.noise_shape), generator=generator, device=device, dtype=_F64)
+        eye = torch.eye(self.p, dtype=_F64, device=device).expand(n, self.p, self.p)
+        return self.from_noise(xi, eye, self.steps).to(dtype)
+
+    def head(self, raw: Tensor) -> Tensor:
+        """L Lᵀ + δ I with L lower-triangular from ``raw`` (softplus on the diagonal) and
+        δ = 1e-4 + 2 p² ε max_i (L Lᵀ)_ii, ε the machine epsilon of ``raw`` (the second term bounds
+        the rounding of L Lᵀ, so the output stays positive definite in float32 for raw values up
+        to ±50; it is negligible in float64)."""
+        lower = raw.new_zeros((*raw.shape[:-1], self.p, self.p))
+        lower[..., self._rows.to(raw.device), self._cols.to(raw.device)] = raw
+        diag = torch.nn.functional.softplus(torch.diagonal(lower, dim1=-2, dim2=-1))
+        lower = torch.tril(lower, -1) + torch.diag_embed(diag)
+        gram = lower @ lower.transpose(-1, -2)
+        scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).detach()
+        jitter = _JITTER + 2 * self.p ** 2 * torch.finfo(raw.dtype).eps * scale
+        eye = torch.eye(self.p, dtype=raw.dtype, device=raw.device)
+        return gram + jitter[..., None, None] * eye
+
+    def check_domain(self, x: Tensor, what: str = "data") -> None:
+        if x.ndim < 2 or tuple(x.shape[-2:]) != self.event_shape:
+            raise self._domain_error(what, f"expected trailing shape {self.event_shape}, got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise self._domain_error(what, "it contains NaN or infinite values")
+        x64 = x.to(_F64)
+        tol = 1e-8 if x.dtype == torch.float64 else 1e-5
+        asym = (x64 - x64.transpose(-1, -2)).abs().amax((-1, -2)) / x64.abs().amax((-1, -2)).clamp(min=1.0)
+        if bool((asym > tol).any()):
+            raise self._domain_error(what, f"{int((asym > tol).sum())} matrix(es) are not symmetric "
+                                           f"(largest relative asymmetry {float(asym.max()):.3g}); use (X + Xᵀ)/2")
+        info = torch.linalg.cholesky_ex(x64.reshape(-1, self.p, self.p)).info
+        if bool((info != 0).any()):
+            raise self._domain_error(what, f"{int((info != 0).sum())} matrix(es) are not positive definite "
+                                           f"(Cholesky fails); add a multiple of I or clip the eigenvalues")
+
+    # ------------------------------------------------------------------ contract-test hooks
+    @classmethod
+    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64, p: int = 3) -> "Wishart":
+        """n_t log-linear from 500 (pseudo step) to p + 2 (step T); ξ_t = sqrt(linspace(1, 1e-3));
+        p = 3."""
+        df = torch.exp(torch.linspace(math.log(500.0), math.log(p + 2.0), steps + 1, dtype=_F64))
+        xi = torch.sqrt(torch.linspace(1.0, 1e-3, steps + 1, dtype=_F64))
+        return cls((p, p), df=df.to(dtype), xi=xi.to(dtype))
+
+    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """G Gᵀ + 0.3 I with G a p×p matrix of N(0, 1/p) entries: eigenvalues spread over ~[0.3, 4]."""
+        g = torch.randn((n, self.p, self.p), generator=generator, dtype=_F64) / math.sqrt(self.p)
+        x = g @ g.transpose(-1, -2) + 0.3 * torch.eye(self.p, dtype=_F64)
+        return _sym(x).to(dtype=self.df.dtype, device=self.df.device)
+
+    def out_of_domain_example(self) -> Tensor:
+        x = torch.eye(self.p, dtype=self.df.dtype).repeat(2, 1, 1)
+        x[0, 0, 0] = -1.0                     # a negative eigenvalue
+        if self.p > 1:
+            x[1, 0, 1] = 0.5                  # not symmetric
+        else:
+            x[1, 0, 0] = 0.0                  # singular
+        return x
