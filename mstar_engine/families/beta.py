@@ -70,11 +70,18 @@ class Beta(Family):
         log_gb = gamma_log_icdf_normal(xi[..., 1], b)
         return open_unit(torch.sigmoid(log_ga - log_gb).to(x0.dtype))
 
+    def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        """Independent draw (no noise map): torch's Gamma sampler, x = G_a / (G_a + G_b); α, β ≥ 1
+        so the draws cannot underflow. Same law as ``from_noise`` of standard normal noise."""
+        a, b, _ = self._params(x0, t)
+        ga = torch._standard_gamma(a, generator=generator)
+        gb = torch._standard_gamma(b, generator=generator)
+        return open_unit(torch.sigmoid(torch.log(ga) - torch.log(gb)).to(x0.dtype))
+
     def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         a, b, _ = self._params(x0, t)
         out_dtype, x = x.dtype, x.to(a.dtype)
-        eta = torch.randn(a.shape, generator=generator, device=a.device, dtype=a.dtype)
-        log_s = gamma_log_icdf_normal(eta, a + b)  # auxiliary total S ~ Gamma(α + β)
+        log_s = torch.log(torch._standard_gamma(a + b, generator=generator))  # auxiliary total S ~ Gamma(α + β)
         xi_a = normal_from_gamma_log(torch.log(x) + log_s, a)
         xi_b = normal_from_gamma_log(torch.log1p(-x) + log_s, b)
         return torch.stack([xi_a, xi_b], dim=-1).to(out_dtype)

@@ -67,11 +67,16 @@ class Dirichlet(Family):
         log_g = gamma_log_icdf_normal(xi.to(alpha.dtype), alpha)
         return _to_simplex(log_g, x0.dtype)
 
+    def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        """Independent draw (no noise map): K Gammas from torch's sampler, normalised; α ≥ 1 so
+        the draws cannot underflow. Same law as ``from_noise`` of standard normal noise."""
+        alpha, _ = self._params(x0, t)
+        return _to_simplex(torch.log(torch._standard_gamma(alpha, generator=generator)), x0.dtype)
+
     def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         alpha, _ = self._params(x0, t)
         total = alpha.sum(-1, keepdim=True)
-        eta = torch.randn(total.shape, generator=generator, device=total.device, dtype=total.dtype)
-        log_s = gamma_log_icdf_normal(eta, total)  # auxiliary total S ~ Gamma(Σ α)
+        log_s = torch.log(torch._standard_gamma(total, generator=generator))  # auxiliary total S ~ Gamma(Σ α)
         return normal_from_gamma_log(torch.log(x.to(alpha.dtype)) + log_s, alpha).to(x.dtype)
 
     # ------------------------------------------------------------------ densities and KL
