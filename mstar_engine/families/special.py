@@ -140,6 +140,22 @@ def gamma_log_cdf(y: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(small, logp_small, logp_large), torch.where(small, logq_small, logq_large)
 
 
+def gamma_log_tail(y: Tensor, a: Tensor, upper: Tensor) -> Tensor:
+    """log P(a, e^y) where ``upper`` is False and log Q(a, e^y) where it is True: the same values as
+    :func:`gamma_log_cdf`, evaluating only the requested tail's incomplete gamma per element
+    (half the work of computing both)."""
+    x = torch.exp(y)
+    small = x < _SMALL_X
+    xs = torch.where(small, x, torch.zeros_like(x))
+    series = 1 - a * xs / (a + 1) + a * xs * xs / (2 * (a + 2)) - a * xs ** 3 / (6 * (a + 3))
+    logp_small = a * y - torch.lgamma(a + 1) + torch.log(series)
+    out = torch.where(upper, log1mexp(logp_small), logp_small)
+    lower_large, upper_large = ~small & ~upper, ~small & upper
+    out[lower_large] = torch.log(torch.special.gammainc(a[lower_large], x[lower_large]))
+    out[upper_large] = torch.log(torch.special.gammaincc(a[upper_large], x[upper_large]))
+    return out
+
+
 def _log_x_density(y: Tensor, a: Tensor) -> Tensor:
     """log(x·p_a(x)) at x = e^y: the log density of log X for X ~ Gamma(a, 1)."""
     return a * y - torch.exp(y) - torch.lgamma(a)
@@ -176,8 +192,7 @@ def gamma_log_icdf(logp: Tensor, a: Tensor, upper: Tensor | bool = False, iters:
     y = torch.where(torch.isfinite(y), y, lo)
     sign = torch.where(upper, -1.0, 1.0).to(logp.dtype)  # g(y) = sign·(log F(y) − logp) is increasing
     for _ in range(iters):
-        log_p, log_q = gamma_log_cdf(y, a)
-        log_f = torch.where(upper, log_q, log_p)
+        log_f = gamma_log_tail(y, a, upper)
         g = sign * (log_f - logp)
         # g' = x p(x) / F ≥ 0 and g'' = g'·(a − x − sign·g') for both tails.
         d1 = torch.exp(_log_x_density(y, a) - log_f)
