@@ -1,0 +1,99 @@
+"""On-disk cache of schedules that are expensive to build (``snr-matched``, ``beta-cosine``,
+``categorical-d3pm``).
+
+Location: ``$MSTAR_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/mstar``, else ``~/.cache/mstar``;
+files live under ``schedules/`` there, one ``.npz`` per key. The key names everything the result
+depends on (schedule, family, T, data shape, reference, options) plus :data:`VERSION`, which is
+bumped whenever an algorithm changes so that stale entries are never read.
+
+Writes are atomic: the arrays go to a temporary file in the same folder, which is then renamed
+over the target with ``os.replace``, so concurrent builders (several ranks, several runs) never
+see a half-written file; the last writer wins with identical content. A file that cannot be
+read is treated as a miss and rebuilt. :data:`STATS` counts hits, misses and writes (tests use it).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+VERSION = 1
+STATS: Counter = Counter()
+
+
+def cache_dir() -> Path:
+    """The schedule cache folder (not created here)."""
+    root = os.environ.get("MSTAR_CACHE_DIR")
+    if root:
+        return Path(root).expanduser() / "schedules"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "mstar" / "schedules"
+
+
+def cache_path(key: dict) -> Path:
+    """File of a key: a readable prefix plus a hash of the full key."""
+    items = sorted({**key, "version": VERSION}.items())
+    text = ";".join(f"{k}={v!r}" for k, v in items)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    prefix = "-".join(str(key.get(k)) for k in ("schedule", "family", "steps") if k in key)
+    prefix = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in prefix)
+    return cache_dir() / f"{prefix}-{digest}.npz"
+
+
+def load(key: dict) -> dict[str, np.ndarray] | None:
+    path = cache_path(key)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: np.array(data[name], dtype=np.float64) for name in data.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return arrays
+
+
+def save(key: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` atomically (temporary file + os.replace) and return the path."""
+    path = cache_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.npz", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a cache file is as readable as any other
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    STATS["writes"] += 1
+    return path
+
+
+def cached(key: dict, build: Callable[[], dict[str, np.ndarray]], use_cache: bool = True) -> dict[str, np.ndarray]:
+    """Return the cached arrays for ``key``, building and storing them on a miss.
+
+    A cache folder that cannot be written (read-only home, full disk) does not fail the build:
+    the result is returned uncached.
+    """
+    if use_cache:
+        hit = load(key)
+        if hit is not None:
+            STATS["hits"] += 1
+            return hit
+    STATS["misses"] += 1
+    arrays = build()
+    if use_cache:
+        try:
+            save(key, arrays)
+        except OSError:
+            STATS["write_errors"] += 1
+    return arrays
