@@ -178,6 +178,22 @@ class Family(abc.ABC):
     def out_of_domain_example(self) -> Tensor:
         """A batch (B >= 1) that ``check_domain`` must reject."""
 
+    # ------------------------------------------------------------------ tail normalisation (MATH.md §1)
+    @property
+    def norm_shape(self) -> tuple[int, ...]:
+        """Shape of the normalised tail statistic fed to the network (per example)."""
+        return self.stat_shape
+
+    def norm_quantity(self, s: Tensor) -> Tensor:
+        """The quantity of s_t whose per-step mean and std ``TailNorm`` estimates (default: s_t)."""
+        return s
+
+    def normalise_stat(self, s: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        """Network input from the tail statistic, given the per-example step statistics ``mean``
+        and ``std`` (shape (B,)) of :meth:`norm_quantity`. Default: (s_t − mean_t) / std_t."""
+        shape = (-1,) + (1,) * (s.ndim - 1)
+        return (s - mean.reshape(shape)) / std.reshape(shape)
+
     def gaussian_snr(self) -> Tensor:
         """SNR of the Gaussian schedule this family's schedule is matched to, length T + 1.
 

@@ -145,6 +145,11 @@ class Categorical(Family):
         miss = self._log_miss[t].reshape(-1, 1, 1).clamp(min=math.log(torch.finfo(x.dtype).tiny)).to(x.dtype)
         return x * hit + (1 - x) * miss
 
+    def normalise_stat(self, s: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        """softmax(s_t) over the K classes: the posterior q(x0 | x_{t:T}) under a uniform prior,
+        which keeps sufficiency (SS-DDPM App. F.4); the per-step statistics are not used."""
+        return torch.softmax(s, dim=-1)
+
     def features(self, x0: Tensor) -> Tensor:
         """f(x0) = x0 (one-hot)."""
         return x0

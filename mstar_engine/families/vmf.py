@@ -490,6 +490,20 @@ class VonMisesFisher(Family):
         t = self._steps(t, x0.shape[0])
         return -self._log_c[t].to(x0.dtype)
 
+    # ------------------------------------------------------------------ tail normalisation
+    @property
+    def norm_shape(self) -> tuple[int, ...]:
+        return (self.event_shape[0] + 1,)
+
+    def norm_quantity(self, s: Tensor) -> Tensor:
+        """log‖s_t‖ (the posterior concentration), standardised per step."""
+        return torch.log(torch.linalg.vector_norm(s, dim=1).clamp(min=torch.finfo(s.dtype).tiny))
+
+    def normalise_stat(self, s: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        """[s/‖s‖, (log‖s‖ − mean_t)/std_t]: the posterior mean direction and its concentration."""
+        r = torch.linalg.vector_norm(s, dim=1, keepdim=True).clamp(min=torch.finfo(s.dtype).tiny)
+        return torch.cat([s / r, (torch.log(r) - mean[:, None]) / std[:, None]], dim=1)
+
     def gaussian_snr(self) -> Tensor:
         """κ_t: the SNR of the small-noise Gaussian limit vMF(x0, κ) ≈ x0 + N(0, I/κ) (tangent)."""
         return self.kappa
