@@ -4,10 +4,11 @@ from __future__ import annotations
 
 def families():
     from mstar_engine.families import REGISTRY
+    from mstar_engine.process.kernel_kl import learnable
     from mstar_engine.spec.resolve import default_schedule
     rows = []
     for name, cls in sorted(REGISTRY.items()):
-        learned = "ddpm rule (inverse uses auxiliary draws)" if cls.inverse_uses_aux else "learned"
+        learned = "learned" if learnable(cls) else "ddpm rule (inverse uses auxiliary draws)"
         rows.append((name, cls.domain, default_schedule(name, "independent"), learned, cls.summary))
     return ["family", "domain", "default schedule", "coupling 'learned'", "description"], rows
 

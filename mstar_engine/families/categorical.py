@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -117,6 +118,37 @@ class Categorical(Family):
         u_up = after + (1 - v) * width     # 1 − u
         xi = torch.where(u_lo < 0.5, torch.special.ndtri(u_lo), -torch.special.ndtri(u_up))
         return xi.to(x.dtype)
+
+    def kernel_probs(self, x_t: Tensor, x0: Tensor, t: Tensor | int, rho: Tensor, nodes: int = 48) -> Tensor:
+        """Class probabilities of the coupled kernel k_t(x_{t-1} | x_t, x0), shape (B, L, K).
+
+        With u uniform in the interval [lo, hi] of x_t's class under q_t(· | x0) (width w) and
+        ξ_t = Φ⁻¹(u), ξ' = ρ ξ_t + sqrt(1 − ρ²) ε falls in class y of q_{t-1}(· | x0) when
+        Φ(ξ') ∈ [C_{y-1}, C_y):
+
+            k(y) = (1/w) ∫_lo^hi [F_y(u) − F_{y-1}(u)] du,   F_k(u) = Φ((Φ⁻¹(C_k) − ρ Φ⁻¹(u)) / sqrt(1 − ρ²)),
+
+        an exact sum over classes with a Gauss–Legendre quadrature (``nodes`` points) over u.
+        Differentiable in ρ (ρ < 1; a (B,) tensor or a scalar).
+        """
+        batch = x_t.shape[0]
+        t = self._steps(t, batch)
+        rho = torch.as_tensor(rho, dtype=torch.float64, device=x_t.device).expand(batch).reshape(-1, 1, 1, 1)
+        p_t = self._probs(x0, t)
+        cls = x_t.argmax(-1, keepdim=True)
+        before = torch.cat([torch.zeros_like(p_t[..., :1]), torch.cumsum(p_t, -1)[..., :-1]], -1).gather(-1, cls)
+        width = p_t.gather(-1, cls)                                          # (B, L, 1)
+        g_nodes, g_weights = np.polynomial.legendre.leggauss(nodes)
+        g_nodes = torch.as_tensor((g_nodes + 1) / 2, dtype=torch.float64, device=x_t.device)
+        g_weights = torch.as_tensor(g_weights / 2, dtype=torch.float64, device=x_t.device)
+        u = (before + width * g_nodes).clamp(1e-300, 1 - 1e-16)             # (B, L, nodes)
+        z_t = torch.special.ndtri(u)[..., None]                              # (B, L, nodes, 1)
+        bounds = torch.cumsum(self._probs(x0, t - 1), -1)[..., :-1]          # C_k, k = 0..K−2
+        z_b = torch.special.ndtri(bounds.clamp(1e-300, 1 - 1e-16))[:, :, None, :]  # (B, L, 1, K−1)
+        cdf = _ndtr((z_b - rho * z_t) / torch.sqrt(1 - rho * rho))          # (B, L, nodes, K−1)
+        cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf, torch.ones_like(cdf[..., :1])], -1)
+        probs = (cdf[..., 1:] - cdf[..., :-1]).clamp(min=0.0)                # (B, L, nodes, K)
+        return (probs * g_weights[:, None]).sum(-2)
 
     # ------------------------------------------------------------------ densities and KL
     def log_prob(self, x: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:

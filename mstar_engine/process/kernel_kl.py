@@ -11,7 +11,8 @@
   ξ_t = to_noise(x_t, x0, t), ξ_y = to_noise(y, x0, t − 1). The Jacobian of the noise map cancels in
   the ratio, so the formula holds for any bijective map, per coordinate or not. Gradients reach ρ
   through y = from_noise(ρ ξ_t + sqrt(1 − ρ²) ε, x0, t − 1).
-* Families whose inverse draws auxiliary variables have no tractable kernel density: the
+* Discrete families (a ``kernel_probs`` method): an exact sum over classes.
+* Other families whose inverse draws auxiliary variables have no tractable kernel density: the
   ``learned`` coupling falls back to the ``ddpm`` rule for them (:func:`learnable`).
 """
 from __future__ import annotations
@@ -24,9 +25,10 @@ from mstar_engine.families.base import Family, as_steps
 RHO_MAX = 1.0 - 1e-6  # ρ = 1 makes the kernel a point mass: its KL is infinite unless the means agree
 
 
-def learnable(family: Family) -> bool:
-    """True when the kernel KL of ``family`` can be evaluated (closed form or Monte Carlo)."""
-    return family.name == "gaussian" or not family.inverse_uses_aux
+def learnable(family: Family | type[Family]) -> bool:
+    """True when the kernel KL of ``family`` (an instance or a class) can be evaluated: closed
+    form, exact sum or Monte Carlo."""
+    return family.name == "gaussian" or not family.inverse_uses_aux or hasattr(family, "kernel_probs")
 
 
 def _log_ratio_normal(z: Tensor, mean: Tensor, var: Tensor) -> Tensor:
@@ -53,6 +55,13 @@ def kernel_kl(family: Family, x_t: Tensor, x0: Tensor, x0_hat: Tensor, t: Tensor
         sq = (x0 - x0_hat).pow(2).flatten(1).sum(1)
         return coupled_kernel_kl(get(family.mean, t - 1), get(family.var, t - 1), get(family.mean, t),
                                  get(family.var, t), rho, sq)
+    if hasattr(family, "kernel_probs"):
+        k0 = family.kernel_probs(x_t, x0, t, rho)
+        k1 = family.kernel_probs(x_t, x0_hat, t, rho)
+        live = k0 > 0
+        terms = torch.where(live, k0 * (torch.log(torch.where(live, k0, 1.0)) -
+                                        torch.log(torch.where(live, k1, 1.0).clamp(min=1e-300))), 0.0)
+        return terms.flatten(1).sum(1).to(x0.dtype)
     if family.inverse_uses_aux:
         raise ValueError(f"the {family.name} family's inverse noise map draws auxiliary variables, so its "
                          "kernel density is intractable; use the ddpm coupling rule")
