@@ -40,14 +40,27 @@ def rollout(family: Family, x0: Tensor, keep: Tensor, rho: Tensor | None = None,
         raise ValueError(f"steps to keep must lie in 1..{T}, got {int(keep.min())}..{int(keep.max())}")
     lowest = keep.min(dim=1).values
     rho_values = None if rho is None or not bool((rho != 0).any()) else rho.detach().to(x0.device)
+    # For a bijective noise map, to_noise(from_noise(ξ)) = ξ: carry ξ down the chain instead of
+    # inverting x_t at every step (same law, half the noise-map work).
+    carry = rho_values is not None and not family.inverse_uses_aux
     with torch.no_grad():
         x = torch.empty_like(x0)
+        xi = x0.new_empty((batch, *family.noise_shape)) if carry else None
         s = x0.new_zeros((batch, *family.stat_shape))
         out_x = x0.new_empty((batch, k, *x0.shape[1:]))
         out_s = x0.new_empty((batch, k, *family.stat_shape))
         for step in range(T, int(lowest.min()) - 1, -1):
             idx = torch.nonzero(lowest <= step).squeeze(1)
-            if step == T or rho_values is None or float(rho_values[step + 1]) == 0.0:
+            fresh = step == T or rho_values is None or float(rho_values[step + 1]) == 0.0
+            if carry:
+                eps = torch.randn((idx.numel(), *family.noise_shape), generator=generator, device=x0.device,
+                                  dtype=x0.dtype)
+                if not fresh:
+                    r = rho_values[step + 1].to(x0.dtype)
+                    eps = r * xi[idx] + torch.sqrt(1 - r * r) * eps
+                xi[idx] = eps
+                x_new = family.from_noise(eps, x0[idx], step)
+            elif fresh:
                 x_new = family.sample(x0[idx], step, generator)
             else:
                 x_new = coupled_step(family, x[idx], x0[idx], step + 1, rho_values[step + 1], generator)
