@@ -39,6 +39,15 @@ class DatasetInfo:
             return "unit-box" if data_range == "unit" else "real"
         return self.domain
 
+    def event_shape(self, dim: int | None = None, image_size: int | None = None) -> tuple[int, ...]:
+        """Shape of one example after preprocessing (``data.dim`` / ``data.image_size`` applied)."""
+        if self.is_image:
+            size = image_size or self.shape[-1]
+            return (self.shape[0], size, size)
+        if dim is None or not self.dim_meaning:
+            return self.shape
+        return (dim, *self.shape[1:])
+
     def missing_files(self, root: str | None) -> str:
         """Empty if the local files are present, else a message naming what is missing."""
         if not self.needs_root:

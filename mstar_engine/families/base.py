@@ -197,9 +197,13 @@ class Family(abc.ABC):
     def gaussian_snr(self) -> Tensor:
         """SNR of the Gaussian schedule this family's schedule is matched to, length T + 1.
 
-        Used by the ``ddpm`` coupling rule ρ_t = sqrt(SNR_t / SNR_{t-1}). Families without a
-        matched Gaussian schedule raise ``NotImplementedError`` with a message.
+        Used by the ``ddpm`` coupling rule ρ_t = sqrt(SNR_t / SNR_{t-1}) and by SNR loss weights.
+        By default the ``matched_snr`` that :func:`mstar_engine.process.build.build_process` sets
+        from the schedule; without one it raises ``NotImplementedError`` with a message.
         """
+        matched = getattr(self, "matched_snr", None)
+        if matched is not None:
+            return matched
         raise NotImplementedError(f"family {self.name!r} has no Gaussian-equivalent SNR")
 
     # ------------------------------------------------------------------ helpers
