@@ -130,10 +130,15 @@ def _not_yet(capability: str, issue: str) -> None:
 @click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
               help="Continue from the latest checkpoint of the run directory.")
 @click.option("--download", is_flag=True, help="Allow downloading a missing torchvision dataset.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (as mstar plan) and stop.")
 @handle_errors
-def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool) -> None:
+def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_run: bool) -> None:
     """Run SPEC: train, distil, sample and evaluate as its plan says."""
+    from mstar_engine.plan import compile_plan, render_plan
     from mstar_engine.spec import load_spec
+    if dry_run:
+        click.echo(render_plan(compile_plan(load_spec(spec, overrides))), nl=False)
+        return
     load_spec(spec, overrides, ready=not download)
     _not_yet("training (mstar run)", "#4 (`mstar run`)")
 

@@ -252,3 +252,12 @@ def test_help_and_version():
     assert invoke("--help").exit_code == 0
     result = invoke("--version")
     assert result.exit_code == 0 and "version" in result.output
+
+
+def test_run_dry_run_prints_the_plan():
+    from click.testing import CliRunner
+    from mstar_cli.main import cli
+    spec = str(Path(__file__).parents[2] / "specs" / "quickstart.toml")
+    dry = CliRunner().invoke(cli, ["run", spec, "--dry-run"])
+    plan = CliRunner().invoke(cli, ["plan", spec])
+    assert dry.exit_code == 0 and dry.output == plan.output and "Stages" in dry.output
