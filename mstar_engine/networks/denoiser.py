@@ -1,0 +1,168 @@
+"""The denoiser D_θ: network inputs from (s_t, x_t, t), a backbone, and the family's head.
+
+MATH.md §1–2: x̂0 = D_θ(inputs_t, t) where the inputs are, as the spec's ``process.inputs`` says,
+
+* ``"tail"``: the normalised tail statistic ``norm_t(s_t)`` (:class:`TailNorm`, the family's own
+  normalisation: standardised s_t, vMF ``[s/‖s‖, log‖s‖]``, categorical ``softmax(s)``);
+* ``"state"``: the state x_t, flattened (a categorical one-hot state, a point on the sphere, the
+  entries of an SPD matrix, … are used as they are);
+* ``"tail+state"``: both, concatenated (flattened tail first, then state).
+
+``"auto"`` must be resolved by the caller (tail for independent coupling, tail+state otherwise)
+because the denoiser does not know the coupling.
+
+:class:`Denoiser` satisfies the sampling ``Denoiser`` protocol: ``denoiser(s_t, x_t, t)`` takes the
+*raw* tail statistic and does its own normalisation. The tail-normalisation statistics are stored
+as buffers (``norm_mean``, ``norm_std``), so they travel with the module's ``state_dict`` and
+device moves. The network runs in its parameter dtype; its raw output is cast to the dtype of the
+inputs (x_t / s_t) before the head, so a float64 process keeps a float64 head (domain clamps such
+as Beta's open interval are then those of float64).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from mstar_engine.families.base import Family, as_steps
+from mstar_engine.networks.embedding import scaled_time
+from mstar_engine.networks.mlp import MLP
+from mstar_engine.process.normalise import TailNorm
+
+INPUT_MODES = ("tail", "state", "tail+state")
+
+
+def input_features(family: Family, inputs: str) -> int:
+    """Number of flattened input features for ``inputs`` (without the time embedding)."""
+    _check_inputs(inputs)
+    n = 0
+    if "tail" in inputs:
+        n += math.prod(family.norm_shape)
+    if "state" in inputs:
+        n += math.prod(family.event_shape)
+    return n
+
+
+def _check_inputs(inputs: str) -> None:
+    if inputs not in INPUT_MODES:
+        hint = " ('auto' must be resolved first: tail for independent coupling, tail+state otherwise)" \
+            if inputs == "auto" else ""
+        raise ValueError(f"network inputs must be one of {INPUT_MODES}, got {inputs!r}{hint}")
+
+
+class Denoiser(nn.Module):
+    """x̂0 = head(backbone(inputs(s_t, x_t, t), t·1000/T, labels)) in the family's domain.
+
+    ``backbone(x, t_scaled, labels)`` takes flattened inputs ``(B, input_features)``, the time
+    rescaled to [0, 1000] and optional labels, and returns ``(B, prod(family.raw_shape))``.
+    """
+
+    def __init__(self, family: Family, norm: TailNorm | None, inputs: str, backbone: nn.Module) -> None:
+        super().__init__()
+        _check_inputs(inputs)
+        if "tail" in inputs and norm is None:
+            raise ValueError(f"inputs {inputs!r} use the tail statistic: a TailNorm is required")
+        self.family = family
+        self.inputs = inputs
+        self.backbone = backbone
+        self.uses_tail = "tail" in inputs
+        self.uses_state = "state" in inputs
+        if norm is not None:
+            if norm.mean.shape != (family.steps + 1,) or norm.std.shape != (family.steps + 1,):
+                raise ValueError(f"TailNorm statistics have shape {tuple(norm.mean.shape)}, "
+                                 f"expected ({family.steps + 1},) for T = {family.steps}")
+            self.register_buffer("norm_mean", norm.mean.detach().clone())
+            self.register_buffer("norm_std", norm.std.detach().clone())
+        else:
+            self.register_buffer("norm_mean", None)
+            self.register_buffer("norm_std", None)
+
+    @property
+    def norm(self) -> TailNorm | None:
+        """The tail normalisation (from the stored buffers)."""
+        if self.norm_mean is None:
+            return None
+        return TailNorm(self.norm_mean, self.norm_std)
+
+    @property
+    def in_features(self) -> int:
+        return input_features(self.family, self.inputs)
+
+    def network_input(self, s_t: Tensor | None, x_t: Tensor | None, t: Tensor) -> Tensor:
+        """The flattened network input ``(B, in_features)`` (before the time embedding)."""
+        parts = []
+        if self.uses_tail:
+            if s_t is None:
+                raise ValueError(f"inputs {self.inputs!r} need the tail statistic s_t")
+            parts.append(self.norm(self.family, s_t, t).reshape(s_t.shape[0], -1))
+        if self.uses_state:
+            if x_t is None:
+                raise ValueError(f"inputs {self.inputs!r} need the state x_t")
+            parts.append(x_t.reshape(x_t.shape[0], -1))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def raw(self, s_t: Tensor | None, x_t: Tensor | None, t: Tensor | int, labels: Tensor | None = None) -> Tensor:
+        """Raw backbone output, shape ``(B, *family.raw_shape)``, in the network's dtype."""
+        ref = s_t if s_t is not None else x_t
+        b = ref.shape[0]
+        t = as_steps(t, b, ref.device)
+        h = self.network_input(s_t, x_t, t)
+        dtype = self._param_dtype()
+        out = self.backbone(h.to(dtype), scaled_time(t, self.family.steps).to(dtype), labels)
+        return out.reshape(b, *self.family.raw_shape)
+
+    def forward(self, s_t: Tensor | None, x_t: Tensor | None, t: Tensor | int,
+                labels: Tensor | None = None) -> Tensor:
+        """x̂0 in the domain, shape ``(B, *family.event_shape)``."""
+        raw = self.raw(s_t, x_t, t, labels)
+        ref = x_t if x_t is not None and x_t.is_floating_point() else s_t
+        if ref is not None and ref.is_floating_point():
+            raw = raw.to(ref.dtype)
+        return self.family.head(raw)
+
+    def _param_dtype(self) -> torch.dtype:
+        for p in self.backbone.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()
+
+
+def _get(cfg: Any, key: str, default: Any) -> Any:
+    if cfg is None:
+        return default
+    if isinstance(cfg, Mapping):
+        value = cfg.get(key, default)
+    else:
+        value = getattr(cfg, key, default)
+    return default if value is None else value
+
+
+def build_mlp_denoiser(family: Family, norm: TailNorm | None, inputs: str, mlp_cfg: Any = None,
+                       dropout: float = 0.0, num_classes: int = 0) -> Denoiser:
+    """A :class:`Denoiser` with an :class:`MLP` backbone sized for ``family`` and ``inputs``.
+
+    ``mlp_cfg`` is a mapping or an object (e.g. the spec's ``network.mlp`` section) with ``hidden``,
+    ``blocks`` and ``time_dim`` (missing keys take the published sizes 512 / 3 / 32).
+    ``num_classes > 0`` makes it class conditional (plus one "no label" entry).
+    """
+    backbone = MLP(
+        in_features=input_features(family, inputs),
+        out_features=math.prod(family.raw_shape),
+        hidden=int(_get(mlp_cfg, "hidden", 512)),
+        blocks=int(_get(mlp_cfg, "blocks", 3)),
+        time_dim=int(_get(mlp_cfg, "time_dim", 32)),
+        dropout=float(dropout),
+        num_classes=int(num_classes),
+    )
+    return Denoiser(family, norm, inputs, backbone)
+
+
+def drop_labels(labels: Tensor, p: float, null_label: int, generator: torch.Generator | None = None) -> Tensor:
+    """Replace each label by ``null_label`` with probability ``p`` (classifier-free guidance
+    training, the spec's ``network.label_dropout``)."""
+    if p <= 0.0:
+        return labels
+    u = torch.rand(labels.shape, generator=generator, device=labels.device if generator is None else generator.device)
+    return torch.where(u.to(labels.device) < p, torch.full_like(labels, null_label), labels)
