@@ -24,6 +24,7 @@ class DiffusionProcess:
     inputs: str                             # "tail", "state" or "tail+state"
     loss: str
     loss_weighting: str
+    coupling_lr: float = 1e-3                # learning rate of a learned coupling
     notes: tuple[str, ...] = ()
 
     def rho(self) -> Tensor:
@@ -51,5 +52,6 @@ def build_process(spec: ProcessSpec, event_shape: tuple[int, ...]) -> DiffusionP
         notes.append(f"the {family.name} family's inverse noise map draws auxiliary variables, so its kernel KL "
                      "is intractable: the learned coupling uses the ddpm rule instead")
     coupling = build_coupling(kind, spec.steps, snr=snr, rho=spec.coupling.rho)
-    return DiffusionProcess(family, coupling, kind, spec.inputs, spec.loss, spec.loss_weighting, tuple(notes))
+    return DiffusionProcess(family, coupling, kind, spec.inputs, spec.loss, spec.loss_weighting,
+                            spec.coupling.lr, tuple(notes))
 

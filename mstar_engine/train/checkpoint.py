@@ -1,0 +1,65 @@
+"""Checkpoints: atomic writes (temporary file, fsync, rename) and a ``latest`` pointer.
+
+A crash at any moment leaves the previous checkpoint and pointer intact: the new file only gets
+its final name once it is complete, and ``latest`` is replaced the same way afterwards.
+Checkpoints hold tensors, numbers and strings only, so they load with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LATEST = "latest"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says which file and why."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
+    """Write ``state`` as ``step-NNNNNNNN.pt`` and point ``latest`` at it; keep the newest ``keep``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step-{step:08d}.pt"
+    _atomic_write(path, lambda fh: torch.save(state, fh))
+    _atomic_write(directory / LATEST, lambda fh: fh.write(path.name.encode() + b"\n"))
+    for old in sorted(directory.glob("step-*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The file ``latest`` points to, or None when there is no checkpoint yet."""
+    pointer = Path(directory) / LATEST
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    path = Path(directory) / name
+    if not name or not path.is_file():
+        raise CheckpointError(f"{pointer} points to {name!r}, which does not exist; "
+                              "restore the file or delete the pointer to start afresh")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets one clear message
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None

@@ -1,0 +1,156 @@
+"""The training loop: one readable function.
+
+Each optimiser step draws a batch of x0 (a pure function of the example position, so resume is
+exact), K = ``t_per_rollout`` steps t per example, one forward roll-out (star-shaped or coupled,
+no network calls) giving (x_t, s_t) at those steps, the prediction x̂0 = D_θ(s_t, x_t, t), the
+per-step loss, and — for the learned coupling — the kernel KL with x̂0 detached, which trains ρ_t.
+Learning rate and EMA decay are pure functions of the step. Checkpoints are atomic; a resumed run
+equals an uninterrupted one bit for bit on the CPU.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from mstar_engine.process.build import DiffusionProcess
+from mstar_engine.process.forward import rollout
+from mstar_engine.process.kernel_kl import kernel_kl
+from mstar_engine.process.losses import step_loss
+from mstar_engine.schedules import LearnedCoupling
+from mstar_engine.spec.schema import Train
+from mstar_engine.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mstar_engine.train.schedules import ema_decay, learning_rate
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class CheckpointMismatch(RuntimeError):
+    """The run directory holds a checkpoint of a different spec."""
+
+
+def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int], Iterator[Tensor]],
+          cfg: Train, total_steps: int, run_dir: Path, *, seed: int = 0, fingerprint: dict | None = None,
+          resume: bool = True, log: Callable[[str], None] = print) -> nn.Module:
+    """Train ``denoiser`` (and a learned coupling) for ``total_steps`` optimiser steps; return the
+    EMA model. ``batches(start_example)`` yields batches of x0 from that example position on."""
+    family = process.family
+    ema = copy.deepcopy(denoiser).requires_grad_(False)
+    params = [{"params": denoiser.parameters(), "lr": cfg.lr}]
+    learned = process.coupling if isinstance(process.coupling, LearnedCoupling) else None
+    if learned is not None:
+        params.append({"params": learned.parameters(), "lr": cfg.lr, "coupling": True})
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    coupling_lr = process.coupling_lr
+    generator = torch.Generator().manual_seed(seed + 1)
+    ckpt_dir = run_dir / "checkpoints" / "train"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+    fingerprint = fingerprint or {}
+
+    step = 0
+    latest = latest_checkpoint(ckpt_dir) if resume else None
+    if latest is not None:
+        state = load_checkpoint(latest)
+        differing = sorted(k for k in set(fingerprint) | set(state["fingerprint"])
+                           if fingerprint.get(k) != state["fingerprint"].get(k))
+        if differing:
+            raise CheckpointMismatch(f"{latest} was written by a different spec; differing keys: "
+                                     f"{', '.join(differing)}. Use another experiment.name or output_dir, "
+                                     "or run with --resume never to start afresh in a new directory")
+        denoiser.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        if learned is not None:
+            learned.load_state_dict(state["coupling"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+        _truncate_metrics(metrics_path, step)
+        log(f"resumed from {latest} at step {step}")
+
+    def checkpoint() -> Path:
+        return save_checkpoint(ckpt_dir, step, {
+            "step": step, "model": denoiser.state_dict(), "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "fingerprint": fingerprint})
+
+    T, k = family.steps, cfg.t_per_rollout
+    data = batches(step * cfg.batch_size)
+    denoiser.train()
+    start, last_log_step, last_log_time = time.perf_counter(), step, time.perf_counter()
+    last_good = latest
+    while step < total_steps:
+        lr = learning_rate(step, cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = coupling_lr if group.get("coupling") else lr
+        x0 = next(data)
+        b = x0.shape[0]
+        keep = torch.randint(1, T + 1, (b, k), generator=generator)
+        out = rollout(family, x0, keep, rho=process.rho(), generator=generator)
+        x0_rep = x0.repeat_interleave(k, 0)
+        t = keep.reshape(-1)
+        x_t, s_t = out.x.flatten(0, 1), out.s.flatten(0, 1)
+        x0_hat = denoiser(s_t, x_t, t)
+        loss = step_loss(family, x0_rep, x0_hat, t, process.loss, process.loss_weighting).mean()
+        total = loss
+        if learned is not None:
+            rho = learned()[t]
+            total = total + kernel_kl(family, x_t, x0_rep, x0_hat.detach(), t, rho, generator=generator).mean()
+        if not torch.isfinite(total):
+            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+            raise TrainingDiverged(f"the loss became {float(total)} at step {step}; {where}. Lower train.lr, "
+                                   "set train.clip_grad, or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.clip_grad)
+        optimizer.step()
+        step += 1
+        decay = ema_decay(step, cfg.ema, cfg.ema_warmup)
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), denoiser.parameters()):
+                e.lerp_(p, 1.0 - decay)
+            for e, p in zip(ema.buffers(), denoiser.buffers()):
+                e.copy_(p)
+
+        if step % cfg.log_every == 0 or step == total_steps:
+            now = time.perf_counter()
+            speed = (step - last_log_step) * b / max(now - last_log_time, 1e-9)
+            eta = (total_steps - step) * b / max(speed, 1e-9)
+            record = {"step": step, "loss": float(loss.detach()), "lr": lr, "examples_per_s": round(speed, 1),
+                      "seconds": round(now - start, 2)}
+            if learned is not None:
+                record["rho_mean"] = float(learned()[1:].mean())
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            log(f"step {step}/{total_steps}  loss {record['loss']:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
+                f"ETA {_duration(eta)}")
+            last_log_step, last_log_time = step, now
+        if step % cfg.checkpoint_every == 0 or step == total_steps:
+            last_good = checkpoint()
+    return ema
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint being resumed (they will be written again)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

@@ -1,0 +1,115 @@
+"""Training loop: exact resume after a crash, atomic checkpoints, divergence, spec mismatch."""
+from pathlib import Path
+
+import attrs
+import pytest
+import torch
+
+from mstar_engine.data.synthetic import make_synthetic
+from mstar_engine.networks import build_mlp_denoiser
+from mstar_engine.process.build import build_process
+from mstar_engine.process.normalise import TailNorm
+from mstar_engine.spec import load_spec
+from mstar_engine.spec.resolve import resolve
+from mstar_engine.train.checkpoint import latest_checkpoint, load_checkpoint
+from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged, train
+
+SPEC = Path(__file__).parents[2] / "specs" / "quickstart.toml"
+DATA = make_synthetic("dirichlet-mixture", 1000, 0)
+
+
+class Crash(Exception):
+    pass
+
+
+def setup(coupling="ddpm", **train_overrides):
+    overrides = [f"process.coupling.kind={coupling}", "network.mlp.hidden=32", "network.mlp.blocks=1",
+                 "train.batch_size=32", "process.steps=16", "network.mlp.time_dim=8"]
+    overrides += [f"train.{k}={v}" for k, v in train_overrides.items()]
+    spec = resolve(load_spec(SPEC, overrides).spec)
+    torch.manual_seed(0)
+    process = build_process(spec.process, (3,))
+    norm = TailNorm.estimate(process.family, [DATA[:128]], process.rho(), torch.Generator().manual_seed(0))
+    denoiser = build_mlp_denoiser(process.family, norm, process.inputs, spec.network.mlp)
+    return spec, process, denoiser
+
+
+def batches(start):
+    i = start
+    while True:
+        yield DATA[torch.arange(i, i + 32) % DATA.shape[0]]
+        i += 32
+
+
+def run(tmp, total=24, crash_at=None, coupling="ddpm", **kw):
+    spec, process, denoiser = setup(coupling, checkpoint_every=8, log_every=4, **kw)
+
+    def log(line):
+        if crash_at is not None and line.startswith(f"step {crash_at}/"):
+            raise Crash
+
+    ema = train(process, denoiser, batches, spec.train, total, tmp, seed=0, fingerprint={"a": 1}, log=log)
+    return denoiser, ema, process
+
+
+@pytest.mark.parametrize("coupling", ["ddpm", "learned"])
+def test_resume_after_crash_is_bit_exact(tmp_path, coupling):
+    """Crash after step 12 (last checkpoint at 8), resume, and compare with an uninterrupted run."""
+    ref_model, ref_ema, ref_proc = run(tmp_path / "ref", coupling=coupling)
+    with pytest.raises(Crash):
+        run(tmp_path / "crash", crash_at=12, coupling=coupling)
+    assert latest_checkpoint(tmp_path / "crash" / "checkpoints" / "train").name == "step-00000008.pt"
+    model, ema, proc = run(tmp_path / "crash", coupling=coupling)
+    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(ref_ema.state_dict().values(), ema.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(ref_proc.rho(), proc.rho())
+    ref_log = (tmp_path / "ref" / "metrics.jsonl").read_text()
+    assert (tmp_path / "crash" / "metrics.jsonl").read_text().count("\n") == ref_log.count("\n")
+
+
+def test_checkpoint_loads_weights_only_and_interrupted_write_keeps_previous(tmp_path, monkeypatch):
+    run(tmp_path, total=8)
+    ckpt_dir = tmp_path / "checkpoints" / "train"
+    good = latest_checkpoint(ckpt_dir)
+    state = torch.load(good, weights_only=True)
+    assert state["step"] == 8
+    # interrupt the next write in the middle of torch.save: the previous checkpoint must still load
+    real_save = torch.save
+
+    def broken_save(obj, fh, *a, **k):
+        fh.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="No space"):
+        run(tmp_path, total=16)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert latest_checkpoint(ckpt_dir) == good
+    assert load_checkpoint(good)["step"] == 8
+    assert not list(ckpt_dir.glob("*.tmp"))
+
+
+def test_diverging_loss_stops_with_a_clear_message(tmp_path):
+    """A non-finite loss at step 10 (after the checkpoint at 8) stops training, names the last
+    good checkpoint, and leaves it loadable."""
+    spec, process, denoiser = setup(checkpoint_every=8, log_every=4)
+
+    def poisoned(start):
+        for i, batch in enumerate(batches(start)):
+            yield batch * float("nan") if start + i * 32 >= 10 * 32 else batch
+
+    with pytest.raises(TrainingDiverged, match=r"at step 10; the last good checkpoint is .*step-00000008.pt"):
+        train(process, denoiser, poisoned, spec.train, 24, tmp_path, log=lambda _: None)
+    assert load_checkpoint(latest_checkpoint(tmp_path / "checkpoints" / "train"))["step"] == 8
+
+
+def test_checkpoint_of_another_spec_is_refused(tmp_path):
+    spec, process, denoiser = setup(checkpoint_every=4, log_every=4)
+    train(process, denoiser, batches, spec.train, 4, tmp_path, fingerprint={"process.steps": 16, "x": 1},
+          log=lambda _: None)
+    spec, process, denoiser = setup(checkpoint_every=4, log_every=4)
+    with pytest.raises(CheckpointMismatch, match="differing keys: process.steps"):
+        train(process, denoiser, batches, spec.train, 8, tmp_path, fingerprint={"process.steps": 32, "x": 1},
+              log=lambda _: None)
