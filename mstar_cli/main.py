@@ -119,6 +119,15 @@ def list_(what: str, as_json: bool) -> None:
         click.echo(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
 
 
+def _run_errors() -> tuple[type[BaseException], ...]:
+    from mstar_engine.data.offline import DataError
+    from mstar_engine.families import DomainError
+    from mstar_engine.train.checkpoint import CheckpointError
+    from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
+    return (DataError, DomainError, CheckpointError, CheckpointMismatch, TrainingDiverged, NotImplementedError,
+            ImportError)
+
+
 def _not_yet(capability: str, issue: str) -> None:
     raise Failure(f"{capability} is not available yet: it arrives with issue {issue}. "
                   "Until then, mstar validate and mstar plan check and explain a spec.")
@@ -131,16 +140,29 @@ def _not_yet(capability: str, issue: str) -> None:
               help="Continue from the latest checkpoint of the run directory.")
 @click.option("--download", is_flag=True, help="Allow downloading a missing torchvision dataset.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (as mstar plan) and stop.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @handle_errors
-def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_run: bool) -> None:
+def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_run: bool, as_json: bool) -> None:
     """Run SPEC: train, distil, sample and evaluate as its plan says."""
     from mstar_engine.plan import compile_plan, render_plan
     from mstar_engine.spec import load_spec
     if dry_run:
         click.echo(render_plan(compile_plan(load_spec(spec, overrides))), nl=False)
         return
-    load_spec(spec, overrides, ready=not download)
-    _not_yet("training (mstar run)", "#4 (`mstar run`)")
+    from mstar_engine.runner import execute, results_table
+    loaded = load_spec(spec, overrides, ready=not download)
+    plan = compile_plan(loaded)
+    blocking = [w for w in plan.warnings if w.severity == "environment"]
+    if blocking:
+        raise Failure("this machine cannot run the spec: " + "; ".join(str(w) for w in blocking))
+    for warning in plan.warnings:
+        click.echo(str(warning), err=True)
+    click.echo(f"run directory: {plan.run_dir}", err=True)
+    try:
+        results = execute(plan, loaded, resume=resume == "auto", log=lambda line: click.echo(line, err=True))
+    except _run_errors() as exc:
+        raise Failure(str(exc)) from None
+    click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
 
 
 @cli.command()

@@ -108,7 +108,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             total = total + kernel_kl(family, x_t, x0_rep, x0_hat.detach(), t, rho, generator=generator).mean()
         if not torch.isfinite(total):
             where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-            raise TrainingDiverged(f"the loss became {float(total)} at step {step}; {where}. Lower train.lr, "
+            raise TrainingDiverged(f"the loss became {float(total.detach())} at step {step}; {where}. Lower train.lr, "
                                    "set train.clip_grad, or check the data")
         optimizer.zero_grad(set_to_none=True)
         total.backward()

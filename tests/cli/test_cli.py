@@ -6,6 +6,7 @@ rewrite them with ``MSTAR_UPDATE_GOLDEN=1 python -m pytest tests/cli`` and revie
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -199,11 +200,23 @@ def test_list_unknown_table():
 
 # ------------------------------------------------------------------------------------ run and friends
 
-def test_run_valid_spec_names_the_issue_it_waits_for(in_root):
-    result = invoke("run", "specs/quickstart.toml")
-    assert result.exit_code == 1, result.output
-    assert result.output.startswith("error: training (mstar run) is not available yet: "
-                                    "it arrives with issue #4 (`mstar run`).")
+SHORT_RUN = ["train.steps=12", "train.log_every=4", "train.checkpoint_every=6", "process.steps=16",
+             "network.mlp.hidden=32", "network.mlp.blocks=1", "sample.num_samples=200", "eval.num_samples=200",
+             "data.num_examples=1000"]
+
+
+def test_run_trains_samples_and_evaluates(in_root, tmp_path):
+    result = invoke("run", "specs/quickstart.toml", f"experiment.output_dir={tmp_path}", *SHORT_RUN, "--json")
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "quickstart"
+    for name in ("spec.toml", "spec.resolved.toml", "plan.txt", "metrics.jsonl", "results.json", "results.txt",
+                 "samples/samples.npz", "checkpoints/train/latest"):
+        assert (run_dir / name).exists(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    assert {r["metric"] for r in results["results"]} == {"knn-kl", "energy"}
+    assert all(math.isfinite(r["value"]) and math.isfinite(r["noise_floor"]) for r in results["results"])
+    assert (run_dir / "spec.toml").read_text() == (Path("specs") / "quickstart.toml").read_text()
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
 
 
 def test_run_invalid_spec_exits_2(in_root):
