@@ -4,8 +4,9 @@ Each optimiser step draws a batch of x0 (a pure function of the example position
 exact), K = ``t_per_rollout`` steps t per example, one forward roll-out (star-shaped or coupled,
 no network calls) giving (x_t, s_t) at those steps, the prediction x̂0 = D_θ(s_t, x_t, t), the
 per-step loss, and — for the learned coupling — the kernel KL with x̂0 detached, which trains ρ_t.
-Learning rate and EMA decay are pure functions of the step. Checkpoints are atomic; a resumed run
-equals an uninterrupted one bit for bit on the CPU.
+Learning rate, EMA decay, data order and every random draw are pure functions of the step (the
+roll-outs of a block of steps are simulated together from a generator seeded by the block), so a
+resumed run equals an uninterrupted one bit for bit on the CPU.
 """
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec.schema import Train
 from mstar_engine.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mstar_engine.train.schedules import ema_decay, learning_rate
+
+
+#: Optimiser steps whose roll-outs are simulated in one call. Roll-outs need no network, so their
+#: per-call overhead is paid once per block; a learned coupling's ρ is read at the block's start.
+ROLLOUT_BLOCK = 16
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,7 +57,6 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     coupling_lr = process.coupling_lr
-    generator = torch.Generator().manual_seed(seed + 1)
     ckpt_dir = run_dir / "checkpoints" / "train"
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
@@ -72,7 +77,6 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         optimizer.load_state_dict(state["optimizer"])
         if learned is not None:
             learned.load_state_dict(state["coupling"])
-        generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
         _truncate_metrics(metrics_path, step)
@@ -82,10 +86,25 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         return save_checkpoint(ckpt_dir, step, {
             "step": step, "model": denoiser.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "fingerprint": fingerprint})
+            "torch_rng": torch.get_rng_state(), "block_rho": block_rho, "fingerprint": fingerprint})
 
     T, k = family.steps, cfg.t_per_rollout
-    data = batches(step * cfg.batch_size)
+
+    def block(index: int, rho: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Training inputs of optimiser steps [index·R, (index+1)·R): one roll-out call for R
+        batches (amortises per-step overhead), randomness a pure function of (seed, index)."""
+        g = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        source = batches(index * ROLLOUT_BLOCK * cfg.batch_size)
+        x0 = torch.cat([next(source) for _ in range(ROLLOUT_BLOCK)])
+        keep = torch.randint(1, T + 1, (x0.shape[0], k), generator=g)
+        out = rollout(family, x0, keep, rho=rho, generator=g)
+        return list(zip(x0.chunk(ROLLOUT_BLOCK), keep.chunk(ROLLOUT_BLOCK), out.x.chunk(ROLLOUT_BLOCK),
+                        out.s.chunk(ROLLOUT_BLOCK)))
+
+    inputs: list = []
+    if step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with
+        block_rho = state["block_rho"]
+        inputs = block(step // ROLLOUT_BLOCK, block_rho)
     denoiser.train()
     start, last_log_step, last_log_time = time.perf_counter(), step, time.perf_counter()
     last_good = latest
@@ -93,13 +112,15 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         lr = learning_rate(step, cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule)
         for group in optimizer.param_groups:
             group["lr"] = coupling_lr if group.get("coupling") else lr
-        x0 = next(data)
+        if not inputs or step % ROLLOUT_BLOCK == 0:
+            block_rho = process.rho()
+            inputs = block(step // ROLLOUT_BLOCK, block_rho)
+        x0, keep, x_k, s_k = inputs[step % ROLLOUT_BLOCK]
         b = x0.shape[0]
-        keep = torch.randint(1, T + 1, (b, k), generator=generator)
-        out = rollout(family, x0, keep, rho=process.rho(), generator=generator)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 1)
         x0_rep = x0.repeat_interleave(k, 0)
         t = keep.reshape(-1)
-        x_t, s_t = out.x.flatten(0, 1), out.s.flatten(0, 1)
+        x_t, s_t = x_k.flatten(0, 1), s_k.flatten(0, 1)
         x0_hat = denoiser(s_t, x_t, t)
         loss = step_loss(family, x0_rep, x0_hat, t, process.loss, process.loss_weighting).mean()
         total = loss

@@ -23,7 +23,8 @@ class Crash(Exception):
 
 
 def setup(coupling="ddpm", **train_overrides):
-    overrides = [f"process.coupling.kind={coupling}", "network.mlp.hidden=32", "network.mlp.blocks=1",
+    family = ["process.family=gaussian"] if coupling == "learned" else []   # a learnable kernel KL
+    overrides = family + [f"process.coupling.kind={coupling}", "network.mlp.hidden=32", "network.mlp.blocks=1",
                  "train.batch_size=32", "process.steps=16", "network.mlp.time_dim=8"]
     overrides += [f"train.{k}={v}" for k, v in train_overrides.items()]
     spec = resolve(load_spec(SPEC, overrides).spec)
@@ -65,6 +66,8 @@ def test_resume_after_crash_is_bit_exact(tmp_path, coupling):
     for a, b in zip(ref_ema.state_dict().values(), ema.state_dict().values()):
         assert torch.equal(a, b)
     assert torch.equal(ref_proc.rho(), proc.rho())
+    if coupling == "learned":
+        assert ref_proc.coupling_kind == "learned" and not torch.equal(ref_proc.rho(), setup(coupling)[1].rho())
     ref_log = (tmp_path / "ref" / "metrics.jsonl").read_text()
     assert (tmp_path / "crash" / "metrics.jsonl").read_text().count("\n") == ref_log.count("\n")
 
