@@ -120,19 +120,24 @@ def ndtri_log(logp: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------- Gamma CDF
-def gamma_log_cdf(y: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-    """(log P(a, e^y), log Q(a, e^y)): the log lower and upper regularised incomplete gamma
-    functions at x = e^y, without forming x where it would underflow.
-
-    For x < 1e-3: log P = a y − lnΓ(a+1) + log(1 − a x/(a+1) + a x²/(2(a+2)) − a x³/(6(a+3))) and
-    log Q = log(1 − P); otherwise the logs of torch's ``gammainc``/``gammaincc`` (−inf where they
-    underflow).
-    """
+def _small_x_log_p(y: Tensor, a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(x = e^y, the mask x < 1e-3, log P(a, x) by the series there):
+    log P = a y − lnΓ(a+1) + log(1 − a x/(a+1) + a x²/(2(a+2)) − a x³/(6(a+3)))."""
     x = torch.exp(y)
     small = x < _SMALL_X
     xs = torch.where(small, x, torch.zeros_like(x))
     series = 1 - a * xs / (a + 1) + a * xs * xs / (2 * (a + 2)) - a * xs ** 3 / (6 * (a + 3))
-    logp_small = a * y - torch.lgamma(a + 1) + torch.log(series)
+    return x, small, a * y - torch.lgamma(a + 1) + torch.log(series)
+
+
+def gamma_log_cdf(y: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+    """(log P(a, e^y), log Q(a, e^y)): the log lower and upper regularised incomplete gamma
+    functions at x = e^y, without forming x where it would underflow.
+
+    For x < 1e-3 the series of :func:`_small_x_log_p` and log Q = log(1 − P); otherwise the logs
+    of torch's ``gammainc``/``gammaincc`` (−inf where they underflow).
+    """
+    x, small, logp_small = _small_x_log_p(y, a)
     logq_small = log1mexp(logp_small)
     xl = torch.where(small, torch.ones_like(x), x)
     logp_large = torch.log(torch.special.gammainc(a, xl))
@@ -144,11 +149,7 @@ def gamma_log_tail(y: Tensor, a: Tensor, upper: Tensor) -> Tensor:
     """log P(a, e^y) where ``upper`` is False and log Q(a, e^y) where it is True: the same values as
     :func:`gamma_log_cdf`, evaluating only the requested tail's incomplete gamma per element
     (half the work of computing both)."""
-    x = torch.exp(y)
-    small = x < _SMALL_X
-    xs = torch.where(small, x, torch.zeros_like(x))
-    series = 1 - a * xs / (a + 1) + a * xs * xs / (2 * (a + 2)) - a * xs ** 3 / (6 * (a + 3))
-    logp_small = a * y - torch.lgamma(a + 1) + torch.log(series)
+    x, small, logp_small = _small_x_log_p(y, a)
     out = torch.where(upper, log1mexp(logp_small), logp_small)
     lower_large, upper_large = ~small & ~upper, ~small & upper
     out[lower_large] = torch.log(torch.special.gammainc(a[lower_large], x[lower_large]))

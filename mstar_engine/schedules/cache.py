@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from mstar_engine.atomic import atomic_write
 
 VERSION = 1
 STATS: Counter = Counter()
@@ -61,19 +62,8 @@ def save(key: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` atomically (temporary file + os.replace) and return the path."""
     path = cache_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.npz", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a cache file is as readable as any other
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}),
+                 suffix=".tmp.npz", shared=True)
     STATS["writes"] += 1
     return path
 

@@ -6,12 +6,12 @@ Checkpoints hold tensors, numbers and strings only, so they load with ``weights_
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from mstar_engine.atomic import atomic_write
 
 LATEST = "latest"
 
@@ -20,26 +20,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says which file and why."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
     """Write ``state`` as ``step-NNNNNNNN.pt`` and point ``latest`` at it; keep the newest ``keep``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:08d}.pt"
-    _atomic_write(path, lambda fh: torch.save(state, fh))
-    _atomic_write(directory / LATEST, lambda fh: fh.write(path.name.encode() + b"\n"))
+    atomic_write(path, lambda fh: torch.save(state, fh))
+    atomic_write(directory / LATEST, lambda fh: fh.write(path.name.encode() + b"\n"))
     for old in sorted(directory.glob("step-*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
     return path
