@@ -176,15 +176,39 @@ def bench(spec: str, overrides: tuple[str, ...]) -> None:
     _not_yet("benchmarking (mstar bench)", "#5 (images and fast training)")
 
 
+def _load_run(run_dir: str, checkpoint: str | None):
+    from mstar_engine.runs import RunError, load_run
+    try:
+        return load_run(run_dir, checkpoint)
+    except RunError as exc:
+        raise Failure(str(exc)) from None
+
+
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
-@click.option("--num-samples", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), help="Network evaluations (default: the run's).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Output .npz or .pt file.")
+@click.option("--num-samples", "-n", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), help="Network evaluations (default: the run's sample.steps).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Output file: .npz (key 'samples'), .npy or .pt "
+              "[default: RUN/samples/samples-N-K.npz].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling noise.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
+              help="A checkpoint file of the run (default: the latest).")
 @handle_errors
-def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None) -> None:
-    """Draw samples from the latest checkpoint of RUN."""
-    _not_yet("sampling (mstar sample)", "#4 (`mstar run`)")
+def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, seed: int,
+           checkpoint: str | None) -> None:
+    """Draw samples from the EMA weights of RUN's latest checkpoint."""
+    from mstar_engine.runs import SAMPLE_SUFFIXES, save_samples
+    run = _load_run(run_dir, checkpoint)
+    T = run.model.process.family.steps
+    steps = steps or run.spec.sample.steps
+    if steps > T:
+        raise click.BadParameter(f"{steps} exceeds the run's T = {T} steps", param_hint="--steps")
+    if out is not None and not out.endswith(SAMPLE_SUFFIXES):
+        raise click.BadParameter(f"{out!r} must end in {', '.join(SAMPLE_SUFFIXES)}", param_hint="--out")
+    x = run.sample(num_samples, steps, seed=seed, batch_size=run.spec.sample.batch_size)
+    path = save_samples(out or f"{run_dir}/samples/samples-{num_samples}-{steps}.npz", x)
+    click.echo(f"{num_samples} samples of shape {tuple(x.shape[1:])} ({steps} network evaluations, step {run.step}) "
+               f"written to {path}")
 
 
 @cli.command()
@@ -199,15 +223,49 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int) -> None:
 
 @cli.command(name="eval")
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
-@click.option("--fid", is_flag=True, help="Fréchet Inception distance.")
-@click.option("--is", "inception_score", is_flag=True, help="Inception score.")
-@click.option("--auprc", is_flag=True, help="Anomaly-detection AUPRC.")
-@click.option("--steps", help="Comma-separated step counts, e.g. 1,2,4,8.")
+@click.option("--steps", help="Comma-separated step counts, e.g. 1,2,4,8 (default: the spec's eval.steps).")
+@click.option("--metrics", help="Comma-separated metrics, e.g. knn-kl,mmd (default: the spec's eval.metrics).")
+@click.option("--num-samples", "-n", type=click.IntRange(min=2), help="Samples per evaluation.")
+@click.option("--repeats", type=click.IntRange(min=1), help="Independent draws averaged per metric.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
+              help="A checkpoint file of the run (default: the latest).")
+@click.option("--fid", is_flag=True, help="Fréchet Inception distance (images).")
+@click.option("--is", "inception_score", is_flag=True, help="Inception score (images).")
+@click.option("--auprc", is_flag=True, help="Anomaly-detection AUPRC (images).")
 @click.option("--download", is_flag=True, help="Allow downloading the Inception weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @handle_errors
-def eval_(run_dir: str, **_: object) -> None:
-    """Metrics table of RUN over step counts."""
-    _not_yet("evaluation (mstar eval)", "#4 (`mstar run`)")
+def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int | None, repeats: int | None,
+          checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, download: bool,
+          as_json: bool) -> None:
+    """Metrics table of RUN over step counts, each beside its noise floor."""
+    if fid or inception_score or auprc:
+        _not_yet("image metrics (--fid, --is, --auprc)", "#5 (images)")
+    from mstar_engine.evaluate import evaluate_run, results_table
+    from mstar_engine.metrics.catalog import METRICS
+    step_list = _int_list(steps, "--steps") if steps else None
+    metric_list = [m.strip() for m in metrics.split(",")] if metrics else None
+    unknown = [m for m in metric_list or () if m not in METRICS]
+    if unknown:
+        raise click.BadParameter(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(sorted(METRICS))}",
+                                 param_hint="--metrics")
+    run = _load_run(run_dir, checkpoint)
+    try:
+        results = evaluate_run(run, steps=step_list, metrics=metric_list, num_samples=num_samples, repeats=repeats)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 1,2,4,8, got {text!r}",
+                                 param_hint=option) from None
+    if any(v < 1 for v in values):
+        raise click.BadParameter(f"step counts must be at least 1, got {text!r}", param_hint=option)
+    return values
 
 
 def main() -> None:

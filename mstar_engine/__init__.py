@@ -1,3 +1,16 @@
-"""mstar engine: exponential-family diffusion (M-Star, star-shaped, DDPM). Importable without click."""
+"""mstar engine: exponential-family diffusion (M-Star, star-shaped, DDPM). Importable without click.
+
+Python API: ``load_run(run_dir).sample(n, steps)`` and ``save_samples(path, x)`` (:mod:`mstar_engine.runs`).
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["load_run", "save_samples"]
+
+
+def __getattr__(name: str):
+    """``from mstar_engine import load_run`` without importing torch for ``mstar validate``."""
+    if name in __all__:
+        from mstar_engine import runs
+        return getattr(runs, name)
+    raise AttributeError(f"module 'mstar_engine' has no attribute {name!r}")

@@ -39,9 +39,12 @@ class LoadedSpec:
         return "override" if loc.override is not None else f"{Path(loc.file).name}:{loc.line}"
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, ready: bool = False) -> LoadedSpec:
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, ready: bool = False,
+              semantic: bool = True) -> LoadedSpec:
     """Read, override, convert and check a spec file. ``ready=True`` also makes environment
-    issues (missing datasets, weights, packages) errors, as ``mstar run`` needs."""
+    issues (missing datasets, weights, packages) errors, as ``mstar run`` needs;
+    ``semantic=False`` skips the cross-key checks (for a run's ``spec.resolved.toml``, which
+    spells out every setting, used or not)."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:  # keep line ends as written
@@ -51,17 +54,17 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, 
                                "give the path of a .toml spec (see specs/ for examples)")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([Issue(Location(str(path)), (), f"cannot read the spec: {exc}")]) from None
-    return load_spec_text(text, str(path), overrides, ready=ready)
+    return load_spec_text(text, str(path), overrides, ready=ready, semantic=semantic)
 
 
 def load_spec_text(text: str, file: str = "<spec>", overrides: list[str] | tuple[str, ...] = (), *,
-                   ready: bool = False) -> LoadedSpec:
+                   ready: bool = False, semantic: bool = True) -> LoadedSpec:
     data, locs = load_toml(text, file)
     issues = apply_overrides(data, locs, list(overrides))
     converter = Converter(locs, file)
     spec = converter.structure(Spec, data, ())
     issues += converter.issues
-    if spec is not None and not issues:
+    if spec is not None and not issues and semantic:
         issues += semantic_issues(spec, locs, file)
     if ready:
         issues = [attrs.evolve(i, severity="error") if i.severity == "environment" else i for i in issues]

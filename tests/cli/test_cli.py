@@ -237,9 +237,8 @@ def test_run_treats_environment_issues_as_errors(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("args", "issue"), [
     (["bench", "specs/quickstart.toml"], "#5 (images and fast training)"),
-    (["sample", "runs/x"], "#4 (`mstar run`)"),
     (["distill", "runs/x", "--to", "8"], "#6 (progressive distillation)"),
-    (["eval", "runs/x", "--fid"], "#4 (`mstar run`)"),
+    (["eval", "runs/x", "--fid"], "#5 (images)"),
 ])
 def test_other_commands_name_the_issue_they_wait_for(args, issue, in_root):
     result = invoke(*args)

@@ -1,0 +1,83 @@
+"""Evaluation of a model on low-dimensional data: every metric at every step count, beside its
+noise floor (the same metric between two independent data samples of the same size).
+
+Used at the end of ``mstar run`` and by ``mstar eval RUN`` (:func:`evaluate_run`).
+"""
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import torch
+from tabulate import tabulate
+
+from mstar_engine.data.load import load_dataset
+from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
+from mstar_engine.runs import Model, Run
+from mstar_engine.spec.schema import Spec
+
+
+def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int) -> dict:
+    """Every metric at every step count, beside its noise floor (two independent data samples of
+    the same size)."""
+    ev = spec.eval
+    simplex = model.process.family.domain == "simplex"
+    n = min(ev.num_samples, held_out.shape[0])
+    reference = drop_last_coordinate_if_simplex(held_out[:n].flatten(1), simplex)
+    pool = torch.cat([train_data, held_out]).flatten(1)
+    floors = {name: noise_floor(lambda a, b: _metric(name, a, b, ev), drop_last_coordinate_if_simplex(pool, simplex),
+                                n, repeats=ev.repeats, generator=torch.Generator().manual_seed(seed + 7)).mean
+              for name in ev.metrics}
+    rows = []
+    for steps in ev.steps if ev.metrics else ():
+        values = {name: [] for name in ev.metrics}
+        for r in range(ev.repeats):
+            x = model.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size).flatten(1)
+            x = drop_last_coordinate_if_simplex(x, simplex)
+            for name in ev.metrics:
+                values[name].append(_metric(name, x, reference, ev))
+        for name in ev.metrics:
+            rows.append({"metric": name, "steps": steps, "value": float(np.mean(values[name])),
+                         "std": float(np.std(values[name])), "noise_floor": float(floors[name]), "samples": n})
+    return {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
+            "coupling": model.process.coupling_kind, "results": rows}
+
+
+def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,
+                 num_samples: int | None = None, repeats: int | None = None) -> dict:
+    """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
+    with the spec's ``[eval]`` settings unless given here."""
+    ev = run.spec.eval
+    changes = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats}
+    ev = attrs.evolve(ev, **{k: v for k, v in changes.items() if v is not None})
+    if not ev.metrics:
+        raise ValueError("no metrics to compute: pass --metrics (mstar list metrics) or set eval.metrics in the spec")
+    images_only = [m for m in ev.metrics if m not in METRIC_FUNCTIONS]
+    if images_only:
+        raise ValueError(f"metric(s) {', '.join(images_only)} apply to image runs (issue #5); for this run use "
+                         f"{', '.join(sorted(METRIC_FUNCTIONS))}")
+    T = run.model.process.family.steps
+    too_many = [k for k in ev.steps if k > T]
+    if too_many:
+        raise ValueError(f"step counts {too_many} exceed the run's T = {T}; use counts between 1 and {T}")
+    spec = attrs.evolve(run.spec, eval=ev)
+    data = load_dataset(spec.data, spec.experiment.seed)
+    results = evaluate(run.model, spec, data.held_out, data.train, spec.experiment.seed)
+    results["checkpoint"] = str(run.checkpoint)
+    results["step"] = run.step
+    return results
+
+
+def _metric(name: str, a, b, ev) -> float:
+    if name == "knn-kl":
+        return METRIC_FUNCTIONS[name](a, b, k=ev.knn_k)
+    if name == "mmd":
+        return METRIC_FUNCTIONS[name](a, b, bandwidth=ev.mmd_bandwidth)
+    return METRIC_FUNCTIONS[name](a, b)
+
+
+def results_table(results: dict) -> str:
+    rows = [(r["metric"], r["steps"], f"{r['value']:.4f}", f"{r['noise_floor']:.4f}", r["samples"])
+            for r in results["results"]]
+    title = f"{results['experiment']}: {results['family']} ({results['coupling']} coupling) on {results['data']}"
+    return title + "\n" + tabulate(rows, headers=["metric", "steps", "value", "noise floor", "samples"],
+                                   tablefmt="github", disable_numparse=True)

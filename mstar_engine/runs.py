@@ -1,0 +1,125 @@
+"""Trained runs as Python objects: load a run directory, draw samples.
+
+    >>> from mstar_engine import load_run, save_samples
+    >>> run = load_run("runs/quickstart")
+    >>> x = run.sample(1000, steps=16, seed=0)        # (1000, *event_shape), in the family's domain
+    >>> save_samples("samples.npz", x)
+
+A run is rebuilt from its ``spec.resolved.toml`` and a training checkpoint (the ``latest`` one by
+default): the EMA weights (with the tail normalisation stored as buffers) and, for a learned
+coupling, its ρ_t. Nothing is re-estimated, so samples depend only on the checkpoint and the seed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+
+from mstar_engine.data.catalog import DATASETS
+from mstar_engine.networks import build_mlp_denoiser
+from mstar_engine.process.build import DiffusionProcess, build_process
+from mstar_engine.process.normalise import TailNorm
+from mstar_engine.sampling import sample, step_grid
+from mstar_engine.schedules import LearnedCoupling
+from mstar_engine.spec import SpecError, load_spec
+from mstar_engine.spec.schema import Spec
+from mstar_engine.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+
+SAMPLE_SUFFIXES = (".npz", ".pt", ".npy")
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used; the message says what is missing and how to fix it."""
+
+
+@attrs.frozen
+class Model:
+    """What sampling needs: the process and the (EMA) denoiser."""
+
+    process: DiffusionProcess
+    denoiser: torch.nn.Module
+
+    def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int = 1000,
+               final: str = "x0") -> torch.Tensor:
+        """``n`` samples with ``steps`` network evaluations (T when None; the block rule below T)."""
+        family = self.process.family
+        grid = step_grid(family.steps, steps or family.steps)
+        generator = torch.Generator().manual_seed(seed)
+        out = []
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                out.append(sample(self.denoiser, family, min(batch_size, n - start), grid, self.process.rho(),
+                                  generator=generator, dtype=torch.float64, final=final))
+        return torch.cat(out) if out else torch.empty((0, *family.event_shape), dtype=torch.float64)
+
+
+@attrs.frozen
+class Run:
+    """A trained run: its resolved spec, the model at ``checkpoint`` and the optimiser step."""
+
+    path: Path
+    spec: Spec
+    model: Model
+    checkpoint: Path
+    step: int
+
+    def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int = 1000,
+               final: str | None = None) -> torch.Tensor:
+        return self.model.sample(n, steps, seed=seed, batch_size=batch_size, final=final or self.spec.sample.final)
+
+
+def save_samples(path: str | Path, samples: torch.Tensor) -> Path:
+    """Write samples as ``.npz`` (key ``samples``), ``.npy`` or ``.pt``, chosen by the suffix."""
+    path = Path(path)
+    if path.suffix not in SAMPLE_SUFFIXES:
+        raise ValueError(f"cannot write samples to {path}: the file name must end in "
+                         f"{', '.join(SAMPLE_SUFFIXES)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".pt":
+        torch.save(samples.cpu(), path)
+    elif path.suffix == ".npy":
+        np.save(path, samples.cpu().numpy())
+    else:
+        np.savez_compressed(path, samples=samples.cpu().numpy())
+    return path
+
+
+def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None = None) -> torch.nn.Module:
+    """An untrained denoiser for a resolved spec (``norm`` None: placeholder statistics, to be
+    replaced by a checkpoint's buffers)."""
+    T = process.family.steps
+    norm = norm or TailNorm(torch.zeros(T + 1, dtype=torch.float64), torch.ones(T + 1, dtype=torch.float64))
+    return build_mlp_denoiser(process.family, norm, process.inputs, spec.network.mlp, spec.network.dropout)
+
+
+def load_run(path: str | Path, checkpoint: str | Path | None = None) -> Run:
+    """Load a run directory written by ``mstar run`` (or one of its checkpoints)."""
+    path = Path(path)
+    resolved = path / "spec.resolved.toml"
+    if not resolved.is_file():
+        raise RunError(f"{path} is not a run directory: {resolved.name} is missing. Give the folder that "
+                       "mstar run printed as 'run directory' (output_dir/name)")
+    try:
+        spec = load_spec(resolved, semantic=False).spec
+    except SpecError as exc:
+        raise RunError(f"{resolved} cannot be read: {exc}") from None
+    if spec.network.kind != "mlp":
+        raise RunError("runs with a U-Net load once issue #5 lands; only MLP runs can be loaded")
+    ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(path / "checkpoints" / "train")
+    if ckpt is None:
+        raise RunError(f"{path} has no training checkpoint yet (checkpoints/train/latest is missing); "
+                       "run mstar run on its spec first")
+    try:
+        state = load_checkpoint(ckpt)
+    except CheckpointError as exc:
+        raise RunError(str(exc)) from None
+    event_shape = DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
+    process = build_process(spec.process, event_shape)
+    model = Model(process, build_denoiser(spec, process))
+    model.denoiser.load_state_dict(state["ema"])
+    model.denoiser.eval()
+    if isinstance(model.process.coupling, LearnedCoupling):
+        model.process.coupling.load_state_dict(state["coupling"])
+    return Run(path, spec, model, ckpt, int(state["step"]))
