@@ -149,7 +149,8 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_
     if dry_run:
         click.echo(render_plan(compile_plan(load_spec(spec, overrides))), nl=False)
         return
-    from mstar_engine.runner import execute, results_table
+    from mstar_engine.compare import comparison_table, execute_all
+    from mstar_engine.evaluate import results_table
     loaded = load_spec(spec, overrides, ready=not download)
     plan = compile_plan(loaded)
     blocking = [w for w in plan.warnings if w.severity == "environment"]
@@ -159,10 +160,13 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_
         click.echo(str(warning), err=True)
     click.echo(f"run directory: {plan.run_dir}", err=True)
     try:
-        results = execute(plan, loaded, resume=resume == "auto", log=lambda line: click.echo(line, err=True))
+        results = execute_all(plan, loaded, resume=resume == "auto", log=lambda line: click.echo(line, err=True))
     except _run_errors() as exc:
         raise Failure(str(exc)) from None
-    click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        click.echo(comparison_table(results) if "compare" in results else results_table(results))
 
 
 @cli.command()

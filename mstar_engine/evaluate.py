@@ -39,7 +39,7 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
             rows.append({"metric": name, "steps": steps, "value": float(np.mean(values[name])),
                          "std": float(np.std(values[name])), "noise_floor": float(floors[name]), "samples": n})
     return {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
-            "coupling": model.process.coupling_kind, "results": rows}
+            "coupling": model.process.coupling_kind, "inputs": model.process.inputs, "results": rows}
 
 
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,

@@ -27,7 +27,7 @@ from mstar_engine.spec.schema import Spec
 from mstar_engine.train.loop import train
 
 #: Keys that may change between a run and its resumption without invalidating the checkpoint.
-RESUMABLE_CHANGES = ("experiment.description", "train.steps", "train.epochs", "train.checkpoint_every",
+RESUMABLE_CHANGES = ("experiment.description", "compare", "train.steps", "train.epochs", "train.checkpoint_every",
                      "train.log_every", "train.workers", "sample.", "eval.", "distill.", "devices.")
 NORM_EXAMPLES = 4096  # training examples used to estimate the tail normalisation
 

@@ -115,7 +115,8 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None) -> Run:
         state = load_checkpoint(ckpt)
     except CheckpointError as exc:
         raise RunError(str(exc)) from None
-    event_shape = DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
+    event_shape = tuple(int(n) for n in state["event_shape"]) if "event_shape" in state else \
+        DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
     process = build_process(spec.process, event_shape)
     model = Model(process, build_denoiser(spec, process))
     model.denoiser.load_state_dict(state["ema"])

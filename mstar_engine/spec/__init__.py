@@ -66,9 +66,36 @@ def load_spec_text(text: str, file: str = "<spec>", overrides: list[str] | tuple
     issues += converter.issues
     if spec is not None and not issues and semantic:
         issues += semantic_issues(spec, locs, file)
+    if spec is not None and not issues and semantic:
+        issues += _variant_issues(text, file, overrides, spec, locs, ready)
     if ready:
         issues = [attrs.evolve(i, severity="error") if i.severity == "environment" else i for i in issues]
     errors = [i for i in issues if i.severity == "error"]
     if errors:
         raise SpecError(issues)
     return LoadedSpec(spec, file, text, tuple(overrides), locs, tuple(issues))
+
+
+def variant_overrides(loaded: LoadedSpec, name: str) -> tuple[str, ...]:
+    """The overrides that turn ``loaded`` into its ``[compare]`` variant ``name`` (without its own
+    comparisons)."""
+    return (*loaded.overrides, *loaded.spec.compare[name], "compare={}")
+
+
+def _variant_issues(text: str, file: str, overrides, spec: Spec, locs: dict, ready: bool) -> list[Issue]:
+    """Every ``[compare]`` variant must itself be a valid spec; its problems are reported under
+    its name, at the variant's entry in the file."""
+    issues = []
+    for name, extra in spec.compare.items():
+        try:
+            variant = load_spec_text(text, file, (*overrides, *extra, "compare={}"), ready=ready)
+        except SpecError as exc:
+            found = exc.issues
+        else:
+            found = [i for i in variant.warnings if i.severity == "environment"]
+        where = locs.get(("compare", name), Location(file))
+        for issue in found:
+            if issue.location.override in extra:
+                issue = attrs.evolve(issue, location=where)
+            issues.append(attrs.evolve(issue, message=f"in [compare] {name}: {issue.message}"))
+    return issues

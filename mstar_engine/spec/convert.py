@@ -79,6 +79,8 @@ class Converter:
             out = self.structure(base, raw, path)
             return _INVALID if out is None else out
         origin = typing.get_origin(base)
+        if origin is dict:
+            return self.mapping(base, raw, path, meta)
         if origin is list:
             (item_tp,) = typing.get_args(base)
             if not isinstance(raw, list):
@@ -90,6 +92,25 @@ class Converter:
             items = [self.scalar(item_tp, item, path + (i,), meta) for i, item in enumerate(raw)]
             return _INVALID if any(i is _INVALID for i in items) else items
         return self.scalar(base, raw, path, meta)
+
+    def mapping(self, tp: Any, raw: Any, path: tuple, meta: dict) -> Any:
+        """A table of user-chosen names (keys matching ``meta['pattern']``) to values of one type."""
+        _, value_tp = typing.get_args(tp)
+        if not isinstance(raw, dict):
+            self.error(path, f"expected a table, got {describe_value(raw)}",
+                       f"write it as a [{format_path(path)}] section")
+            return _INVALID
+        out, failed = {}, False
+        for key, item in raw.items():
+            if meta.get("pattern") and not re.fullmatch(meta["pattern"], key):
+                self.error(path + (key,), f"'{key}' is not a valid name: expected letters, digits, '-', '_' or "
+                                          "'.', starting with a letter or digit")
+                failed = True
+                continue
+            value = self.value(value_tp, item, path + (key,), {})
+            failed |= value is _INVALID
+            out[key] = value
+        return _INVALID if failed else out
 
     def scalar(self, tp: type, raw: Any, path: tuple, meta: dict) -> Any:
         ok = {

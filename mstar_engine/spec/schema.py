@@ -205,3 +205,7 @@ class Spec:
     distill: Distill | None = setting(None, "progressive distillation stages")
     eval: Eval = section(Eval, "evaluation")
     devices: Devices = section(Devices, "accelerator and processes")
+    compare: dict[str, list[str]] = setting(
+        factory=dict, doc="other models to train and evaluate beside this one, each a name and the overrides that "
+        "make it, e.g. star-shaped = [\"process.coupling.kind=independent\"]; one comparison table at the end",
+        pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -86,7 +86,8 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         return save_checkpoint(ckpt_dir, step, {
             "step": step, "model": denoiser.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
-            "torch_rng": torch.get_rng_state(), "block_rho": block_rho, "fingerprint": fingerprint})
+            "torch_rng": torch.get_rng_state(), "block_rho": block_rho, "fingerprint": fingerprint,
+            "event_shape": list(family.event_shape)})
 
     T, k = family.steps, cfg.t_per_rollout
 
@@ -148,14 +149,15 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             now = time.perf_counter()
             speed = (step - last_log_step) * b / max(now - last_log_time, 1e-9)
             eta = (total_steps - step) * b / max(speed, 1e-9)
+            steps_per_s = speed / b
             record = {"step": step, "loss": float(loss.detach()), "lr": lr, "examples_per_s": round(speed, 1),
-                      "seconds": round(now - start, 2)}
+                      "steps_per_s": round(steps_per_s, 2), "seconds": round(now - start, 2)}
             if learned is not None:
-                record["rho_mean"] = float(learned()[1:].mean())
+                record["rho_mean"] = float(learned().detach()[1:].mean())
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             log(f"step {step}/{total_steps}  loss {record['loss']:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
-                f"ETA {_duration(eta)}")
+                f"{steps_per_s:.1f} it/s  ETA {_duration(eta)}")
             last_log_step, last_log_time = step, now
         if step % cfg.checkpoint_every == 0 or step == total_steps:
             last_good = checkpoint()

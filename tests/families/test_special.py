@@ -151,3 +151,17 @@ def test_lgamma_bregman():
         ref = mpmath.loggamma(B) - mpmath.loggamma(A) - (B - A) * mpmath.digamma(A)
         assert gi == pytest.approx(float(ref), rel=1e-8, abs=1e-300), (ai, bi)
     assert (S.lgamma_bregman(a, a) == 0).all()
+
+
+@pytest.mark.parametrize("shape_range", [(1e-4, 1.0), (1.0, 50.0), (50.0, 3e4)])
+def test_early_exit_equals_all_iterations(shape_range, monkeypatch):
+    """On the CPU the inverse CDF stops once its Halley steps are below ICDF_STEP_TOL; the result
+    must equal (to float64 resolution) the one after every ICDF_ITERS iterations."""
+    g = torch.Generator().manual_seed(3)
+    lo, hi = shape_range
+    a = torch.exp(torch.empty(20000, dtype=torch.float64).uniform_(np.log(lo), np.log(hi), generator=g))
+    xi = 2.5 * torch.randn(20000, dtype=torch.float64, generator=g)
+    early = S.gamma_log_icdf(S.log_ndtr(-xi.abs()), a, upper=xi > 0)
+    monkeypatch.setattr(S, "ICDF_CHECK_AFTER", S.ICDF_ITERS)  # never checks: all iterations
+    full = S.gamma_log_icdf(S.log_ndtr(-xi.abs()), a, upper=xi > 0)
+    assert torch.allclose(early, full, rtol=1e-12, atol=1e-12)

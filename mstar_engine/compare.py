@@ -1,0 +1,65 @@
+"""Runs with ``[compare]`` variants: train and evaluate the spec and each variant, one table.
+
+A spec's ``[compare]`` table names other models as overrides of the spec itself::
+
+    [compare]
+    star-shaped = ["process.coupling.kind=independent", "process.inputs=tail"]
+
+Each variant is a complete run of its own in ``RUN/compare/<name>/`` (resumable, loadable with
+``mstar sample``/``mstar eval``). The main run's ``results.json`` gains a ``compare`` entry and
+``comparison.txt`` holds the table printed at the end.
+"""
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from tabulate import tabulate
+
+from mstar_engine.plan import Plan, compile_plan
+from mstar_engine.runner import execute
+from mstar_engine.spec import LoadedSpec, load_spec_text, variant_overrides
+
+
+def variant_spec(plan: Plan, loaded: LoadedSpec, name: str, *, ready: bool = True) -> LoadedSpec:
+    """The loaded spec of variant ``name``, placed in ``RUN/compare/name``."""
+    place = (f"experiment.output_dir={json.dumps(str(plan.run_dir / 'compare'))}", f"experiment.name={name}")
+    return load_spec_text(loaded.text, loaded.file, (*variant_overrides(loaded, name), *place), ready=ready)
+
+
+def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True,
+                log: Callable[[str], None] = print) -> dict:
+    """Execute the spec, then each ``[compare]`` variant; returns the main results with a
+    ``compare`` entry (variant name → its results) when there are variants."""
+    results = execute(plan, loaded, resume=resume, log=log)
+    if not plan.spec.compare:
+        return results
+    results["compare"] = {}
+    for name in plan.spec.compare:
+        variant = variant_spec(plan, loaded, name)
+        variant_plan = compile_plan(variant)
+        log(f"[compare] {name}: {' '.join(plan.spec.compare[name])}; run directory {variant_plan.run_dir}")
+        results["compare"][name] = execute(variant_plan, variant, resume=resume, log=log)
+    (plan.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (plan.run_dir / "comparison.txt").write_text(comparison_table(results) + "\n")
+    return results
+
+
+def comparison_table(results: dict) -> str:
+    """One row per model (the spec, then its variants), one column per metric and step count,
+    and a last row with each metric's noise floor."""
+    models = [(results["experiment"], results), *results.get("compare", {}).items()]
+    columns = [(r["metric"], r["steps"]) for r in results["results"]]
+    for _, res in models[1:]:
+        columns += [(r["metric"], r["steps"]) for r in res["results"] if (r["metric"], r["steps"]) not in columns]
+    rows, floors = [], {}
+    for name, res in models:
+        values = {(r["metric"], r["steps"]): r for r in res["results"]}
+        for key, r in values.items():
+            floors.setdefault(key, r["noise_floor"])
+        rows.append([name, res["family"], res["coupling"], res.get("inputs", ""),
+                     *(f"{values[c]['value']:.4f}" if c in values else "-" for c in columns)])
+    rows.append(["noise floor", "", "", "", *(f"{floors[c]:.4f}" if c in floors else "-" for c in columns)])
+    headers = ["model", "family", "coupling", "inputs", *(f"{m} ({s} steps)" for m, s in columns)]
+    return f"{results['experiment']} on {results['data']}: lower is better\n" + \
+        tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
