@@ -254,9 +254,12 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
         raise click.BadParameter(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(sorted(METRICS))}",
                                  param_hint="--metrics")
     run = _load_run(run_dir, checkpoint)
+    T = run.model.process.family.steps
+    if step_list and max(step_list) > T:
+        raise click.BadParameter(f"{max(step_list)} exceeds the run's T = {T} steps", param_hint="--steps")
     try:
         results = evaluate_run(run, steps=step_list, metrics=metric_list, num_samples=num_samples, repeats=repeats)
-    except ValueError as exc:
+    except ValueError as exc:  # includes DataError
         raise Failure(str(exc)) from None
     click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
 

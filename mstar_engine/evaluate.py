@@ -11,9 +11,27 @@ import torch
 from tabulate import tabulate
 
 from mstar_engine.data.load import load_dataset
+from mstar_engine.data.offline import DataError
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
 from mstar_engine.runs import Model, Run
 from mstar_engine.spec.schema import Spec
+
+
+def check_evaluable(spec: Spec, held_out_count: int) -> None:
+    """Refuse, before any training, an evaluation the held-out split is too small for."""
+    ev = spec.eval
+    if not ev.metrics:
+        return
+    knn = "knn-kl" in ev.metrics
+    need = ev.knn_k + 1 if knn else 2
+    n = min(ev.num_samples, held_out_count)
+    if n >= need:
+        return
+    why = f"kNN-KL with k = {ev.knn_k} needs at least {need} samples" if knn else "a metric needs two samples or more"
+    limit = (f"eval.num_samples (or mstar eval -n) is {ev.num_samples}" if ev.num_samples < held_out_count else
+             f"the held-out split has {held_out_count} examples (data.holdout = {spec.data.holdout})")
+    raise DataError(f"cannot evaluate: {why}, but {limit}. Raise data.holdout or data.num_examples, raise "
+                    "eval.num_samples, lower eval.knn_k, or set eval.metrics = [] to skip evaluation")
 
 
 def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int) -> dict:
@@ -61,6 +79,7 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
         raise ValueError(f"step counts {too_many} exceed the run's T = {T}; use counts between 1 and {T}")
     spec = attrs.evolve(run.spec, eval=ev)
     data = load_dataset(spec.data, spec.experiment.seed)
+    check_evaluable(spec, data.held_out.shape[0])
     results = evaluate(run.model, spec, data.held_out, data.train, spec.experiment.seed)
     results["checkpoint"] = str(run.checkpoint)
     results["step"] = run.step
@@ -76,6 +95,8 @@ def _metric(name: str, a, b, ev) -> float:
 
 
 def results_table(results: dict) -> str:
+    if not results["results"]:
+        return f"{results['experiment']}: no metrics computed (set eval.metrics, see mstar list metrics)"
     rows = [(r["metric"], r["steps"], f"{r['value']:.4f}", f"{r['noise_floor']:.4f}", r["samples"])
             for r in results["results"]]
     title = f"{results['experiment']}: {results['family']} ({results['coupling']} coupling) on {results['data']}"

@@ -16,7 +16,7 @@ import tomli_w
 import torch
 
 from mstar_engine.data.load import batches, check_for_family, load_dataset
-from mstar_engine.evaluate import evaluate, results_table
+from mstar_engine.evaluate import check_evaluable, evaluate, results_table
 from mstar_engine.plan import Plan, render_plan
 from mstar_engine.plan.compile import flatten
 from mstar_engine.process.build import build_process
@@ -52,6 +52,7 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     seed = spec.experiment.seed
     write_run_files(plan, loaded)
     data = load_dataset(spec.data, seed)
+    check_evaluable(spec, data.held_out.shape[0])
     if spec.network.kind != "mlp":
         raise NotImplementedError("the U-Net and image datasets arrive with issue #5; use network.kind = \"mlp\"")
     torch.manual_seed(seed)

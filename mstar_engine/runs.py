@@ -7,7 +7,9 @@
 
 A run is rebuilt from its ``spec.resolved.toml`` and a training checkpoint (the ``latest`` one by
 default): the EMA weights (with the tail normalisation stored as buffers) and, for a learned
-coupling, its ρ_t. Nothing is re-estimated, so samples depend only on the checkpoint and the seed.
+coupling, its ρ_t. Nothing is re-estimated, so samples depend only on the checkpoint, the seed and
+the batch size (one generator runs through the batches; the default is the run's
+``sample.batch_size``, the one ``mstar sample`` uses).
 """
 from __future__ import annotations
 
@@ -65,9 +67,14 @@ class Run:
     checkpoint: Path
     step: int
 
-    def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int = 1000,
+    def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int | None = None,
                final: str | None = None) -> torch.Tensor:
-        return self.model.sample(n, steps, seed=seed, batch_size=batch_size, final=final or self.spec.sample.final)
+        """``n`` samples with ``steps`` network evaluations (default: the run's ``sample.steps``).
+        The samples are a function of the checkpoint, ``seed`` and ``batch_size`` (default: the
+        run's ``sample.batch_size``, as ``mstar sample`` uses)."""
+        return self.model.sample(n, steps or self.spec.sample.steps, seed=seed,
+                                 batch_size=batch_size or self.spec.sample.batch_size,
+                                 final=final or self.spec.sample.final)
 
 
 def save_samples(path: str | Path, samples: torch.Tensor) -> Path:

@@ -116,7 +116,7 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None) -> Plan:
         ("spec as given", str(run_dir / "spec.toml")),
         ("resolved spec", str(run_dir / "spec.resolved.toml")),
         ("this plan", str(run_dir / "plan.txt")),
-        ("checkpoints (latest pointer)", str(ckpt / "latest")),
+        ("checkpoints (latest pointer)", str(ckpt / "train" / "latest")),
         ("training log", str(run_dir / "metrics.jsonl")),
         ("samples", str(run_dir / "samples")),
         ("results", str(run_dir / "results.json")),

@@ -25,8 +25,14 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:08d}.pt"
-    atomic_write(path, lambda fh: torch.save(state, fh))
-    atomic_write(directory / LATEST, lambda fh: fh.write(path.name.encode() + b"\n"))
+    try:
+        atomic_write(path, lambda fh: torch.save(state, fh))
+        atomic_write(directory / LATEST, lambda fh: fh.write(path.name.encode() + b"\n"))
+    except OSError as exc:
+        previous = latest_checkpoint(directory)
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}; {kept}. Free space (or fix "
+                              "the folder's permissions) and run again with --resume auto") from None
     for old in sorted(directory.glob("step-*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
     return path
