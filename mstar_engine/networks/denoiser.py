@@ -45,6 +45,22 @@ def input_features(family: Family, inputs: str) -> int:
     return n
 
 
+def spatial_inputs(family: Family, inputs: str) -> tuple[int, int, tuple[int, int]]:
+    """(input channels, output channels, (H, W)) of an image backbone for ``family``: the tail
+    statistic, the state and the raw output must all be (channels, H, W) arrays of one size."""
+    _check_inputs(inputs)
+    shapes = {"event": family.event_shape, "raw output": family.raw_shape}
+    if "tail" in inputs:
+        shapes["tail statistic"] = family.norm_shape
+    bad = {k: v for k, v in shapes.items() if len(v) != 3 or v[1:] != family.event_shape[1:]}
+    if bad or len(family.event_shape) != 3:
+        raise ValueError(f"the {family.name} family cannot use the U-Net: its shapes "
+                         f"{', '.join(f'{k} {v}' for k, v in shapes.items())} are not images (channels, H, W) "
+                         "of one size; use network.kind = \"mlp\"")
+    channels = (family.norm_shape[0] if "tail" in inputs else 0) + (family.event_shape[0] if "state" in inputs else 0)
+    return channels, family.raw_shape[0], tuple(family.event_shape[1:])
+
+
 def _check_inputs(inputs: str) -> None:
     if inputs not in INPUT_MODES:
         hint = " ('auto' must be resolved first: tail for independent coupling, tail+state otherwise)" \
@@ -69,6 +85,11 @@ class Denoiser(nn.Module):
         self.backbone = backbone
         self.uses_tail = "tail" in inputs
         self.uses_state = "state" in inputs
+        # Image backbones (``backbone.spatial``) take (B, channels, H, W): the inputs are stacked
+        # along the channel axis instead of flattened.
+        self.spatial = bool(getattr(backbone, "spatial", False))
+        if self.spatial:
+            spatial_inputs(family, inputs)  # raises for families whose shapes are not images
         if norm is not None:
             if norm.mean.shape != (family.steps + 1,) or norm.std.shape != (family.steps + 1,):
                 raise ValueError(f"TailNorm statistics have shape {tuple(norm.mean.shape)}, "
@@ -96,12 +117,16 @@ class Denoiser(nn.Module):
         if self.uses_tail:
             if s_t is None:
                 raise ValueError(f"inputs {self.inputs!r} need the tail statistic s_t")
-            parts.append(self.norm(self.family, s_t, t).reshape(s_t.shape[0], -1))
+            parts.append(self.norm(self.family, s_t, t).reshape(s_t.shape[0], *self._layout(self.family.norm_shape)))
         if self.uses_state:
             if x_t is None:
                 raise ValueError(f"inputs {self.inputs!r} need the state x_t")
-            parts.append(x_t.reshape(x_t.shape[0], -1))
+            parts.append(x_t.reshape(x_t.shape[0], *self._layout(self.family.event_shape)))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def _layout(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-example input layout: flat for vector backbones, (channels, H, W) for images."""
+        return (shape[0], *shape[-2:]) if self.spatial else (-1,)
 
     def raw(self, s_t: Tensor | None, x_t: Tensor | None, t: Tensor | int, labels: Tensor | None = None) -> Tensor:
         """Raw backbone output, shape ``(B, *family.raw_shape)``, in the network's dtype."""

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
 from mstar_engine.process.kernel_kl import kernel_kl
+from mstar_engine.networks.denoiser import drop_labels
 from mstar_engine.process.losses import step_loss
 from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec.schema import Train
@@ -43,11 +44,13 @@ class CheckpointMismatch(RuntimeError):
     """The run directory holds a checkpoint of a different spec."""
 
 
-def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int], Iterator[Tensor]],
+def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int], Iterator],
           cfg: Train, total_steps: int, run_dir: Path, *, seed: int = 0, fingerprint: dict | None = None,
-          resume: bool = True, log: Callable[[str], None] = print) -> nn.Module:
+          resume: bool = True, log: Callable[[str], None] = print, label_dropout: float = 0.0) -> nn.Module:
     """Train ``denoiser`` (and a learned coupling) for ``total_steps`` optimiser steps; return the
-    EMA model. ``batches(start_example)`` yields batches of x0 from that example position on."""
+    EMA model. ``batches(start_example)`` yields batches of x0 — or (x0, labels) pairs for a class-
+    conditional denoiser — from that example position on. Labels are replaced by the "no label"
+    entry with probability ``label_dropout`` (classifier-free guidance training)."""
     family = process.family
     ema = copy.deepcopy(denoiser).requires_grad_(False)
     params = [{"params": denoiser.parameters(), "lr": cfg.lr}]
@@ -91,17 +94,21 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             "event_shape": list(family.event_shape)})
 
     T, k = family.steps, cfg.t_per_rollout
+    null_label = int(getattr(getattr(denoiser, "backbone", denoiser), "num_classes", 0))
 
     def block(index: int, rho: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Training inputs of optimiser steps [index·R, (index+1)·R): one roll-out call for R
         batches (amortises per-step overhead), randomness a pure function of (seed, index)."""
         g = torch.Generator().manual_seed(seed * 1_000_003 + index)
         source = batches(index * ROLLOUT_BLOCK * cfg.batch_size)
-        x0 = torch.cat([next(source) for _ in range(ROLLOUT_BLOCK)])
+        drawn = [next(source) for _ in range(ROLLOUT_BLOCK)]
+        labelled = isinstance(drawn[0], (tuple, list))
+        x0 = torch.cat([d[0] for d in drawn] if labelled else drawn)
+        labels = list(torch.cat([d[1] for d in drawn]).chunk(ROLLOUT_BLOCK)) if labelled else [None] * ROLLOUT_BLOCK
         keep = torch.randint(1, T + 1, (x0.shape[0], k), generator=g)
         out = rollout(family, x0, keep, rho=rho, generator=g)
         return list(zip(x0.chunk(ROLLOUT_BLOCK), keep.chunk(ROLLOUT_BLOCK), out.x.chunk(ROLLOUT_BLOCK),
-                        out.s.chunk(ROLLOUT_BLOCK)))
+                        out.s.chunk(ROLLOUT_BLOCK), labels))
 
     inputs: list = []
     if step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with
@@ -117,13 +124,16 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         if not inputs or step % ROLLOUT_BLOCK == 0:
             block_rho = process.rho()
             inputs = block(step // ROLLOUT_BLOCK, block_rho)
-        x0, keep, x_k, s_k = inputs[step % ROLLOUT_BLOCK]
+        x0, keep, x_k, s_k, labels = inputs[step % ROLLOUT_BLOCK]
         b = x0.shape[0]
         generator = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 1)
         x0_rep = x0.repeat_interleave(k, 0)
         t = keep.reshape(-1)
         x_t, s_t = x_k.flatten(0, 1), s_k.flatten(0, 1)
-        x0_hat = denoiser(s_t, x_t, t)
+        if labels is not None:
+            labels = drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
+                                 generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2))
+        x0_hat = denoiser(s_t, x_t, t, labels) if labels is not None else denoiser(s_t, x_t, t)
         loss = step_loss(family, x0_rep, x0_hat, t, process.loss, process.loss_weighting).mean()
         total = loss
         if learned is not None:
