@@ -184,6 +184,21 @@ def build_mlp_denoiser(family: Family, norm: TailNorm | None, inputs: str, mlp_c
     return Denoiser(family, norm, inputs, backbone)
 
 
+def build_unet_denoiser(family: Family, norm: TailNorm | None, inputs: str, network: Any,
+                        num_classes: int = 0) -> Denoiser:
+    """A :class:`Denoiser` with a U-Net backbone for an image family: input channels are the
+    tail statistic's and/or the state's, output channels the family's raw output
+    (:func:`spatial_inputs`); ``network`` is the spec's ``[network]`` section (unet sizes,
+    preset, dropout)."""
+    from mstar_engine.networks.unet import build_unet
+    in_channels, out_channels, (height, width) = spatial_inputs(family, inputs)
+    if height != width:
+        raise ValueError(f"the U-Net needs square images, got {height}x{width}")
+    backbone = build_unet(in_channels, out_channels, height, cfg=network.unet, preset=network.preset,
+                          dropout=network.dropout, num_classes=num_classes)
+    return Denoiser(family, norm, inputs, backbone)
+
+
 def drop_labels(labels: Tensor, p: float, null_label: int, generator: torch.Generator | None = None) -> Tensor:
     """Replace each label by ``null_label`` with probability ``p`` (classifier-free guidance
     training, the spec's ``network.label_dropout``)."""

@@ -102,8 +102,9 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         g = torch.Generator().manual_seed(seed * 1_000_003 + index)
         source = batches(index * ROLLOUT_BLOCK * cfg.batch_size)
         drawn = [next(source) for _ in range(ROLLOUT_BLOCK)]
-        labelled = isinstance(drawn[0], (tuple, list))
-        x0 = torch.cat([d[0] for d in drawn] if labelled else drawn)
+        pairs = isinstance(drawn[0], (tuple, list))
+        labelled = pairs and drawn[0][1] is not None
+        x0 = torch.cat([d[0] for d in drawn] if pairs else drawn)
         labels = list(torch.cat([d[1] for d in drawn]).chunk(ROLLOUT_BLOCK)) if labelled else [None] * ROLLOUT_BLOCK
         keep = torch.randint(1, T + 1, (x0.shape[0], k), generator=g)
         out = rollout(family, x0, keep, rho=rho, generator=g)
