@@ -46,13 +46,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pairs", nargs="*", default=list(PAIRS), choices=list(PAIRS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out_file = ROOT / "benchmarks" / "results" / "pairs.jsonl"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     for family in args.families:
         rows = []
-        for label, overrides in PAIRS.items():
+        for label in args.pairs:
+            overrides = PAIRS[label]
             with tempfile.TemporaryDirectory() as tmp:
                 extra = [*COMMON, *overrides, f"train.steps={args.steps}", f"train.log_every={args.steps}",
                          f"train.checkpoint_every={args.steps}", f"experiment.output_dir={tmp}"]

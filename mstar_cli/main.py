@@ -197,20 +197,34 @@ def _load_run(run_dir: str, checkpoint: str | None):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling noise.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
               help="A checkpoint file of the run (default: the latest).")
+@click.option("--class", "label", type=click.IntRange(min=0), help="Sample this class (class-conditional runs).")
+@click.option("--guidance", type=click.FloatRange(min=0.0), help="Classifier-free guidance scale with --class "
+              "(1 = conditional model, > 1 stronger; default: the spec's sample.guidance).")
 @handle_errors
 def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, seed: int,
-           checkpoint: str | None) -> None:
-    """Draw samples from the EMA weights of RUN's latest checkpoint."""
-    from mstar_engine.runs import SAMPLE_SUFFIXES, save_samples
+           checkpoint: str | None, label: int | None, guidance: float | None) -> None:
+    """Draw samples from the EMA weights of RUN's latest checkpoint (an image run can also write
+    a .png grid)."""
+    from mstar_engine.runs import SAMPLE_SUFFIXES, save_grid, save_samples
     run = _load_run(run_dir, checkpoint)
     T = run.model.process.family.steps
     steps = steps or run.spec.sample.steps
     if steps > T:
         raise click.BadParameter(f"{steps} exceeds the run's T = {T} steps", param_hint="--steps")
-    if out is not None and not out.endswith(SAMPLE_SUFFIXES):
-        raise click.BadParameter(f"{out!r} must end in {', '.join(SAMPLE_SUFFIXES)}", param_hint="--out")
-    x = run.sample(num_samples, steps, seed=seed, batch_size=run.spec.sample.batch_size)
-    path = save_samples(out or f"{run_dir}/samples/samples-{num_samples}-{steps}.npz", x)
+    image = len(run.model.process.family.event_shape) == 3 and run.spec.network.kind == "unet"
+    suffixes = SAMPLE_SUFFIXES + ((".png",) if image else ())
+    if out is not None and not out.endswith(suffixes):
+        raise click.BadParameter(f"{out!r} must end in {', '.join(suffixes)}", param_hint="--out")
+    if (guidance is not None or label is not None) and not run.spec.network.class_conditional:
+        raise click.BadParameter("the run is not class conditional: train it with network.class_conditional = true "
+                                 "to sample a class or use guidance", param_hint="--class/--guidance")
+    try:
+        x = run.sample(num_samples, steps, seed=seed, label=label, guidance=guidance)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--class") from None
+    default = f"{run_dir}/samples/samples-{num_samples}-{steps}" + (f"-class{label}" if label is not None else "")
+    target = out or default + ".npz"
+    path = save_grid(target, x, run.spec.data.range) if target.endswith(".png") else save_samples(target, x)
     click.echo(f"{num_samples} samples of shape {tuple(x.shape[1:])} ({steps} network evaluations, step {run.step}) "
                f"written to {path}")
 

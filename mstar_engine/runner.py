@@ -15,13 +15,15 @@ import attrs
 import tomli_w
 import torch
 
+from mstar_engine.data.catalog import DATASETS
+from mstar_engine.data.images import image_batches, load_images
 from mstar_engine.data.load import batches, check_for_family, load_dataset
 from mstar_engine.evaluate import check_evaluable, evaluate, results_table
 from mstar_engine.plan import Plan, render_plan
 from mstar_engine.plan.compile import flatten
 from mstar_engine.process.build import build_process
 from mstar_engine.process.normalise import TailNorm
-from mstar_engine.runs import Model, build_denoiser, save_samples
+from mstar_engine.runs import Model, build_denoiser, save_grid, save_samples
 from mstar_engine.spec import LoadedSpec
 from mstar_engine.spec.schema import Spec
 from mstar_engine.train.loop import train
@@ -30,6 +32,7 @@ from mstar_engine.train.loop import train
 RESUMABLE_CHANGES = ("experiment.description", "compare", "train.steps", "train.epochs", "train.checkpoint_every",
                      "train.log_every", "train.workers", "sample.", "eval.", "distill.", "devices.")
 NORM_EXAMPLES = 4096  # training examples used to estimate the tail normalisation
+NORM_ELEMENTS = 20_000_000  # at most this many values (examples × T × event size) in that roll-out
 
 
 def fingerprint(spec: Spec) -> dict[str, str]:
@@ -51,27 +54,41 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     spec = plan.spec
     seed = spec.experiment.seed
     write_run_files(plan, loaded)
-    data = load_dataset(spec.data, seed)
+    images = DATASETS[spec.data.name].is_image
+    data = load_images(spec.data, seed) if images else load_dataset(spec.data, seed)
     check_evaluable(spec, data.held_out.shape[0])
-    if spec.network.kind != "mlp":
-        raise NotImplementedError("the U-Net and image datasets arrive with issue #5; use network.kind = \"mlp\"")
     torch.manual_seed(seed)
     process = build_process(spec.process, data.event_shape)
     for note in process.notes:
         log(f"note: {note}")
     check_for_family(data, process.family)
-    norm = TailNorm.estimate(process.family, [data.train[:NORM_EXAMPLES]], process.rho(),
+    family = process.family
+    n_norm = max(1, min(NORM_EXAMPLES, NORM_ELEMENTS // (family.steps * math.prod(family.event_shape))))
+    norm = TailNorm.estimate(family, [data.train[:n_norm].to(torch.float64)], process.rho(),
                              torch.Generator().manual_seed(seed + 2))
-    denoiser = build_denoiser(spec, process, norm)
+    conditional = spec.network.class_conditional
+    denoiser = build_denoiser(spec, process, norm, num_classes=data.num_classes if conditional else 0)
     total = plan.stages[0].optimizer_steps
     if total is None:
         total = math.ceil(spec.train.epochs * data.train.shape[0] / spec.train.batch_size)
-    ema = train(process, denoiser, lambda start: batches(data.train, spec.train.batch_size, seed, start),
-                spec.train, total, plan.run_dir, seed=seed, fingerprint=fingerprint(spec), resume=resume, log=log)
+    B = spec.train.batch_size
+    if images:
+        def source(start):
+            labels = data.train_labels if conditional else None
+            for x, y in image_batches(data.train, labels, B, seed, start, flip=spec.data.flip):
+                yield (x.to(torch.float64), y) if y is not None else x.to(torch.float64)
+    else:
+        def source(start):
+            return batches(data.train, B, seed, start)
+    ema = train(process, denoiser, source, spec.train, total, plan.run_dir, seed=seed, fingerprint=fingerprint(spec),
+                resume=resume, log=log, label_dropout=spec.network.label_dropout if conditional else 0.0)
     model = Model(process, ema.eval())
     samples = model.sample(spec.sample.num_samples, spec.sample.steps, seed=seed + 3,
-                           batch_size=spec.sample.batch_size, final=spec.sample.final)
+                           batch_size=spec.sample.batch_size, final=spec.sample.final,
+                           label=spec.sample.class_label, guidance=spec.sample.guidance)
     save_samples(plan.run_dir / "samples" / "samples.npz", samples)
+    if images:
+        save_grid(plan.run_dir / "samples" / "grid.png", samples, spec.data.range)
     results = evaluate(model, spec, data.held_out, data.train, seed)
     (plan.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (plan.run_dir / "results.txt").write_text(results_table(results) + "\n")

@@ -13,6 +13,7 @@ the batch size (one generator runs through the batches; the default is the run's
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import attrs
@@ -21,6 +22,7 @@ import torch
 
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.networks import build_mlp_denoiser
+from mstar_engine.networks.denoiser import build_unet_denoiser
 from mstar_engine.process.build import DiffusionProcess, build_process
 from mstar_engine.process.normalise import TailNorm
 from mstar_engine.sampling import sample, step_grid
@@ -44,15 +46,30 @@ class Model:
     denoiser: torch.nn.Module
 
     def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int = 1000,
-               final: str = "x0") -> torch.Tensor:
-        """``n`` samples with ``steps`` network evaluations (T when None; the block rule below T)."""
+               final: str = "x0", label: int | None = None, guidance: float = 1.0) -> torch.Tensor:
+        """``n`` samples with ``steps`` network evaluations (T when None; the block rule below T).
+        A class-conditional model samples class ``label`` (default: a uniformly drawn class per
+        sample) with classifier-free guidance scale ``guidance`` (1: the conditional model)."""
         family = self.process.family
         grid = step_grid(family.steps, steps or family.steps)
         generator = torch.Generator().manual_seed(seed)
+        classes = int(getattr(self.denoiser.backbone, "num_classes", 0))
+        if label is not None and not 0 <= label < classes:
+            raise ValueError(f"class {label} does not exist: the model is conditional on {classes} classes "
+                             f"(0..{classes - 1})" if classes else "the model is not class conditional: "
+                             "train it with network.class_conditional = true to sample a class")
         out = []
         with torch.no_grad():
             for start in range(0, n, batch_size):
-                out.append(sample(self.denoiser, family, min(batch_size, n - start), grid, self.process.rho(),
+                b = min(batch_size, n - start)
+                denoiser = self.denoiser
+                if classes:  # one class per sample: the requested one, else uniformly drawn
+                    labels = torch.full((b,), label, dtype=torch.long) if label is not None else \
+                        torch.randint(0, classes, (b,), generator=generator)
+
+                    def denoiser(s, x, t, labels=labels):
+                        return self.denoiser(s, x, t, labels.to(x.device), guidance=guidance)
+                out.append(sample(denoiser, family, b, grid, self.process.rho(),
                                   generator=generator, dtype=torch.float64, final=final))
         return torch.cat(out) if out else torch.empty((0, *family.event_shape), dtype=torch.float64)
 
@@ -68,13 +85,15 @@ class Run:
     step: int
 
     def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int | None = None,
-               final: str | None = None) -> torch.Tensor:
-        """``n`` samples with ``steps`` network evaluations (default: the run's ``sample.steps``).
-        The samples are a function of the checkpoint, ``seed`` and ``batch_size`` (default: the
-        run's ``sample.batch_size``, as ``mstar sample`` uses)."""
-        return self.model.sample(n, steps or self.spec.sample.steps, seed=seed,
-                                 batch_size=batch_size or self.spec.sample.batch_size,
-                                 final=final or self.spec.sample.final)
+               final: str | None = None, label: int | None = None, guidance: float | None = None) -> torch.Tensor:
+        """``n`` samples with ``steps`` network evaluations (default: the run's ``sample.steps``),
+        of class ``label`` with guidance scale ``guidance`` (defaults: ``sample.class_label`` and
+        ``sample.guidance``). The samples are a function of the checkpoint, ``seed`` and
+        ``batch_size`` (default: the run's ``sample.batch_size``, as ``mstar sample`` uses)."""
+        cfg = self.spec.sample
+        return self.model.sample(n, steps or cfg.steps, seed=seed, batch_size=batch_size or cfg.batch_size,
+                                 final=final or cfg.final, label=cfg.class_label if label is None else label,
+                                 guidance=cfg.guidance if guidance is None else guidance)
 
 
 def save_samples(path: str | Path, samples: torch.Tensor) -> Path:
@@ -93,12 +112,31 @@ def save_samples(path: str | Path, samples: torch.Tensor) -> Path:
     return path
 
 
-def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None = None) -> torch.nn.Module:
-    """An untrained denoiser for a resolved spec (``norm`` None: placeholder statistics, to be
-    replaced by a checkpoint's buffers)."""
+def save_grid(path: str | Path, images: torch.Tensor, data_range: str = "symmetric", nrow: int | None = None,
+              limit: int = 64) -> Path:
+    """The first ``limit`` images as one PNG grid (torchvision ``save_image``); ``data_range`` is
+    the spec's ``data.range`` (symmetric [-1, 1] or unit (0, 1))."""
+    from torchvision.utils import save_image
+    x = images[:limit].detach().float().cpu()
+    if data_range == "symmetric":
+        x = (x + 1) / 2
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(x.clamp(0, 1), path, nrow=nrow or max(1, int(math.sqrt(x.shape[0]))))
+    return path
+
+
+def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None = None,
+                   num_classes: int = 0) -> torch.nn.Module:
+    """An untrained denoiser for a resolved spec: the MLP or the U-Net (``network.kind``), class
+    conditional when ``num_classes > 0``. ``norm`` None: placeholder statistics, to be replaced by
+    a checkpoint's buffers."""
     T = process.family.steps
     norm = norm or TailNorm(torch.zeros(T + 1, dtype=torch.float64), torch.ones(T + 1, dtype=torch.float64))
-    return build_mlp_denoiser(process.family, norm, process.inputs, spec.network.mlp, spec.network.dropout)
+    if spec.network.kind == "unet":
+        return build_unet_denoiser(process.family, norm, process.inputs, spec.network, num_classes)
+    return build_mlp_denoiser(process.family, norm, process.inputs, spec.network.mlp, spec.network.dropout,
+                              num_classes)
 
 
 def load_run(path: str | Path, checkpoint: str | Path | None = None) -> Run:
@@ -112,8 +150,6 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None) -> Run:
         spec = load_spec(resolved, semantic=False).spec
     except SpecError as exc:
         raise RunError(f"{resolved} cannot be read: {exc}") from None
-    if spec.network.kind != "mlp":
-        raise RunError("runs with a U-Net load once issue #5 lands; only MLP runs can be loaded")
     ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(path / "checkpoints" / "train")
     if ckpt is None:
         raise RunError(f"{path} has no training checkpoint yet (checkpoints/train/latest is missing); "
@@ -125,7 +161,7 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None) -> Run:
     event_shape = tuple(int(n) for n in state["event_shape"]) if "event_shape" in state else \
         DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
     process = build_process(spec.process, event_shape)
-    model = Model(process, build_denoiser(spec, process))
+    model = Model(process, build_denoiser(spec, process, num_classes=int(state.get("num_classes", 0))))
     model.denoiser.load_state_dict(state["ema"])
     model.denoiser.eval()
     if isinstance(model.process.coupling, LearnedCoupling):

@@ -139,9 +139,19 @@ class Denoiser(nn.Module):
         return out.reshape(b, *self.family.raw_shape)
 
     def forward(self, s_t: Tensor | None, x_t: Tensor | None, t: Tensor | int,
-                labels: Tensor | None = None) -> Tensor:
-        """x̂0 in the domain, shape ``(B, *family.event_shape)``."""
+                labels: Tensor | None = None, guidance: float | None = None) -> Tensor:
+        """x̂0 in the domain, shape ``(B, *family.event_shape)``.
+
+        Classifier-free guidance (``guidance`` = w with ``labels``): the conditional and the
+        unconditional predictions are combined before the family's head,
+        raw = raw_∅ + w (raw_y − raw_∅), and the head maps the result into the domain (for the
+        Gaussian, whose head is the identity, this is x̂0_∅ + w (x̂0_y − x̂0_∅)). w = 1 is the plain
+        conditional model, w = 0 the unconditional one.
+        """
         raw = self.raw(s_t, x_t, t, labels)
+        if guidance is not None and labels is not None and guidance != 1.0:
+            unconditional = self.raw(s_t, x_t, t, None)
+            raw = unconditional + guidance * (raw - unconditional)
         ref = x_t if x_t is not None and x_t.is_floating_point() else s_t
         if ref is not None and ref.is_floating_point():
             raw = raw.to(ref.dtype)

@@ -198,8 +198,8 @@ def check_sample(c: Checker) -> None:
     if sample.steps is not None and sample.steps > steps:
         c.add(("sample", "steps"), f"{sample.steps} network evaluations exceed process.steps = {steps}",
               f"use at most {steps}")
-    if (sample.guidance > 0 or sample.class_label is not None) and not c.spec.network.class_conditional:
-        key = "guidance" if sample.guidance > 0 else "class_label"
+    if (sample.guidance != 1.0 or sample.class_label is not None) and not c.spec.network.class_conditional:
+        key = "class_label" if sample.class_label is not None else "guidance"
         c.add(("sample", key), "guidance and class_label need a class-conditional network",
               "set network.class_conditional = true")
     n = DATASETS[c.spec.data.name].num_classes

@@ -91,7 +91,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             "step": step, "model": denoiser.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
             "torch_rng": torch.get_rng_state(), "block_rho": block_rho, "fingerprint": fingerprint,
-            "event_shape": list(family.event_shape)})
+            "event_shape": list(family.event_shape), "num_classes": null_label})
 
     T, k = family.steps, cfg.t_per_rollout
     null_label = int(getattr(getattr(denoiser, "backbone", denoiser), "num_classes", 0))

@@ -145,7 +145,7 @@ CASES = [
         lr = 1e-4
         """,
         "s.toml:10:1: optimizer: unknown key 'optimizer' in the top level (expected tables such as [experiment]); "
-        "known keys: experiment, process, data, network, train, sample, distill, eval, devices"),
+        "known keys: experiment, process, data, network, train, sample, distill, eval, devices, compare"),
     case("typo-experiment-key", """
         [experiment]
         name = "t"
@@ -1093,6 +1093,22 @@ CASES = [
         guidance = 2.0
         """,
         "s.toml:12:1: sample.guidance: guidance and class_label need a class-conditional network; "
+        "set network.class_conditional = true"),
+    case("cross-class-label-without-class-conditional", """
+        [experiment]
+        name = "t"
+
+        [process]
+        family = "gaussian"
+
+        [data]
+        name = "cifar10"
+        root = "data"
+
+        [sample]
+        class_label = 3
+        """,
+        "s.toml:12:1: sample.class_label: guidance and class_label need a class-conditional network; "
         "set network.class_conditional = true"),
     case("cross-class-conditional-without-labels", """
         [experiment]
