@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(SPECS), choices=list(SPECS))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra overrides for every variant, e.g. train.lr_schedule=cosine")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results_file = ROOT / "benchmarks" / "results" / "same_budget.jsonl"
@@ -71,7 +73,7 @@ def main() -> None:
     for dataset in args.only:
         for variant in args.variants:
             with tempfile.TemporaryDirectory() as tmp:
-                base = VARIANTS[variant] + [f"experiment.output_dir={tmp}"]
+                base = VARIANTS[variant] + args.set + [f"experiment.output_dir={tmp}"]
                 probe = base + ["experiment.name=probe", f"train.steps={PROBE_STEPS}", "train.log_every=100",
                                 "train.warmup_steps=0", "eval.metrics=[]", "eval.num_samples=2",
                                 "sample.num_samples=2"]
@@ -89,7 +91,7 @@ def main() -> None:
             record = {"dataset": dataset, "variant": variant, "minutes": args.minutes, "steps": steps,
                       "steps_per_s": round(trained, 1), "train_s": round(steps / trained, 1),
                       "total_s": round(total, 1), "knn_kl": row["value"], "knn_kl_std": row["std"],
-                      "noise_floor": row["noise_floor"], "overrides": VARIANTS[variant],
+                      "noise_floor": row["noise_floor"], "overrides": VARIANTS[variant] + args.set,
                       "machine": f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}",
                       "date": time.strftime("%Y-%m-%d")}
             with results_file.open("a") as fh:
