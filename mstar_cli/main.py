@@ -172,12 +172,22 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @overrides_arg
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Timed optimiser steps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @handle_errors
-def bench(spec: str, overrides: tuple[str, ...]) -> None:
-    """Training and sampling throughput and memory of SPEC."""
+def bench(spec: str, overrides: tuple[str, ...], steps: int, as_json: bool) -> None:
+    """Training and sampling throughput and memory of SPEC, beside a plain PyTorch DDPM training
+    step with the same backbone and batch, measured in the same process."""
+    from mstar_engine.bench import bench as run_bench, bench_table
+    from mstar_engine.plan import compile_plan
+    from mstar_engine.runner import prepare
     from mstar_engine.spec import load_spec
-    load_spec(spec, overrides, ready=True)
-    _not_yet("benchmarking (mstar bench)", "#5 (images and fast training)")
+    plan = compile_plan(load_spec(spec, overrides, ready=True))
+    try:
+        result = run_bench(plan.spec, prepare(plan.spec, log=lambda line: click.echo(line, err=True)), steps=steps)
+    except _run_errors() as exc:
+        raise Failure(str(exc)) from None
+    click.echo(json.dumps(result, indent=2) if as_json else bench_table(result))
 
 
 def _load_run(run_dir: str, checkpoint: str | None):

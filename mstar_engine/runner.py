@@ -50,10 +50,21 @@ def write_run_files(plan: Plan, loaded: LoadedSpec) -> None:
     (run_dir / "plan.txt").write_text(render_plan(plan))
 
 
-def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callable[[str], None] = print) -> dict:
-    spec = plan.spec
+@attrs.frozen
+class Prepared:
+    """Everything training needs, built from a resolved spec: data, process, untrained denoiser
+    and the batch source (a pure function of the example position)."""
+
+    data: object                   # LoadedData or LoadedImages
+    process: object                # DiffusionProcess
+    denoiser: torch.nn.Module
+    source: Callable               # start_example -> iterator of x0 (or (x0, labels)) batches
+    images: bool
+    label_dropout: float
+
+
+def prepare(spec: Spec, log: Callable[[str], None] = print) -> Prepared:
     seed = spec.experiment.seed
-    write_run_files(plan, loaded)
     images = DATASETS[spec.data.name].is_image
     data = load_images(spec.data, seed) if images else load_dataset(spec.data, seed)
     check_evaluable(spec, data.held_out.shape[0])
@@ -68,9 +79,6 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
                              torch.Generator().manual_seed(seed + 2))
     conditional = spec.network.class_conditional
     denoiser = build_denoiser(spec, process, norm, num_classes=data.num_classes if conditional else 0)
-    total = plan.stages[0].optimizer_steps
-    if total is None:
-        total = math.ceil(spec.train.epochs * data.train.shape[0] / spec.train.batch_size)
     B = spec.train.batch_size
     if images:
         def source(start):
@@ -80,17 +88,28 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     else:
         def source(start):
             return batches(data.train, B, seed, start)
-    ema = train(process, denoiser, source, spec.train, total, plan.run_dir, seed=seed, fingerprint=fingerprint(spec),
-                resume=resume, log=log, label_dropout=spec.network.label_dropout if conditional else 0.0)
+    return Prepared(data, process, denoiser, source, images, spec.network.label_dropout if conditional else 0.0)
+
+
+def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callable[[str], None] = print) -> dict:
+    spec = plan.spec
+    seed = spec.experiment.seed
+    write_run_files(plan, loaded)
+    p = prepare(spec, log)
+    data, process = p.data, p.process
+    total = plan.stages[0].optimizer_steps
+    if total is None:
+        total = math.ceil(spec.train.epochs * data.train.shape[0] / spec.train.batch_size)
+    ema = train(process, p.denoiser, p.source, spec.train, total, plan.run_dir, seed=seed,
+                fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout)
     model = Model(process, ema.eval())
     samples = model.sample(spec.sample.num_samples, spec.sample.steps, seed=seed + 3,
                            batch_size=spec.sample.batch_size, final=spec.sample.final,
                            label=spec.sample.class_label, guidance=spec.sample.guidance)
     save_samples(plan.run_dir / "samples" / "samples.npz", samples)
-    if images:
+    if p.images:
         save_grid(plan.run_dir / "samples" / "grid.png", samples, spec.data.range)
     results = evaluate(model, spec, data.held_out, data.train, seed)
     (plan.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (plan.run_dir / "results.txt").write_text(results_table(results) + "\n")
     return results
-

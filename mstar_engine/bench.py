@@ -1,0 +1,127 @@
+"""``mstar bench SPEC``: training and sampling throughput of a spec, beside a plain PyTorch DDPM
+training step measured in the same process (same backbone architecture, same batch, ε-MSE), so
+the ratio does not depend on the machine's mood.
+
+Training is timed through the real training loop (roll-outs, loss, optimiser, EMA) into a
+temporary folder; the reference is the textbook loop: x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε with a linear
+DDPM schedule, ‖ε − ε_θ(x_t, t)‖², AdamW, no EMA. Peak memory is the accelerator's peak allocation
+on CUDA and the process's peak resident set on the CPU.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import attrs
+import torch
+
+from mstar_engine.runs import Model
+from mstar_engine.spec.schema import Spec
+from mstar_engine.train.loop import train
+
+
+def _peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def reference_step_time(backbone: torch.nn.Module, x0: torch.Tensor, steps: int, warmup: int,
+                        num_classes: int = 0) -> float:
+    """Seconds per optimiser step of a plain DDPM ε-MSE training loop on batches like ``x0``."""
+    T = 1000
+    betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
+    alpha_bar = torch.cumprod(1 - betas, 0).to(x0.dtype)
+    opt = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    spatial = getattr(backbone, "spatial", False)
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        t = torch.randint(0, T, (x0.shape[0],), generator=g)
+        eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+        a = alpha_bar[t].reshape((-1,) + (1,) * (x0.ndim - 1))
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        inp = x_t if spatial else x_t.flatten(1)
+        labels = torch.randint(0, num_classes, (x0.shape[0],), generator=g) if num_classes else None
+        out = backbone(inp, t.to(x0.dtype), labels)
+        loss = (out.reshape(eps.shape) - eps).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - start) / steps
+
+
+def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_steps: int = 4) -> dict:
+    """Training examples/s of ``spec`` (through :func:`train`) and of the plain DDPM reference,
+    their ratio, peak memory, and sampling seconds per network evaluation."""
+    B = spec.train.batch_size
+    device = torch.device("cpu")
+    denoiser = prepared.denoiser
+    family = prepared.process.family
+    reference = _reference_backbone(spec, prepared, family.event_shape)
+    x0 = next(iter(prepared.source(0)))
+    x0 = (x0[0] if isinstance(x0, (tuple, list)) else x0).to(torch.float32)
+    cfg = attrs.evolve(spec.train, checkpoint_every=10**9, log_every=10**9)
+    with tempfile.TemporaryDirectory() as tmp:
+        train(prepared.process, copy.deepcopy(denoiser), prepared.source, cfg, warmup, Path(tmp),
+              seed=spec.experiment.seed, resume=False, log=lambda _: None, label_dropout=prepared.label_dropout)
+        start = time.perf_counter()
+        ema = train(prepared.process, denoiser, prepared.source, cfg, warmup + steps, Path(tmp) / "b",
+                    seed=spec.experiment.seed, resume=False, log=lambda _: None,
+                    label_dropout=prepared.label_dropout)
+        ours = (time.perf_counter() - start) / (warmup + steps)
+    num_classes = int(getattr(denoiser.backbone, "num_classes", 0))
+    ref = reference_step_time(reference, x0, steps, warmup, num_classes)
+    model = Model(prepared.process, ema.eval())
+    n = min(B, 64)
+    start = time.perf_counter()
+    model.sample(n, sample_steps, seed=0, batch_size=n)
+    per_eval = (time.perf_counter() - start) / sample_steps
+    return {
+        "spec": spec.experiment.name, "family": family.name, "coupling": prepared.process.coupling_kind,
+        "batch_size": B, "t_per_rollout": spec.train.t_per_rollout, "device": str(device),
+        "threads": torch.get_num_threads(),
+        "train_examples_per_s": B * spec.train.t_per_rollout / ours, "train_steps_per_s": 1 / ours,
+        "reference_examples_per_s": B / ref, "ratio": (B * spec.train.t_per_rollout / ours) / (B / ref),
+        "sample_batch": n, "sample_s_per_network_eval": per_eval, "peak_memory_gib": _peak_memory_gib(device),
+        "parameters": sum(p.numel() for p in denoiser.parameters()),
+    }
+
+
+def _reference_backbone(spec: Spec, prepared, event_shape: tuple[int, ...]) -> torch.nn.Module:
+    """The same architecture as the spec's backbone, reading the state alone and predicting ε."""
+    from mstar_engine.networks.mlp import MLP
+    from mstar_engine.networks.unet import build_unet
+    backbone = prepared.denoiser.backbone
+    num_classes = int(getattr(backbone, "num_classes", 0))
+    if getattr(backbone, "spatial", False):
+        return build_unet(event_shape[0], event_shape[0], event_shape[-1], cfg=spec.network.unet,
+                          preset=spec.network.preset, dropout=spec.network.dropout, num_classes=num_classes)
+    m = spec.network.mlp
+    n = math.prod(event_shape)
+    return MLP(n, n, hidden=m.hidden, blocks=m.blocks, time_dim=m.time_dim, dropout=spec.network.dropout,
+               num_classes=num_classes)
+
+
+def bench_table(result: dict) -> str:
+    from tabulate import tabulate
+    rows = [
+        ("training", f"{result['train_examples_per_s']:,.0f} examples/s ({result['train_steps_per_s']:.1f} steps/s, "
+                     f"batch {result['batch_size']} x {result['t_per_rollout']} t)"),
+        ("plain DDPM step, same backbone", f"{result['reference_examples_per_s']:,.0f} examples/s"),
+        ("ratio (mstar / plain)", f"{result['ratio']:.2f}"),
+        ("sampling", f"{result['sample_s_per_network_eval'] * 1e3:.1f} ms per network evaluation "
+                     f"(batch {result['sample_batch']})"),
+        ("peak memory", f"{result['peak_memory_gib']:.2f} GiB"),
+        ("parameters", f"{result['parameters']:,}"),
+        ("device", f"{result['device']}, {result['threads']} threads"),
+    ]
+    return f"{result['spec']}: {result['family']} ({result['coupling']} coupling)\n" + \
+        tabulate(rows, tablefmt="github", headers=["measure", "value"], disable_numparse=True)
