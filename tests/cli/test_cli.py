@@ -236,7 +236,6 @@ def test_run_treats_environment_issues_as_errors(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("args", "issue"), [
-    (["bench", "specs/quickstart.toml"], "#5 (images and fast training)"),
     (["distill", "runs/x", "--to", "8"], "#6 (progressive distillation)"),
     (["eval", "runs/x", "--fid"], "#5 (images)"),
 ])
@@ -244,6 +243,16 @@ def test_other_commands_name_the_issue_they_wait_for(args, issue, in_root):
     result = invoke(*args)
     assert result.exit_code == 1, result.output
     assert f"it arrives with issue {issue}" in result.output
+
+
+def test_bench_reports_training_speed_beside_the_plain_ddpm_step(in_root):
+    result = invoke("bench", "specs/dirichlet.toml", "network.mlp.hidden=32", "network.mlp.blocks=1",
+                    "data.num_examples=2000", "process.steps=8", "--steps", "3", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{"):])
+    for key in ("train_examples_per_s", "reference_examples_per_s", "sample_s_per_network_eval", "peak_memory_gib"):
+        assert math.isfinite(out[key]) and out[key] > 0, key
+    assert out["ratio"] == pytest.approx(out["train_examples_per_s"] / out["reference_examples_per_s"])
 
 
 @pytest.mark.parametrize("args", [
