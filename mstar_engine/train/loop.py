@@ -115,6 +115,10 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     if step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with
         block_rho = state["block_rho"]
         inputs = block(step // ROLLOUT_BLOCK, block_rho)
+    if cfg.activation_checkpointing:
+        if not hasattr(denoiser.backbone, "checkpointing"):
+            raise ValueError("train.activation_checkpointing needs the U-Net backbone (network.kind = \"unet\")")
+        denoiser.backbone.checkpointing = True
     denoiser.train()
     start, last_log_step, last_log_time = time.perf_counter(), step, time.perf_counter()
     last_good = latest
@@ -134,18 +138,27 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         if labels is not None:
             labels = drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
                                  generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2))
-        x0_hat = denoiser(s_t, x_t, t, labels) if labels is not None else denoiser(s_t, x_t, t)
-        loss = step_loss(family, x0_rep, x0_hat, t, process.loss, process.loss_weighting).mean()
-        total = loss
-        if learned is not None:
-            rho = learned()[t]
-            total = total + kernel_kl(family, x_t, x0_rep, x0_hat.detach(), t, rho, generator=generator).mean()
-        if not torch.isfinite(total):
-            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-            raise TrainingDiverged(f"the loss became {float(total.detach())} at step {step}; {where}. Lower train.lr, "
-                                   "set train.clip_grad, or check the data")
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        n = x_t.shape[0]
+        loss = 0.0
+        # gradient accumulation: the step's (x0, t) pairs in train.accumulation micro-batches, each
+        # loss weighted by its share, so the gradient is that of the whole batch
+        for part in torch.arange(n).chunk(cfg.accumulation):
+            lab = labels[part] if labels is not None else None
+            x0_hat = denoiser(s_t[part], x_t[part], t[part], lab) if lab is not None else \
+                denoiser(s_t[part], x_t[part], t[part])
+            micro = step_loss(family, x0_rep[part], x0_hat, t[part], process.loss, process.loss_weighting).mean()
+            total = micro
+            if learned is not None:
+                rho = learned()[t[part]]
+                total = total + kernel_kl(family, x_t[part], x0_rep[part], x0_hat.detach(), t[part], rho,
+                                          generator=generator).mean()
+            if not torch.isfinite(total):
+                where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                raise TrainingDiverged(f"the loss became {float(total.detach())} at step {step}; {where}. Lower "
+                                       "train.lr, set train.clip_grad, or check the data")
+            (total * (part.numel() / n)).backward()
+            loss = loss + micro.detach() * (part.numel() / n)
         if cfg.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.clip_grad)
         optimizer.step()

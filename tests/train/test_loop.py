@@ -116,3 +116,26 @@ def test_checkpoint_of_another_spec_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatch, match="differing keys: process.steps"):
         train(process, denoiser, batches, spec.train, 8, tmp_path, fingerprint={"process.steps": 32, "x": 1},
               log=lambda _: None)
+
+
+@pytest.mark.parametrize("coupling", ["ddpm", "learned"])
+def test_gradient_accumulation_equals_the_whole_batch(tmp_path, coupling, monkeypatch):
+    """train.accumulation = 4 micro-batches give the whole batch's gradients (to float rounding),
+    recorded at every optimiser step, and so the same weights."""
+    real_step = torch.optim.AdamW.step
+    grads: list[list[torch.Tensor]] = []
+
+    def recording_step(self, *a, **k):
+        grads.append([p.grad.clone() for g in self.param_groups for p in g["params"] if p.grad is not None])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    whole, _, _ = run(tmp_path / "a", total=5, coupling=coupling, clip_grad=1e9)
+    whole_grads, grads[:] = list(grads), []
+    split, _, _ = run(tmp_path / "b", total=5, coupling=coupling, clip_grad=1e9, accumulation=4)
+    assert len(whole_grads) == len(grads) == 5
+    for gw, gs in zip(whole_grads, grads):
+        for a, b in zip(gw, gs):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    for (name, a), b in zip(whole.named_parameters(), split.parameters()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
