@@ -1,9 +1,11 @@
 """Execute a compiled plan: write the run directory, then train → sample → evaluate.
 
 Run directory (ARCHITECTURE.md): ``spec.toml`` as given, ``spec.resolved.toml``, ``plan.txt``,
-``checkpoints/`` (atomic, ``latest`` pointer), ``metrics.jsonl``, ``samples/``, ``results.json``
-and ``results.txt`` (the printed table). Every stage is resumable: training continues from the
-latest checkpoint; sampling and evaluation are recomputed from the final weights.
+``checkpoints/`` (atomic, ``latest`` pointer), ``metrics.jsonl``, ``samples/``, ``results.json``,
+``results.txt`` (the printed table) and ``loss.svg`` (the training loss); image runs add
+``samples/grid.png`` and ``samples/trajectories.png`` (x̂0 during sampling). Every stage is
+resumable: training continues from the latest checkpoint; sampling and evaluation are recomputed
+from the final weights.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from mstar_engine.data.images import image_batches, load_images
 from mstar_engine.data.load import batches, check_for_family, load_dataset
 from mstar_engine.evaluate import check_evaluable, evaluate, results_table
 from mstar_engine.plan import Plan, render_plan
+from mstar_engine.plots import loss_curve_svg, trajectory_grid
 from mstar_engine.plan.compile import flatten
 from mstar_engine.process.build import build_process
 from mstar_engine.process.normalise import TailNorm
@@ -103,12 +106,15 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     ema = train(process, p.denoiser, p.source, spec.train, total, plan.run_dir, seed=seed,
                 fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout)
     model = Model(process, ema.eval())
+    loss_curve_svg(plan.run_dir / "metrics.jsonl", plan.run_dir / "loss.svg")
     samples = model.sample(spec.sample.num_samples, spec.sample.steps, seed=seed + 3,
                            batch_size=spec.sample.batch_size, final=spec.sample.final,
                            label=spec.sample.class_label, guidance=spec.sample.guidance)
     save_samples(plan.run_dir / "samples" / "samples.npz", samples)
     if p.images:
         save_grid(plan.run_dir / "samples" / "grid.png", samples, spec.data.range)
+        trajectory_grid(model, min(8, spec.sample.num_samples), plan.run_dir / "samples" / "trajectories.png",
+                        spec.data.range, seed=seed + 4)
     results = evaluate(model, spec, data.held_out, data.train, seed)
     (plan.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (plan.run_dir / "results.txt").write_text(results_table(results) + "\n")

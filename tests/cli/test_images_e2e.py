@@ -47,8 +47,10 @@ def test_run_writes_samples_and_a_png_grid(run_dir):
     x = np.load(run_dir / "samples" / "samples.npz")["samples"]
     assert x.shape == (8, 1, 8, 8)
     assert np.isfinite(x).all()
-    png = run_dir / "samples" / "grid.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("grid.png", "trajectories.png"):
+        assert (run_dir / "samples" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    svg = (run_dir / "loss.svg").read_text()
+    assert svg.startswith("<svg") and "<polyline" in svg
 
 
 def test_sample_writes_a_grid_or_arrays(run_dir, tmp_path):
@@ -119,3 +121,15 @@ def test_guided_digits_are_the_requested_class_more_often(tmp_path):
         hits[w] = correct / 200
     print("hit rates by guidance scale", hits)
     assert hits[3.0] > hits[0.0] + 0.1, hits
+
+
+def test_activation_checkpointing_gives_the_same_training(tmp_path):
+    """Recomputing the U-Net's activations in the backward pass changes memory, not results."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ("train.steps=3", "train.checkpoint_every=3", "sample.num_samples=2")
+    assert run_digits(a, *common).exit_code == 0
+    assert run_digits(b, *common, "train.activation_checkpointing=true").exit_code == 0
+    sa = torch.load(latest_checkpoint(a / "digits" / "checkpoints" / "train"), weights_only=True)["model"]
+    sb = torch.load(latest_checkpoint(b / "digits" / "checkpoints" / "train"), weights_only=True)["model"]
+    for key in sa:
+        assert torch.allclose(sa[key], sb[key], rtol=1e-5, atol=1e-7), key

@@ -1,0 +1,66 @@
+"""Pictures of a run without a plotting dependency: the loss curve as SVG (from ``metrics.jsonl``)
+and denoising trajectories as a PNG grid (torchvision's ``save_image``)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+WIDTH, HEIGHT, PAD = 640, 360, 48
+
+
+def loss_curve_svg(metrics: str | Path, out: str | Path) -> Path | None:
+    """Write the training loss against the optimiser step (log-scale loss when it spans more than
+    a decade) as an SVG line chart; None when there is nothing to plot."""
+    rows = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line.strip()]
+    points = [(r["step"], r["loss"]) for r in rows if math.isfinite(r.get("loss", math.nan))]
+    if len(points) < 2:
+        return None
+    steps, losses = zip(*points)
+    log = min(losses) > 0 and max(losses) / min(losses) > 10
+    ys = [math.log10(v) for v in losses] if log else list(losses)
+    x0, x1, y0, y1 = min(steps), max(steps), min(ys), max(ys)
+    y1 = y1 if y1 > y0 else y0 + 1
+
+    def px(s: float, v: float) -> tuple[float, float]:
+        return (PAD + (s - x0) / max(x1 - x0, 1) * (WIDTH - 2 * PAD),
+                HEIGHT - PAD - (v - y0) / (y1 - y0) * (HEIGHT - 2 * PAD))
+
+    line = " ".join(f"{a:.1f},{b:.1f}" for a, b in (px(s, v) for s, v in zip(steps, ys)))
+    label = "log10 loss" if log else "loss"
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" '
+           f'font-size="12">\n<rect width="100%" height="100%" fill="white"/>\n'
+           f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{line}"/>\n'
+           f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="black"/>\n'
+           f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="black"/>\n'
+           f'<text x="{WIDTH / 2}" y="{HEIGHT - 12}" text-anchor="middle">optimiser step ({x0}–{x1})</text>\n'
+           f'<text x="14" y="{HEIGHT / 2}" transform="rotate(-90 14 {HEIGHT / 2})" text-anchor="middle">'
+           f'{label} ({y0:.3g} – {y1:.3g})</text>\n</svg>\n')
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(svg)
+    return out
+
+
+def trajectory_grid(model, n: int, path: str | Path, data_range: str, *, columns: int = 8, seed: int = 0) -> Path:
+    """``n`` samples, one per row, with the prediction x̂0 at ``columns`` evenly spaced steps from
+    T down to 1 (left to right): how each image forms during sampling."""
+    from mstar_engine.runs import save_grid
+    from mstar_engine.sampling import sample, step_grid
+    family = model.process.family
+    T = family.steps
+    wanted = {int(round(T - i * (T - 1) / max(columns - 1, 1))) for i in range(columns)}
+    frames: dict[int, torch.Tensor] = {}
+
+    def keep(state: dict) -> None:
+        if state["t"] in wanted:
+            frames[state["t"]] = state["x0_hat"].detach().clone()
+
+    with torch.no_grad():
+        sample(model.denoiser, family, n, step_grid(T, T), model.process.rho(),
+               generator=torch.Generator().manual_seed(seed), dtype=torch.float64, callback=keep)
+    ordered = [frames[t] for t in sorted(frames, reverse=True)]
+    grid = torch.stack(ordered, dim=1).flatten(0, 1)  # row = one sample, columns = steps
+    return save_grid(path, grid, data_range, nrow=len(ordered), limit=grid.shape[0])
