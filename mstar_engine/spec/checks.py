@@ -260,6 +260,9 @@ def check_eval(c: Checker) -> None:
         if metric.data == "vector" and info.is_image:
             c.add(("eval", "metrics", i), f"{name} is for low-dimensional data; '{info.name}' holds images",
                   "use fid or is for images")
+        if name == "knn-kl" and info.domain == "categorical":
+            c.add(("eval", "metrics", i), "knn-kl needs continuous data: categorical samples repeat exactly, so "
+                  "nearest-neighbour distances are zero and the estimate is meaningless", "use mmd or energy")
         if metric.needs_labels and info.num_classes == 0:
             c.add(("eval", "metrics", i), f"{name} needs class labels; '{info.name}' has none")
         elif metric.needs_labels and c.spec.data.classes is None and ev.anomaly_classes is None:
