@@ -10,6 +10,7 @@ resumed run equals an uninterrupted one bit for bit on the CPU.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -115,6 +116,11 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     if step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with
         block_rho = state["block_rho"]
         inputs = block(step // ROLLOUT_BLOCK, block_rho)
+    autocast = _autocast(cfg.precision, next(denoiser.parameters()).device)
+    if cfg.channels_last and getattr(denoiser.backbone, "spatial", False):
+        denoiser.backbone.to(memory_format=torch.channels_last)
+    if cfg.compile:  # compile the forward only, so parameter names (checkpoints) do not change
+        denoiser.backbone.forward = torch.compile(denoiser.backbone.forward)
     if cfg.activation_checkpointing:
         if not hasattr(denoiser.backbone, "checkpointing"):
             raise ValueError("train.activation_checkpointing needs the U-Net backbone (network.kind = \"unet\")")
@@ -145,8 +151,9 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         # loss weighted by its share, so the gradient is that of the whole batch
         for part in torch.arange(n).chunk(cfg.accumulation):
             lab = labels[part] if labels is not None else None
-            x0_hat = denoiser(s_t[part], x_t[part], t[part], lab) if lab is not None else \
-                denoiser(s_t[part], x_t[part], t[part])
+            with autocast:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
+                x0_hat = denoiser(s_t[part], x_t[part], t[part], lab) if lab is not None else \
+                    denoiser(s_t[part], x_t[part], t[part])
             micro = step_loss(family, x0_rep[part], x0_hat, t[part], process.loss, process.loss_weighting).mean()
             total = micro
             if learned is not None:
@@ -186,6 +193,14 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         if step % cfg.checkpoint_every == 0 or step == total_steps:
             last_good = checkpoint()
     return ema
+
+
+def _autocast(precision: str, device: torch.device):
+    """``torch.autocast`` for ``train.precision`` (bf16 on CPU or GPU, fp16 on GPU), else a no-op."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _fast_update(module: nn.Module) -> dict:

@@ -6,6 +6,7 @@ U-Net denoiser → reverse process → grid), not that the model learns.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,33 @@ def test_activation_checkpointing_gives_the_same_training(tmp_path):
     sb = torch.load(latest_checkpoint(b / "digits" / "checkpoints" / "train"), weights_only=True)["model"]
     for key in sa:
         assert torch.allclose(sa[key], sb[key], rtol=1e-5, atol=1e-7), key
+
+
+def test_bf16_autocast_and_channels_last_train_on_the_cpu(tmp_path):
+    """train.precision = "bf16" (autocast on the CPU) and channels_last run end to end with a
+    finite loss, and the weights differ from fp32 training (the setting is not ignored)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ("train.steps=3", "train.checkpoint_every=3", "sample.num_samples=2", "train.log_every=1")
+    assert run_digits(a, *common).exit_code == 0
+    result = run_digits(b, *common, 'train.precision="bf16"', "train.channels_last=true")
+    assert result.exit_code == 0, result.output
+    lines = (b / "digits" / "metrics.jsonl").read_text().splitlines()
+    assert all(np.isfinite(json.loads(line)["loss"]) for line in lines)
+    sa = torch.load(latest_checkpoint(a / "digits" / "checkpoints" / "train"), weights_only=True)["model"]
+    sb = torch.load(latest_checkpoint(b / "digits" / "checkpoints" / "train"), weights_only=True)["model"]
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.allclose(sa[k], sb[k], atol=0.05) for k in sa)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    """train.compile = true (torch.compile of the backbone's forward) trains to the same weights
+    and writes checkpoints that load into an uncompiled model (slow: compilation takes minutes)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ("train.steps=3", "train.checkpoint_every=3", "sample.num_samples=2")
+    assert run_digits(a, *common).exit_code == 0
+    assert run_digits(b, *common, "train.compile=true").exit_code == 0
+    sa = torch.load(latest_checkpoint(a / "digits" / "checkpoints" / "train"), weights_only=True)["model"]
+    sb = torch.load(latest_checkpoint(b / "digits" / "checkpoints" / "train"), weights_only=True)["model"]
+    assert sa.keys() == sb.keys()
+    assert all(torch.allclose(sa[k], sb[k], rtol=1e-4, atol=1e-6) for k in sa)
