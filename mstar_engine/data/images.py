@@ -398,18 +398,10 @@ def image_batches(x: Tensor, labels: Tensor | None, batch_size: int, seed: int, 
     Indices and coins are drawn on the CPU; images are gathered and flipped on ``x``'s device,
     labels gathered on theirs.
     """
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise DataError(f"image_batches needs at least one image, got a tensor of shape {tuple(x.shape)}")
+    from mstar_engine.data.load import check_stream
+    batch_size, seed, start_example = check_stream(x, batch_size, seed, start_example, "image_batches", 2)
     if labels is not None and tuple(labels.shape) != (int(x.shape[0]),):
         raise ValueError(f"labels must have shape ({x.shape[0]},) to match the images, got {tuple(labels.shape)}")
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    seed, start_example = int(seed), int(start_example)
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    if start_example < 0:
-        raise ValueError(f"start_example must be ≥ 0, got {start_example}")
     return _image_stream(x, labels, batch_size, seed, start_example, bool(flip))
 
 

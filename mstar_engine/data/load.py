@@ -203,8 +203,14 @@ def batches(x: Tensor, batch_size: int, seed: int, start_example: int = 0) -> It
     Arguments are checked at the call (not at the first ``next``). Indices are drawn on the CPU
     and the rows gathered on ``x``'s device.
     """
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise DataError(f"batches needs at least one example, got a tensor of shape {tuple(x.shape)}")
+    batch_size, seed, start_example = check_stream(x, batch_size, seed, start_example, "batches", 1)
+    return _stream(x, batch_size, seed, start_example)
+
+
+def check_stream(x: Tensor, batch_size, seed, start_example, what: str, min_ndim: int) -> tuple[int, int, int]:
+    """Validate the arguments of a batch stream; returns (batch_size, seed, start_example) as ints."""
+    if x.ndim < min_ndim or x.shape[0] == 0:
+        raise DataError(f"{what} needs at least one example, got a tensor of shape {tuple(x.shape)}")
     batch_size = int(batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -213,7 +219,7 @@ def batches(x: Tensor, batch_size: int, seed: int, start_example: int = 0) -> It
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     if start_example < 0:
         raise ValueError(f"start_example must be ≥ 0, got {start_example}")
-    return _stream(x, batch_size, seed, start_example)
+    return batch_size, seed, start_example
 
 
 def _stream(x: Tensor, batch_size: int, seed: int, start: int) -> Iterator[Tensor]:

@@ -58,3 +58,17 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0,
     if dim % 2 == 1:
         emb = torch.nn.functional.pad(emb, (0, 1))
     return emb
+
+
+def resolve_labels(labels, b: int, device: torch.device, num_classes: int) -> Tensor:
+    """Class labels for a batch of ``b``: None, negative values or ``num_classes`` mean "no
+    label" (the null entry ``num_classes`` used by classifier-free guidance)."""
+    if labels is None:
+        return torch.full((b,), num_classes, dtype=torch.long, device=device)
+    labels = torch.as_tensor(labels, device=device).long()
+    if labels.ndim == 0:
+        labels = labels.expand(b)
+    if bool((labels > num_classes).any()):
+        raise ValueError(f"class labels must lie in 0..{num_classes - 1} "
+                         f"(or {num_classes} / negative for no label), got max {int(labels.max())}")
+    return torch.where(labels < 0, torch.full_like(labels, num_classes), labels)

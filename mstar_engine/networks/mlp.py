@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mstar_engine.networks.embedding import sinusoidal_embedding
+from mstar_engine.networks.embedding import resolve_labels, sinusoidal_embedding
 
 
 class MLP(nn.Module):
@@ -92,15 +92,7 @@ class MLP(nn.Module):
         return self.decode(h)
 
     def _labels(self, labels: Tensor | None, b: int, device: torch.device) -> Tensor:
-        if labels is None:
-            return torch.full((b,), self.null_label, dtype=torch.long, device=device)
-        labels = torch.as_tensor(labels, device=device).long()
-        if labels.ndim == 0:
-            labels = labels.expand(b)
-        if bool((labels > self.num_classes).any()):
-            raise ValueError(f"class labels must lie in 0..{self.num_classes - 1} "
-                             f"(or {self.num_classes} / negative for no label), got max {int(labels.max())}")
-        return torch.where(labels < 0, torch.full_like(labels, self.null_label), labels)
+        return resolve_labels(labels, b, device, self.num_classes)
 
 
 def mlp_parameter_count(in_features: int, out_features: int, hidden: int = 512, blocks: int = 3,

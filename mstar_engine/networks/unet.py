@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from mstar_engine.networks.embedding import sinusoidal_embedding
+from mstar_engine.networks.embedding import resolve_labels, sinusoidal_embedding
 
 UNET_PRESETS: dict[str, dict] = {
     "cifar10-ddpm": dict(channels=128, channel_mult=(1, 2, 2, 2), res_blocks=2, attention_resolutions=(16,),
@@ -267,15 +267,7 @@ class UNet(nn.Module):
         return block(h, emb)
 
     def _labels(self, labels: Tensor | None, b: int, device: torch.device) -> Tensor:
-        if labels is None:
-            return torch.full((b,), self.null_label, dtype=torch.long, device=device)
-        labels = torch.as_tensor(labels, device=device).long()
-        if labels.ndim == 0:
-            labels = labels.expand(b)
-        if bool((labels > self.num_classes).any()):
-            raise ValueError(f"class labels must lie in 0..{self.num_classes - 1} "
-                             f"(or {self.num_classes} / negative for no label), got max {int(labels.max())}")
-        return torch.where(labels < 0, torch.full_like(labels, self.null_label), labels)
+        return resolve_labels(labels, b, device, self.num_classes)
 
 
 def _get(cfg: Any, key: str) -> Any:
