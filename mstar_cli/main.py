@@ -267,12 +267,14 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
           checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, download: bool,
           as_json: bool) -> None:
     """Metrics table of RUN over step counts, each beside its noise floor."""
-    if fid or inception_score or auprc:
-        _not_yet("image metrics (--fid, --is, --auprc)", "#5 (images)")
+    if fid or inception_score:
+        _not_yet("Inception metrics (--fid, --is)", "#5 (images)")
     from mstar_engine.evaluate import evaluate_run, results_table
     from mstar_engine.metrics.catalog import METRICS
     step_list = _int_list(steps, "--steps") if steps else None
     metric_list = [m.strip() for m in metrics.split(",")] if metrics else None
+    if auprc:
+        metric_list = [*(metric_list or []), "auprc"]
     unknown = [m for m in metric_list or () if m not in METRICS]
     if unknown:
         raise click.BadParameter(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(sorted(METRICS))}",

@@ -10,11 +10,17 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from mstar_engine.data.catalog import DATASETS
+from mstar_engine.data.images import load_images
 from mstar_engine.data.load import load_dataset
 from mstar_engine.data.offline import DataError
+from mstar_engine.metrics.anomaly import average_precision, bound_scores
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
 from mstar_engine.runs import Model, Run
 from mstar_engine.spec.schema import Spec
+
+
+SCORE_METRICS = ("auprc",)  # computed from the model's bound, not from samples
 
 
 def check_evaluable(spec: Spec, held_out_count: int) -> None:
@@ -22,10 +28,12 @@ def check_evaluable(spec: Spec, held_out_count: int) -> None:
     ev = spec.eval
     if not ev.metrics:
         return
-    pending = [m for m in ev.metrics if m not in METRIC_FUNCTIONS]
+    pending = [m for m in ev.metrics if m not in METRIC_FUNCTIONS and m not in SCORE_METRICS]
     if pending:
         raise NotImplementedError(f"metric(s) {', '.join(pending)} are not computed yet (image metrics arrive with "
                                   "issue #5); remove them from eval.metrics or set eval.metrics = []")
+    if not any(m in METRIC_FUNCTIONS for m in ev.metrics):
+        return
     knn = "knn-kl" in ev.metrics
     need = ev.knn_k + 1 if knn else 2
     n = min(ev.num_samples, held_out_count)
@@ -41,7 +49,8 @@ def check_evaluable(spec: Spec, held_out_count: int) -> None:
 def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int) -> dict:
     """Every metric at every step count, beside its noise floor (two independent data samples of
     the same size)."""
-    ev = spec.eval
+    rows = [anomaly_row(model, spec, seed)] if "auprc" in spec.eval.metrics else []
+    ev = attrs.evolve(spec.eval, metrics=[m for m in spec.eval.metrics if m in METRIC_FUNCTIONS])
     simplex = model.process.family.domain == "simplex"
     n = min(ev.num_samples, held_out.shape[0])
     reference = drop_last_coordinate_if_simplex(held_out[:n].flatten(1), simplex)
@@ -49,7 +58,6 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
     floors = {name: noise_floor(lambda a, b: _metric(name, a, b, ev), drop_last_coordinate_if_simplex(pool, simplex),
                                 n, repeats=ev.repeats, generator=torch.Generator().manual_seed(seed + 7)).mean
               for name in ev.metrics}
-    rows = []
     for steps in ev.steps if ev.metrics else ():
         values = {name: [] for name in ev.metrics}
         for r in range(ev.repeats):
@@ -64,6 +72,24 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
             "coupling": model.process.coupling_kind, "inputs": model.process.inputs, "results": rows}
 
 
+def anomaly_row(model: Model, spec: Spec, seed: int) -> dict:
+    """AUPRC of the per-example bound on the held-out split of every class: the classes outside
+    ``data.classes`` (or ``eval.anomaly_classes``) are the anomalies. The noise floor is the
+    AUPRC of a random score (the anomalies' share)."""
+    ev = spec.eval
+    data = load_images(attrs.evolve(spec.data, classes=None), spec.experiment.seed)
+    x, labels = data.held_out, data.held_out_labels
+    if x.shape[0] > ev.num_samples:
+        keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed + 11))[:ev.num_samples]
+        x, labels = x[keep], labels[keep]
+    anomalous = ev.anomaly_classes if ev.anomaly_classes is not None else \
+        [c for c in range(data.num_classes) if c not in (spec.data.classes or [])]
+    is_anomaly = torch.isin(labels, torch.tensor(anomalous)).numpy()
+    scores = bound_scores(model, x, batch_size=ev.batch_size, seed=seed + 12)
+    return {"metric": "auprc", "steps": model.process.family.steps, "value": average_precision(scores, is_anomaly),
+            "std": 0.0, "noise_floor": float(is_anomaly.mean()), "samples": int(x.shape[0])}
+
+
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,
                  num_samples: int | None = None, repeats: int | None = None) -> dict:
     """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
@@ -73,16 +99,19 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     ev = attrs.evolve(ev, **{k: v for k, v in changes.items() if v is not None})
     if not ev.metrics:
         raise ValueError("no metrics to compute: pass --metrics (mstar list metrics) or set eval.metrics in the spec")
-    images_only = [m for m in ev.metrics if m not in METRIC_FUNCTIONS]
-    if images_only:
-        raise ValueError(f"metric(s) {', '.join(images_only)} apply to image runs (issue #5); for this run use "
-                         f"{', '.join(sorted(METRIC_FUNCTIONS))}")
+    pending = [m for m in ev.metrics if m not in METRIC_FUNCTIONS and m not in SCORE_METRICS]
+    if pending:
+        raise ValueError(f"metric(s) {', '.join(pending)} are not computed yet (Inception metrics: issue #5); "
+                         f"use {', '.join(sorted((*METRIC_FUNCTIONS, *SCORE_METRICS)))}")
+    if "auprc" in ev.metrics and DATASETS[run.spec.data.name].num_classes == 0:
+        raise ValueError(f"auprc needs class labels and '{run.spec.data.name}' has none")
     T = run.model.process.family.steps
     too_many = [k for k in ev.steps if k > T]
     if too_many:
         raise ValueError(f"step counts {too_many} exceed the run's T = {T}; use counts between 1 and {T}")
     spec = attrs.evolve(run.spec, eval=ev)
-    data = load_dataset(spec.data, spec.experiment.seed)
+    load = load_images if DATASETS[spec.data.name].is_image else load_dataset
+    data = load(spec.data, spec.experiment.seed)
     check_evaluable(spec, data.held_out.shape[0])
     results = evaluate(run.model, spec, data.held_out, data.train, spec.experiment.seed)
     results["checkpoint"] = str(run.checkpoint)

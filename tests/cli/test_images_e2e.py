@@ -164,3 +164,20 @@ def test_compiled_training_matches_eager(tmp_path):
     sb = torch.load(latest_checkpoint(b / "digits" / "checkpoints" / "train"), weights_only=True)["model"]
     assert sa.keys() == sb.keys()
     assert all(torch.allclose(sa[k], sb[k], rtol=1e-4, atol=1e-6) for k in sa)
+
+
+def test_anomaly_auprc_beats_the_prevalence(tmp_path):
+    """Train on digit 0 only; the per-example bound ranks the other digits (anomalies) above held-
+    out zeros: AUPRC above its noise floor (the anomalies' share, a random ranking's AUPRC)."""
+    out = tmp_path / "an"
+    result = invoke("run", ROOT / "specs" / "digits.toml", f"experiment.output_dir={out}", "process.steps=20",
+                    "data.classes=[0]", 'eval.metrics=["auprc"]', "eval.num_samples=300", "train.steps=150",
+                    "train.lr=1e-3", "train.log_every=50", "sample.num_samples=4", "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["results"][0]
+    assert row["metric"] == "auprc" and row["samples"] == 180
+    assert 0.85 < row["noise_floor"] < 0.95                      # 9 of 10 digits are anomalies
+    assert row["value"] > row["noise_floor"] + 0.02, row
+    again = invoke("eval", out / "digits", "--auprc", "-n", "300", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["results"][0]["value"] == pytest.approx(row["value"])
