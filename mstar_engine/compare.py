@@ -48,7 +48,7 @@ def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True,
 def comparison_table(results: dict) -> str:
     """One row per model (the spec, then its variants), one column per metric and step count,
     and a last row with each metric's noise floor."""
-    models = [(results["experiment"], results), *results.get("compare", {}).items()]
+    models = [(f"{results['experiment']} (the spec)", results), *results.get("compare", {}).items()]
     columns = [(r["metric"], r["steps"]) for r in results["results"]]
     for _, res in models[1:]:
         columns += [(r["metric"], r["steps"]) for r in res["results"] if (r["metric"], r["steps"]) not in columns]

@@ -83,9 +83,9 @@ def test_printed_table_has_one_row_per_model_and_the_noise_floor(compared):
     assert printed.startswith("quickstart on dirichlet-mixture: lower is better\n")
     header, rows = table(printed)
     assert header == ["model", "family", "coupling", "inputs", "knn-kl (8 steps)", "energy (8 steps)"]
-    assert [r[0] for r in rows] == ["quickstart", "star-shaped", "gaussian-ddpm", "noise floor"]
+    assert [r[0] for r in rows] == ["quickstart (the spec)", "star-shaped", "gaussian-ddpm", "noise floor"]
     main = json.loads((run_dir / "results.json").read_text())
-    models = {"quickstart": main, **main["compare"]}
+    models = {"quickstart (the spec)": main, **main["compare"]}
     for row in rows[:-1]:
         res = models[row[0]]
         assert row[1:4] == [res["family"], res["coupling"], res["inputs"]]
@@ -201,7 +201,7 @@ def test_comparison_table_by_hand():
     assert header == ["model", "family", "coupling", "inputs", "energy (4 steps)", "mmd (4 steps)",
                       "energy (8 steps)"]
     assert rows == [
-        ["main", "dirichlet", "ddpm", "tail+state", "0.5000", "0.2500", "-"],
+        ["main (the spec)", "dirichlet", "ddpm", "tail+state", "0.5000", "0.2500", "-"],
         ["b", "gaussian", "ddpm", "state", "1.2346", "-", "2.0000"],
         ["c", "dirichlet", "independent", "tail", "-", "0.1250", "-"],
         # the main model's floor wins where several models have one
@@ -213,4 +213,4 @@ def test_comparison_table_without_variants():
     text = comparison_table(_res("solo", "beta", "independent", "tail", [("knn-kl", 2, 3.0, 0.1)]))
     header, rows = table(text)
     assert header[4:] == ["knn-kl (2 steps)"]
-    assert rows == [["solo", "beta", "independent", "tail", "3.0000"], ["noise floor", "", "", "", "0.1000"]]
+    assert rows == [["solo (the spec)", "beta", "independent", "tail", "3.0000"], ["noise floor", "", "", "", "0.1000"]]
