@@ -124,12 +124,14 @@ class Wishart(Family):
     # ------------------------------------------------------------------ noise maps
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
         """X = L A Aᵀ Lᵀ with the Bartlett factor A built from ξ (see the module docstring)."""
-        from mstar_engine.families.special import gamma_icdf
+        from mstar_engine.families.special import gamma_log_icdf_normal
 
         t = self._steps(t, xi.shape[0])
         a = self._unpack(xi.to(_F64))
         diag = torch.diagonal(a, dim1=-2, dim2=-1)
-        chi2 = 2 * gamma_icdf(torch.special.log_ndtr(diag), self._shapes(t), log_input=True)
+        # differentiable in ξ with the exact derivative (the learned coupling's kernel KL needs it;
+        # autograd through the Newton iterations gave NaN gradients)
+        chi2 = 2 * torch.exp(gamma_log_icdf_normal(diag, self._shapes(t).expand_as(diag)))
         a = torch.tril(a, -1) + torch.diag_embed(torch.sqrt(chi2))
         la = self._scale_chol(x0, t) @ a
         return _sym(la @ la.transpose(-1, -2)).to(x0.dtype)
@@ -140,13 +142,14 @@ class Wishart(Family):
         t = self._steps(t, x.shape[0])
         chol_x = torch.linalg.cholesky(_sym(x.to(_F64)))
         a = torch.linalg.solve_triangular(self._scale_chol(x0, t), chol_x, upper=False)
-        half_chi2 = 0.5 * torch.diagonal(a, dim1=-2, dim2=-1) ** 2
-        shapes = self._shapes(t)
-        p_lo = torch.special.gammainc(shapes, half_chi2)
-        p_up = torch.special.gammaincc(shapes, half_chi2)
-        z = torch.where(p_lo < p_up, torch.special.ndtri(p_lo), -torch.special.ndtri(p_up))
-        # a state far in the tail of q_t(· | X̂0) (a reverse step) has P or Q below 1e-308: clamp
-        z = z.clamp(-_Z_MAX, _Z_MAX)
+        from mstar_engine.families.special import normal_from_gamma_log
+
+        diag = torch.diagonal(a, dim1=-2, dim2=-1)
+        log_half_chi2 = 2 * torch.log(diag.abs()) - math.log(2.0)
+        # Φ⁻¹ of the smaller tail, clamped to ±Z_MAX where it underflows (a state far in the tail
+        # of q_t(· | X̂0) in a reverse step), with the exact derivative (the learned coupling's
+        # kernel KL differentiates through it; torch.where over ndtri gave NaN gradients)
+        z = normal_from_gamma_log(log_half_chi2, self._shapes(t).expand_as(diag))
         a = torch.tril(a, -1) + torch.diag_embed(z)
         return self._pack(a).to(x.dtype)
 

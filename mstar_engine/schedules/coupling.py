@@ -85,7 +85,9 @@ class LearnedCoupling(nn.Module):
         return self.logit.shape[0] - 1
 
     def forward(self) -> torch.Tensor:
-        rho = torch.sigmoid(self.logit)
+        # kept inside [RHO_CLIP, 1 − RHO_CLIP]: at ρ = 1 the kernel's sqrt(1 − ρ²) has an infinite
+        # derivative, which turned the logits into NaN (Wishart, benchmarks/pairs.py)
+        rho = torch.sigmoid(self.logit).clamp(RHO_CLIP, 1 - RHO_CLIP)
         return torch.cat([rho.new_zeros(1), rho[1:]])
 
 

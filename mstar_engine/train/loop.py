@@ -168,6 +168,11 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             loss = loss + micro.detach() * (part.numel() / n)
         if cfg.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.clip_grad)
+        if learned is not None and not all(bool(torch.isfinite(p.grad).all()) for p in learned.parameters()
+                                           if p.grad is not None):
+            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+            raise TrainingDiverged(f"the learned coupling's gradient became infinite at step {step}; {where}. "
+                                   "Lower process.coupling.lr or use the ddpm coupling")
         optimizer.step()
         step += 1
         decay = ema_decay(step, cfg.ema, cfg.ema_warmup)
