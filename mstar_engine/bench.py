@@ -68,6 +68,7 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
     reference = _reference_backbone(spec, prepared, family.event_shape)
     x0 = next(iter(prepared.source(0)))
     x0 = (x0[0] if isinstance(x0, (tuple, list)) else x0).to(torch.float32)
+    x0 = x0.repeat_interleave(spec.train.t_per_rollout, 0)  # the same number of (x0, t) pairs per step
     cfg = attrs.evolve(spec.train, checkpoint_every=10**9, log_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:
         train(prepared.process, copy.deepcopy(denoiser), prepared.source, cfg, warmup, Path(tmp),
@@ -89,7 +90,7 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
         "batch_size": B, "t_per_rollout": spec.train.t_per_rollout, "device": str(device),
         "threads": torch.get_num_threads(),
         "train_examples_per_s": B * spec.train.t_per_rollout / ours, "train_steps_per_s": 1 / ours,
-        "reference_examples_per_s": B / ref, "ratio": (B * spec.train.t_per_rollout / ours) / (B / ref),
+        "reference_examples_per_s": x0.shape[0] / ref, "ratio": (B * spec.train.t_per_rollout / ours) / (x0.shape[0] / ref),
         "sample_batch": n, "sample_s_per_network_eval": per_eval, "peak_memory_gib": _peak_memory_gib(device),
         "parameters": sum(p.numel() for p in denoiser.parameters()),
     }

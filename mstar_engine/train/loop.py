@@ -125,6 +125,8 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         if not hasattr(denoiser.backbone, "checkpointing"):
             raise ValueError("train.activation_checkpointing needs the U-Net backbone (network.kind = \"unet\")")
         denoiser.backbone.checkpointing = True
+    ema_params, model_params = list(ema.parameters()), list(denoiser.parameters())
+    ema_buffers = list(zip(ema.buffers(), denoiser.buffers()))
     denoiser.train()
     start, last_log_step, last_log_time = time.perf_counter(), step, time.perf_counter()
     last_good = latest
@@ -177,8 +179,8 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         step += 1
         decay = ema_decay(step, cfg.ema, cfg.ema_warmup)
         with torch.no_grad():
-            torch._foreach_lerp_(list(ema.parameters()), list(denoiser.parameters()), 1.0 - decay)
-            for e, p in zip(ema.buffers(), denoiser.buffers()):
+            torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
+            for e, p in ema_buffers:
                 e.copy_(p)
 
         if step % cfg.log_every == 0 or step == total_steps:
