@@ -12,7 +12,7 @@ from tabulate import tabulate
 
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.images import load_images
-from mstar_engine.data.load import load_dataset
+from mstar_engine.data.load import load_data
 from mstar_engine.data.offline import DataError
 from mstar_engine.metrics.anomaly import average_precision, bound_scores
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
@@ -23,12 +23,17 @@ from mstar_engine.spec.schema import Spec
 SCORE_METRICS = ("auprc",)  # computed from the model's bound, not from samples
 
 
+def not_computed(metrics) -> list[str]:
+    """The metrics named that this version cannot compute yet (the Inception metrics)."""
+    return [m for m in metrics if m not in METRIC_FUNCTIONS and m not in SCORE_METRICS]
+
+
 def check_evaluable(spec: Spec, held_out_count: int) -> None:
     """Refuse, before any training, an evaluation the held-out split is too small for."""
     ev = spec.eval
     if not ev.metrics:
         return
-    pending = [m for m in ev.metrics if m not in METRIC_FUNCTIONS and m not in SCORE_METRICS]
+    pending = not_computed(ev.metrics)
     if pending:
         raise NotImplementedError(f"metric(s) {', '.join(pending)} are not computed yet (image metrics arrive with "
                                   "issue #5); remove them from eval.metrics or set eval.metrics = []")
@@ -99,7 +104,7 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     ev = attrs.evolve(ev, **{k: v for k, v in changes.items() if v is not None})
     if not ev.metrics:
         raise ValueError("no metrics to compute: pass --metrics (mstar list metrics) or set eval.metrics in the spec")
-    pending = [m for m in ev.metrics if m not in METRIC_FUNCTIONS and m not in SCORE_METRICS]
+    pending = not_computed(ev.metrics)
     if pending:
         raise ValueError(f"metric(s) {', '.join(pending)} are not computed yet (Inception metrics: issue #5); "
                          f"use {', '.join(sorted((*METRIC_FUNCTIONS, *SCORE_METRICS)))}")
@@ -110,8 +115,7 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     if too_many:
         raise ValueError(f"step counts {too_many} exceed the run's T = {T}; use counts between 1 and {T}")
     spec = attrs.evolve(run.spec, eval=ev)
-    load = load_images if DATASETS[spec.data.name].is_image else load_dataset
-    data = load(spec.data, spec.experiment.seed)
+    data = load_data(spec.data, spec.experiment.seed)
     check_evaluable(spec, data.held_out.shape[0])
     results = evaluate(run.model, spec, data.held_out, data.train, spec.experiment.seed)
     results["checkpoint"] = str(run.checkpoint)

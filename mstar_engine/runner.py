@@ -18,8 +18,8 @@ import tomli_w
 import torch
 
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.data.images import image_batches, load_images
-from mstar_engine.data.load import batches, check_for_family, load_dataset
+from mstar_engine.data.images import image_batches
+from mstar_engine.data.load import batches, check_for_family, load_data
 from mstar_engine.evaluate import check_evaluable, evaluate, results_table
 from mstar_engine.plan import Plan, render_plan
 from mstar_engine.plots import loss_curve_svg, trajectory_grid
@@ -69,7 +69,7 @@ class Prepared:
 def prepare(spec: Spec, log: Callable[[str], None] = print) -> Prepared:
     seed = spec.experiment.seed
     images = DATASETS[spec.data.name].is_image
-    data = load_images(spec.data, seed) if images else load_dataset(spec.data, seed)
+    data = load_data(spec.data, seed)
     check_evaluable(spec, data.held_out.shape[0])
     torch.manual_seed(seed)
     process = build_process(spec.process, data.event_shape)

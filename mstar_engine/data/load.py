@@ -158,6 +158,15 @@ def load_file(path: Path) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
 
 
+def load_data(data, seed: int):
+    """The spec's dataset: :func:`mstar_engine.data.images.load_images` for image datasets (with
+    labels), :func:`load_dataset` otherwise."""
+    if DATASETS[data.name].is_image:
+        from mstar_engine.data.images import load_images
+        return load_images(data, seed)
+    return load_dataset(data, seed)
+
+
 def check_for_family(loaded: LoadedData, family) -> None:
     """Check the training data against ``family``'s domain
     (``family.check_domain(train, what="dataset '<name>'")``); the family's ``DomainError``

@@ -130,6 +130,10 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     denoiser.train()
     start, last_log_step, last_log_time = time.perf_counter(), step, time.perf_counter()
     last_good = latest
+
+    def diverged(what: str, fix: str) -> None:
+        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+        raise TrainingDiverged(f"{what} at step {step}; {where}. {fix}")
     while step < total_steps:
         lr = learning_rate(step, cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule)
         for group in optimizer.param_groups:
@@ -163,18 +167,16 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
                 total = total + kernel_kl(family, x_t[part], x0_rep[part], x0_hat.detach(), t[part], rho,
                                           generator=generator).mean()
             if not torch.isfinite(total):
-                where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-                raise TrainingDiverged(f"the loss became {float(total.detach())} at step {step}; {where}. Lower "
-                                       "train.lr, set train.clip_grad, or check the data")
+                diverged(f"the loss became {float(total.detach())}", "Lower train.lr, set train.clip_grad, or check "
+                         "the data")
             (total * (part.numel() / n)).backward()
             loss = loss + micro.detach() * (part.numel() / n)
         if cfg.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.clip_grad)
         if learned is not None and not all(bool(torch.isfinite(p.grad).all()) for p in learned.parameters()
                                            if p.grad is not None):
-            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-            raise TrainingDiverged(f"the learned coupling's gradient became infinite at step {step}; {where}. "
-                                   "Lower process.coupling.lr or use the ddpm coupling")
+            diverged("the learned coupling's gradient became infinite", "Lower process.coupling.lr or use the ddpm "
+                     "coupling")
         optimizer.step()
         step += 1
         decay = ema_decay(step, cfg.ema, cfg.ema_warmup)
