@@ -243,10 +243,28 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
 @overrides_arg
 @click.option("--to", type=click.IntRange(min=1), required=True, help="Final number of sampling steps.")
+@click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
+              help="auto: continue unfinished stages from their checkpoints; never: redo every stage.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @handle_errors
-def distill(run_dir: str, overrides: tuple[str, ...], to: int) -> None:
-    """Progressive distillation of RUN down to --to steps."""
-    _not_yet("progressive distillation (mstar distill)", "#6 (progressive distillation)")
+def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_json: bool) -> None:
+    """Progressive distillation of RUN down to --to steps: stages T → T/2 → … → TO, each student
+    starting from its teacher, then the teacher and every student evaluated side by side.
+
+    KEY=VALUE overrides change [distill] settings, e.g. distill.steps_per_stage=2000.
+    """
+    from mstar_engine.distill import DistillError
+    from mstar_engine.distill.pipeline import distill_run
+    from mstar_engine.evaluate import results_table
+    from mstar_engine.runs import RunError
+    try:
+        results = distill_run(run_dir, to, overrides, resume=resume == "auto",
+                              log=lambda line: click.echo(line, err=True))
+    except (DistillError, RunError) as exc:
+        raise Failure(str(exc)) from None
+    except _run_errors() as exc:
+        raise Failure(str(exc)) from None
+    click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
 
 
 @cli.command(name="eval")

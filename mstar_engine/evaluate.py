@@ -16,7 +16,7 @@ from mstar_engine.data.load import load_data
 from mstar_engine.data.offline import DataError
 from mstar_engine.metrics.anomaly import average_precision, bound_scores
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
-from mstar_engine.runs import Model, Run
+from mstar_engine.runs import Model, Run, load_students
 from mstar_engine.spec.schema import Spec
 
 
@@ -51,9 +51,13 @@ def check_evaluable(spec: Spec, held_out_count: int) -> None:
                     "eval.num_samples, lower eval.knn_k, or set eval.metrics = [] to skip evaluation")
 
 
-def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int) -> dict:
+def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int,
+             students: dict[int, Model] | None = None, seconds: dict[int, float] | None = None) -> dict:
     """Every metric at every step count, beside its noise floor (two independent data samples of
-    the same size)."""
+    the same size). With distilled ``students`` (by evaluation count), the teacher is also
+    measured at T and at each student's count (undistilled, the block rule), and every student at
+    its own count (rows with ``model = "student"`` and the stage's ``seconds``)."""
+    students, seconds = students or {}, seconds or {}
     rows = [anomaly_row(model, spec, seed)] if "auprc" in spec.eval.metrics else []
     ev = attrs.evolve(spec.eval, metrics=[m for m in spec.eval.metrics if m in METRIC_FUNCTIONS])
     simplex = model.process.family.domain == "simplex"
@@ -63,16 +67,24 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
     floors = {name: noise_floor(lambda a, b: _metric(name, a, b, ev), drop_last_coordinate_if_simplex(pool, simplex),
                                 n, repeats=ev.repeats, generator=torch.Generator().manual_seed(seed + 7)).mean
               for name in ev.metrics}
-    for steps in ev.steps if ev.metrics else ():
+    T = model.process.family.steps
+    teacher_steps = sorted({*ev.steps, *((T, *students) if students else ())}, reverse=True)
+    runs = [("teacher", model, k) for k in teacher_steps] + [("student", m, k) for k, m in students.items()]
+    for who, sampler, steps in runs if ev.metrics else ():
         values = {name: [] for name in ev.metrics}
         for r in range(ev.repeats):
-            x = model.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size).flatten(1)
+            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size).flatten(1)
             x = drop_last_coordinate_if_simplex(x, simplex)
             for name in ev.metrics:
                 values[name].append(_metric(name, x, reference, ev))
         for name in ev.metrics:
-            rows.append({"metric": name, "steps": steps, "value": float(np.mean(values[name])),
-                         "std": float(np.std(values[name])), "noise_floor": float(floors[name]), "samples": n})
+            row = {"metric": name, "steps": steps, "value": float(np.mean(values[name])),
+                   "std": float(np.std(values[name])), "noise_floor": float(floors[name]), "samples": n}
+            if students:
+                row["model"] = who
+                if who == "student" and steps in seconds:
+                    row["seconds"] = round(seconds[steps], 1)
+            rows.append(row)
     return {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
             "coupling": model.process.coupling_kind, "inputs": model.process.inputs, "results": rows}
 
@@ -117,7 +129,12 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     spec = attrs.evolve(run.spec, eval=ev)
     data = load_data(spec.data, spec.experiment.seed)
     check_evaluable(spec, data.held_out.shape[0])
-    results = evaluate(run.model, spec, data.held_out, data.train, spec.experiment.seed)
+    model, students = run.model, {}
+    if model.steps is None and spec.distill is not None:  # the teacher: compare it with its students
+        students = load_students(run.path)
+        if students:
+            model = attrs.evolve(model, rho=next(iter(students.values())).rho)
+    results = evaluate(model, spec, data.held_out, data.train, spec.experiment.seed, students=students)
     results["checkpoint"] = str(run.checkpoint)
     results["step"] = run.step
     return results
@@ -134,8 +151,10 @@ def _metric(name: str, a, b, ev) -> float:
 def results_table(results: dict) -> str:
     if not results["results"]:
         return f"{results['experiment']}: no metrics computed (set eval.metrics, see mstar list metrics)"
-    rows = [(r["metric"], r["steps"], f"{r['value']:.4f}", f"{r['noise_floor']:.4f}", r["samples"])
+    distilled = any("model" in r for r in results["results"])
+    rows = [((r.get("model", "teacher"),) if distilled else ()) +
+            (r["metric"], r["steps"], f"{r['value']:.4f}", f"{r['noise_floor']:.4f}", r["samples"])
             for r in results["results"]]
+    headers = (["model"] if distilled else []) + ["metric", "steps", "value", "noise floor", "samples"]
     title = f"{results['experiment']}: {results['family']} ({results['coupling']} coupling) on {results['data']}"
-    return title + "\n" + tabulate(rows, headers=["metric", "steps", "value", "noise floor", "samples"],
-                                   tablefmt="github", disable_numparse=True)
+    return title + "\n" + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)

@@ -59,7 +59,7 @@ def trajectory_grid(model, n: int, path: str | Path, data_range: str, *, columns
             frames[state["t"]] = state["x0_hat"].detach().clone()
 
     with torch.no_grad():
-        sample(model.denoiser, family, n, step_grid(T, T), model.process.rho(),
+        sample(model.denoiser, family, n, step_grid(T, model.steps or T), model.sampling_rho(),
                generator=torch.Generator().manual_seed(seed), dtype=torch.float64, callback=keep)
     ordered = [frames[t] for t in sorted(frames, reverse=True)]
     grid = torch.stack(ordered, dim=1).flatten(0, 1)  # row = one sample, columns = steps

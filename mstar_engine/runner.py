@@ -4,8 +4,9 @@ Run directory (ARCHITECTURE.md): ``spec.toml`` as given, ``spec.resolved.toml``,
 ``checkpoints/`` (atomic, ``latest`` pointer), ``metrics.jsonl``, ``samples/``, ``results.json``,
 ``results.txt`` (the printed table) and ``loss.svg`` (the training loss); image runs add
 ``samples/grid.png`` and ``samples/trajectories.png`` (x̂0 during sampling). Every stage is
-resumable: training continues from the latest checkpoint; sampling and evaluation are recomputed
-from the final weights.
+resumable: training continues from the latest checkpoint, then every distillation stage from its
+own (``checkpoints/distill-N``); sampling and evaluation are recomputed from the final weights.
+With ``[distill]``, samples come from the student made for ``sample.steps``.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import tomli_w
 import torch
 
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.data.images import image_batches
-from mstar_engine.data.load import batches, check_for_family, load_data
+from mstar_engine.data.load import check_for_family, load_data, training_source
+from mstar_engine.distill.pipeline import distill_all, sampling_rho
 from mstar_engine.evaluate import check_evaluable, evaluate, results_table
 from mstar_engine.plan import Plan, render_plan
 from mstar_engine.plots import loss_curve_svg, trajectory_grid
@@ -82,16 +83,8 @@ def prepare(spec: Spec, log: Callable[[str], None] = print) -> Prepared:
                              torch.Generator().manual_seed(seed + 2))
     conditional = spec.network.class_conditional
     denoiser = build_denoiser(spec, process, norm, num_classes=data.num_classes if conditional else 0)
-    B = spec.train.batch_size
-    if images:
-        def source(start):
-            labels = data.train_labels if conditional else None
-            for x, y in image_batches(data.train, labels, B, seed, start, flip=spec.data.flip):
-                yield (x.to(torch.float64), y) if y is not None else x.to(torch.float64)
-    else:
-        def source(start):
-            return batches(data.train, B, seed, start)
-    return Prepared(data, process, denoiser, source, images, spec.network.label_dropout if conditional else 0.0)
+    return Prepared(data, process, denoiser, training_source(spec, data, spec.train.batch_size), images,
+                    spec.network.label_dropout if conditional else 0.0)
 
 
 def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callable[[str], None] = print) -> dict:
@@ -107,15 +100,24 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
                 fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout)
     model = Model(process, ema.eval())
     loss_curve_svg(plan.run_dir / "metrics.jsonl", plan.run_dir / "loss.svg")
-    samples = model.sample(spec.sample.num_samples, spec.sample.steps, seed=seed + 3,
+    students, seconds = {}, {}
+    if spec.distill is not None:
+        classes = int(getattr(ema.backbone, "num_classes", 0))
+        done = distill_all(spec, process, ema, training_source(spec, data, spec.distill.batch_size), plan.run_dir,
+                           num_classes=classes, fingerprint=fingerprint(spec), resume=resume, log=log)
+        students = {stage.student_steps: student for stage, student, _ in done}
+        seconds = {stage.student_steps: secs for stage, _, secs in done}
+        model = attrs.evolve(model, rho=sampling_rho(process, spec.distill.coupling))
+    served = students.get(spec.sample.steps, model)  # sample with the student made for sample.steps
+    samples = served.sample(spec.sample.num_samples, spec.sample.steps, seed=seed + 3,
                            batch_size=spec.sample.batch_size, final=spec.sample.final,
                            label=spec.sample.class_label, guidance=spec.sample.guidance)
     save_samples(plan.run_dir / "samples" / "samples.npz", samples)
     if p.images:
         save_grid(plan.run_dir / "samples" / "grid.png", samples, spec.data.range)
-        trajectory_grid(model, min(8, spec.sample.num_samples), plan.run_dir / "samples" / "trajectories.png",
+        trajectory_grid(served, min(8, spec.sample.num_samples), plan.run_dir / "samples" / "trajectories.png",
                         spec.data.range, seed=seed + 4)
-    results = evaluate(model, spec, data.held_out, data.train, seed)
+    results = evaluate(model, spec, data.held_out, data.train, seed, students=students, seconds=seconds)
     (plan.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (plan.run_dir / "results.txt").write_text(results_table(results) + "\n")
     return results

@@ -44,6 +44,11 @@ class Model:
 
     process: DiffusionProcess
     denoiser: torch.nn.Module
+    rho: torch.Tensor | None = None     # sampling coupling ρ_t when not the process's (distilled students)
+    steps: int | None = None            # default network evaluations (a student's), else T
+
+    def sampling_rho(self) -> torch.Tensor:
+        return self.rho if self.rho is not None else self.process.rho()
 
     def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int = 1000,
                final: str = "x0", label: int | None = None, guidance: float = 1.0) -> torch.Tensor:
@@ -51,7 +56,7 @@ class Model:
         A class-conditional model samples class ``label`` (default: a uniformly drawn class per
         sample) with classifier-free guidance scale ``guidance`` (1: the conditional model)."""
         family = self.process.family
-        grid = step_grid(family.steps, steps or family.steps)
+        grid = step_grid(family.steps, steps or self.steps or family.steps)
         generator = torch.Generator().manual_seed(seed)
         classes = int(getattr(self.denoiser.backbone, "num_classes", 0))
         if label is not None and not 0 <= label < classes:
@@ -69,7 +74,7 @@ class Model:
 
                     def denoiser(s, x, t, labels=labels):
                         return self.denoiser(s, x, t, labels.to(x.device), guidance=guidance)
-                out.append(sample(denoiser, family, b, grid, self.process.rho(),
+                out.append(sample(denoiser, family, b, grid, self.sampling_rho(),
                                   generator=generator, dtype=torch.float64, final=final))
         return torch.cat(out) if out else torch.empty((0, *family.event_shape), dtype=torch.float64)
 
@@ -91,7 +96,7 @@ class Run:
         ``sample.guidance``). The samples are a function of the checkpoint, ``seed`` and
         ``batch_size`` (default: the run's ``sample.batch_size``, as ``mstar sample`` uses)."""
         cfg = self.spec.sample
-        return self.model.sample(n, steps or cfg.steps, seed=seed, batch_size=batch_size or cfg.batch_size,
+        return self.model.sample(n, steps or self.model.steps or cfg.steps, seed=seed, batch_size=batch_size or cfg.batch_size,
                                  final=final or cfg.final, label=cfg.class_label if label is None else label,
                                  guidance=cfg.guidance if guidance is None else guidance)
 
@@ -150,6 +155,8 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None) -> Run:
         spec = load_spec(resolved, semantic=False).spec
     except SpecError as exc:
         raise RunError(f"{resolved} cannot be read: {exc}") from None
+    if checkpoint is not None and Path(checkpoint).is_dir():  # a checkpoint folder: its latest file
+        checkpoint = latest_checkpoint(checkpoint) or Path(checkpoint) / "latest"
     ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(path / "checkpoints" / "train")
     if ckpt is None:
         raise RunError(f"{path} has no training checkpoint yet (checkpoints/train/latest is missing); "
@@ -161,9 +168,26 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None) -> Run:
     event_shape = tuple(int(n) for n in state["event_shape"]) if "event_shape" in state else \
         DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
     process = build_process(spec.process, event_shape)
-    model = Model(process, build_denoiser(spec, process, num_classes=int(state.get("num_classes", 0))))
-    model.denoiser.load_state_dict(state["ema"])
+    student = "sampling_rho" in state  # a distilled student: its own weights (no EMA) and coupling
+    model = Model(process, build_denoiser(spec, process, num_classes=int(state.get("num_classes", 0))),
+                  rho=state["sampling_rho"] if student else None,
+                  steps=int(state["evaluations"]) if student else None)
+    model.denoiser.load_state_dict(state["model"] if student else state["ema"])
     model.denoiser.eval()
     if isinstance(model.process.coupling, LearnedCoupling):
         model.process.coupling.load_state_dict(state["coupling"])
     return Run(path, spec, model, ckpt, int(state["step"]))
+
+
+def load_students(path: str | Path) -> dict[int, Model]:
+    """The distilled students of a run (``checkpoints/distill-N``, completed stages only), by their
+    number of network evaluations."""
+    out = {}
+    for folder in sorted(Path(path, "checkpoints").glob("distill-*")):
+        ckpt = latest_checkpoint(folder)
+        if ckpt is None:
+            continue
+        state = load_checkpoint(ckpt)
+        if state.get("complete"):
+            out[int(state["evaluations"])] = load_run(path, ckpt).model
+    return dict(sorted(out.items(), reverse=True))

@@ -13,7 +13,7 @@ Errors: :class:`DataError` (a ``ValueError``) for unusable data, :class:`Missing
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import attrs
 
@@ -248,3 +248,21 @@ def _stream(x: Tensor, batch_size: int, seed: int, start: int) -> Iterator[Tenso
                 perm = epoch_permutation(n, seed, epoch)
         idx = parts[0] if len(parts) == 1 else torch.cat(parts)
         yield x.index_select(0, idx.to(x.device))
+
+
+def training_source(spec, data, batch_size: int) -> Callable[[int], Iterator]:
+    """start_example -> iterator of training batches (x0, or (x0, labels) for a class-conditional
+    image model), a pure function of the position."""
+    seed = spec.experiment.seed
+    from mstar_engine.data.images import image_batches
+    if DATASETS[spec.data.name].is_image:
+        labels = data.train_labels if spec.network.class_conditional else None
+
+        def source(start):
+            for x, y in image_batches(data.train, labels, batch_size, seed, start, flip=spec.data.flip):
+                yield (x.to(torch.float64), y) if y is not None else x.to(torch.float64)
+        return source
+
+    def source(start):
+        return batches(data.train, batch_size, seed, start)
+    return source

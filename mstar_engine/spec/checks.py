@@ -215,6 +215,10 @@ def check_distill(c: Checker) -> None:
         c.add(("distill",), "[distill] needs exactly one of to or stages",
               f"add to = 8 (steps {steps} are halved until 8) or stages = [{steps // 2}, {steps // 4}, ...]")
         return
+    inputs = c.spec.process.inputs
+    if d.target == "landing" and (c.spec.process.family != "gaussian" or inputs != "state"):
+        c.add(("distill", "target"), "the landing target exists for the Gaussian family with process.inputs = "
+              "\"state\" only (one step is then affine in x0)", 'use target = "teacher" or "auto"')
     if d.to is not None:
         problem = halving_problem(steps, d.to)
         if problem:

@@ -55,6 +55,11 @@ def resolve(spec: Spec) -> Spec:
             distill = attrs.evolve(distill, stages=stages)
         if distill.batch_size is None:
             distill = attrs.evolve(distill, batch_size=spec.train.batch_size)
+        if distill.coupling == "auto":
+            distill = attrs.evolve(distill, coupling="deterministic" if inputs == "state" else "model")
+        if distill.target == "auto":
+            landing = proc.family == "gaussian" and inputs == "state"
+            distill = attrs.evolve(distill, target="landing" if landing else "teacher")
 
     sample = spec.sample
     if sample.steps is None:

@@ -169,6 +169,13 @@ class Distill:
     batch_size: int | None = setting(None, "batch size (default: train.batch_size)", ge=1)
     weighting: str = setting("snr-trunc", "loss weight: max(SNR, 1) (snr-trunc), SNR or none",
                              choices=("snr-trunc", "snr", "none"))
+    coupling: str = setting("auto", "sampling coupling of teacher and students: deterministic (rho = 1, the DDIM "
+                            "analogue), model (the trained coupling, noise shared by teacher and student), auto = "
+                            "deterministic when the network reads the state alone, else model",
+                            choices=("auto", "deterministic", "model"))
+    target: str = setting("auto", "regression target: landing (the x0 whose one step lands where two teacher steps "
+                          "land; Gaussian, state input) or teacher (the teacher's prediction after its first "
+                          "step); auto = landing where it exists", choices=("auto", "landing", "teacher"))
 
 
 @attrs.define

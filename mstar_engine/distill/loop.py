@@ -1,0 +1,158 @@
+"""One distillation stage: a student with N/2 evaluations regresses on targets made by its
+N-evaluation teacher (MATH.md §3). Published recipe: no EMA, dropout 0, Adam with the learning
+rate annealed linearly to 0 over the stage's fixed number of optimiser steps, loss weight
+max(SNR, 1) where the family has a Gaussian-equivalent SNR.
+
+Every draw (data position, student steps, roll-out, teacher noise) is a pure function of
+(seed, stage, step), so a stage resumed from its checkpoint continues exactly.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from mstar_engine.distill.targets import distill_targets, predict
+from mstar_engine.process.build import DiffusionProcess
+from mstar_engine.process.forward import rollout
+from mstar_engine.sampling import step_grid
+from mstar_engine.spec.schema import Distill
+from mstar_engine.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
+
+
+@attrs.frozen
+class Stage:
+    """Stage ``teacher_steps`` → ``student_steps`` of a run, written under ``directory``."""
+
+    teacher_steps: int
+    student_steps: int
+    directory: Path
+    index: int            # 0 for the first stage (decorrelates the stages' random streams)
+
+    @property
+    def name(self) -> str:
+        return f"distill {self.teacher_steps}→{self.student_steps}"
+
+
+def loss_weights(process: DiffusionProcess, t: Tensor, weighting: str) -> Tensor:
+    """Per-example weight of the squared error at the student's step: max(SNR_t, 1) (snr-trunc),
+    SNR_t (snr) or 1 (none, or a family without a Gaussian-equivalent SNR)."""
+    if weighting == "none":
+        return torch.ones(t.shape, dtype=torch.float64)
+    try:
+        snr = process.family.gaussian_snr().to(torch.float64)[t.cpu()]
+    except NotImplementedError:
+        return torch.ones(t.shape, dtype=torch.float64)
+    return snr.clamp(min=1.0) if weighting == "snr-trunc" else snr
+
+
+def stage_inputs(process: DiffusionProcess, x0: Tensor, student_grid: Tensor, generator: torch.Generator
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """A student step t_a per example, uniform over its grid, and (x_{t_a}, s_{t_a}) from the
+    forward process the model was trained on."""
+    t = student_grid[torch.randint(0, student_grid.numel(), (x0.shape[0],), generator=generator)]
+    out = rollout(process.family, x0, t[:, None], rho=process.rho(), generator=generator)
+    return out.x[:, 0], out.s[:, 0], t
+
+
+def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Module,
+                  batches: Callable[[int], Iterator], cfg: Distill, stage: Stage, rho: Tensor, *, seed: int = 0,
+                  fingerprint: dict | None = None, resume: bool = True, log_every: int = 100,
+                  checkpoint_every: int = 1000, clip_grad: float | None = None,
+                  log: Callable[[str], None] = print) -> tuple[nn.Module, float]:
+    """Train ``student`` (initialised by the caller from the teacher's weights) for
+    ``cfg.steps_per_stage`` optimiser steps; return it and the seconds the stage took in total
+    (over resumptions). ``rho`` is the sampling coupling of teacher and student (length T + 1);
+    ``batches(start_example)`` yields x0 (or (x0, labels)) batches from that position."""
+    family, T, total = process.family, process.family.steps, cfg.steps_per_stage
+    length = T // stage.teacher_steps
+    student_grid = torch.tensor(step_grid(T, stage.student_steps))
+    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    fingerprint = dict(fingerprint or {}, teacher_steps=str(stage.teacher_steps), student_steps=str(stage.student_steps),
+                       steps_per_stage=str(total), lr=repr(cfg.lr), batch_size=str(cfg.batch_size),
+                       weighting=cfg.weighting, target=cfg.target, coupling=cfg.coupling)
+    step, seconds = 0, 0.0
+    if not resume and stage.directory.is_dir():  # start afresh: older checkpoints must not outlive new ones
+        for old in (*stage.directory.glob("step-*.pt"), stage.directory / "latest"):
+            old.unlink(missing_ok=True)
+    latest = latest_checkpoint(stage.directory)
+    if latest is not None:
+        state = load_checkpoint(latest)
+        differing = sorted(k for k in set(fingerprint) | set(state["fingerprint"])
+                           if fingerprint.get(k) != state["fingerprint"].get(k))
+        if differing:
+            raise CheckpointMismatch(f"{latest} was written with different distillation settings ({', '.join(differing)})"
+                                     f"; run mstar distill with --resume never (or delete {stage.directory}) to distil it afresh")
+        student.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, seconds = int(state["step"]), float(state["seconds"])
+        if step < total:
+            log(f"{stage.name}: resumed from {latest} at step {step}")
+    metrics_path = stage.directory.parent.parent / "distill.jsonl"
+    if step < total:
+        _truncate(metrics_path, stage.student_steps, step)
+
+    def checkpoint() -> Path:
+        return save_checkpoint(stage.directory, step, {
+            "step": step, "model": student.state_dict(), "optimizer": optimizer.state_dict(),
+            "fingerprint": fingerprint, "seconds": seconds, "complete": step >= total,
+            "evaluations": stage.student_steps, "teacher_evaluations": stage.teacher_steps,
+            "sampling_rho": rho.detach().cpu(), "event_shape": list(family.event_shape),
+            "num_classes": int(getattr(getattr(student, "backbone", student), "num_classes", 0))})
+
+    teacher.eval()
+    student.train()
+    started = time.perf_counter()
+    while step < total:
+        lr = cfg.lr * (1.0 - step / total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        g = torch.Generator().manual_seed(((seed * 1_000_003 + stage.index) * 1_000_003 + step) % 2**63)
+        drawn = next(batches(step * cfg.batch_size))
+        x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
+        device = next(student.parameters()).device
+        x0 = x0.to(device)
+        labels = labels.to(device) if labels is not None else None
+        x_a, s_a, t_a = stage_inputs(process, x0, student_grid.to(device), g)
+        target = distill_targets(family, teacher, s_a, x_a, t_a, length, rho, cfg.target, g, labels)
+        pred = predict(student, s_a, x_a, t_a, labels).to(target.dtype)
+        weights = loss_weights(process, t_a, cfg.weighting).to(device)
+        loss = (weights * ((pred - target) ** 2).flatten(1).mean(1)).mean()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"{stage.name}: the distillation loss became {float(loss)} at step {step}; the "
+                                   f"last good checkpoint is {latest_checkpoint(stage.directory)}. Lower distill.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad is not None:
+            nn.utils.clip_grad_norm_(student.parameters(), clip_grad)
+        optimizer.step()
+        step += 1
+        if step % log_every == 0 or step == total:
+            now = time.perf_counter()
+            seconds, started = seconds + now - started, now
+            record = {"stage": stage.student_steps, "step": step, "loss": float(loss.detach()), "lr": lr,
+                      "seconds": round(seconds, 2)}
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            log(f"{stage.name}: step {step}/{total}  loss {record['loss']:.4g}  lr {lr:.2e}")
+        if step % checkpoint_every == 0 or step == total:
+            now = time.perf_counter()
+            seconds, started = seconds + now - started, now
+            checkpoint()
+    student.eval()
+    return student, seconds
+
+
+def _truncate(path: Path, stage: int, step: int) -> None:
+    """Drop this stage's log lines written after the checkpoint being resumed."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line and not (json.loads(line)["stage"] == stage and json.loads(line)["step"] > step)]
+    path.write_text("".join(line + "\n" for line in keep))

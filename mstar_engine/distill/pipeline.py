@@ -1,0 +1,131 @@
+"""Every distillation stage of a run: T → T/2 → … → K, each student starting from its teacher.
+
+Stage N → N/2 writes ``checkpoints/distill-{N/2}/`` (atomic, ``latest`` pointer, resumable) and
+log lines to ``distill.jsonl``; a finished stage is not repeated. The students sample with the
+distillation coupling (``distill.coupling``), which their checkpoints store.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from mstar_engine.distill.loop import Stage, distill_stage
+from mstar_engine.distill.stages import DistillError, derive_stages
+from mstar_engine.process.build import DiffusionProcess
+from mstar_engine.runs import Model, build_denoiser
+from mstar_engine.spec.schema import Spec
+
+
+def sampling_rho(process: DiffusionProcess, coupling: str) -> Tensor:
+    """ρ_t used by teacher and students: 1 everywhere (deterministic) or the trained coupling."""
+    if coupling == "deterministic":
+        return torch.ones(process.family.steps + 1, dtype=torch.float64)
+    if coupling == "model":
+        return process.rho().to(torch.float64)
+    raise ValueError(f"distill.coupling must be resolved to deterministic or model, got {coupling!r}")
+
+
+def stages_of(spec: Spec, run_dir: Path) -> list[Stage]:
+    d, T = spec.distill, spec.process.steps
+    counts = derive_stages(T, stages=d.stages) if d.stages is not None else derive_stages(T, to=d.to)
+    teachers = [T, *counts[:-1]]
+    return [Stage(n_t, n_s, run_dir / "checkpoints" / f"distill-{n_s}", i)
+            for i, (n_t, n_s) in enumerate(zip(teachers, counts))]
+
+
+def distill_all(spec: Spec, process: DiffusionProcess, teacher: nn.Module, batches: Callable[[int], Iterator],
+                run_dir: Path, *, num_classes: int = 0, fingerprint: dict | None = None, resume: bool = True,
+                log: Callable[[str], None] = print) -> list[tuple[Stage, Model, float]]:
+    """Run every stage of ``spec.distill``; return (stage, student model, seconds) per stage.
+    ``teacher`` is the trained (EMA) denoiser; ``batches`` yields ``distill.batch_size`` batches."""
+    d = spec.distill
+    rho = sampling_rho(process, d.coupling)
+    student_spec = attrs.evolve(spec, network=attrs.evolve(spec.network, dropout=0.0))
+    out = []
+    current = teacher.eval()
+    for stage in stages_of(spec, run_dir):
+        student = build_denoiser(student_spec, process, num_classes=num_classes)
+        student.load_state_dict(current.state_dict())
+        student.to(next(current.parameters()).device)
+        student, seconds = distill_stage(
+            process, current, student, batches, d, stage, rho, seed=spec.experiment.seed, fingerprint=fingerprint,
+            resume=resume, log_every=spec.train.log_every, checkpoint_every=spec.train.checkpoint_every,
+            clip_grad=spec.train.clip_grad, log=log)
+        out.append((stage, Model(process, student, rho=rho, steps=stage.student_steps), seconds))
+        current = student
+    return out
+
+
+def distill_spec(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str] = ()) -> Spec:
+    """The run's resolved spec with ``[distill] to = to`` (its other distillation settings kept)
+    and ``distill.*`` overrides applied, validated and resolved."""
+    import tomli_w
+
+    from mstar_engine.spec import load_spec_text
+    from mstar_engine.spec.resolve import resolve
+    other = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("distill.")]
+    if other:
+        raise DistillError(f"mstar distill changes only [distill] settings, not {', '.join(other)}; change the "
+                           "others with mstar run (a new run)")
+    path = run_dir / "spec.resolved.toml"
+    data = _explicit(load_spec_text(path.read_text(), str(path), semantic=False).spec)
+    section = {k: v for k, v in data.get("distill", {}).items() if k not in ("to", "stages")}
+    data["distill"] = {**section, "to": to}
+    loaded = load_spec_text(tomli_w.dumps(data), str(path), overrides)
+    return resolve(loaded.spec)
+
+
+def _explicit(obj) -> dict:
+    """The settings of a spec that differ from their defaults, as a TOML-ready dict (a resolved
+    spec written out in full would set options that do not apply, which validation refuses)."""
+    out = {}
+    for f in attrs.fields(type(obj)):
+        value = getattr(obj, f.name)
+        default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default
+        if value is None or value == default:
+            continue
+        out[f.name] = _explicit(value) if attrs.has(type(value)) else value
+    return out
+
+
+def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[str] = (), *, resume: bool = True,
+                log: Callable[[str], None] = print) -> dict:
+    """``mstar distill RUN --to K``: distil a trained run's teacher stage by stage, evaluate the
+    teacher beside every student, write the results and return them."""
+    import json
+
+    import tomli_w
+
+    from mstar_engine.atomic import atomic_write
+    from mstar_engine.data.load import load_data, training_source
+    from mstar_engine.evaluate import evaluate, results_table
+    from mstar_engine.runner import fingerprint
+    from mstar_engine.runs import RunError, load_run
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    spec = distill_spec(run_dir, to, overrides)
+    total = spec.train.steps
+    if spec.train.epochs is None and run.step < total:
+        raise RunError(f"the teacher in {run_dir} is trained for {run.step} of {total} steps; finish training with "
+                       "mstar run on its spec (it resumes) before distilling")
+    data = load_data(spec.data, spec.experiment.seed)
+    teacher = run.model
+    classes = int(getattr(teacher.denoiser.backbone, "num_classes", 0))
+    done = distill_all(spec, teacher.process, teacher.denoiser, training_source(spec, data, spec.distill.batch_size),
+                       run_dir, num_classes=classes, fingerprint=fingerprint(spec), resume=resume, log=log)
+    resolved = attrs.asdict(spec, filter=lambda _, v: v is not None)  # the run now records its [distill]
+    atomic_write(run_dir / "spec.resolved.toml", lambda fh: fh.write(tomli_w.dumps(resolved).encode()))
+    results = {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
+               "coupling": teacher.process.coupling_kind, "inputs": teacher.process.inputs, "results": []}
+    if spec.eval.metrics:
+        students = {stage.student_steps: model for stage, model, _ in done}
+        seconds = {stage.student_steps: secs for stage, _, secs in done}
+        model = attrs.evolve(teacher, rho=sampling_rho(teacher.process, spec.distill.coupling))
+        results = evaluate(model, spec, data.held_out, data.train, spec.experiment.seed, students, seconds)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (run_dir / "results.txt").write_text(results_table(results) + "\n")
+    return results

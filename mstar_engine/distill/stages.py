@@ -1,0 +1,36 @@
+"""The stage step counts of progressive distillation: each stage halves the evaluations."""
+from __future__ import annotations
+
+from mstar_engine.spec.checks import halving_problem, halvings
+
+
+class DistillError(ValueError):
+    """Distillation settings that cannot work; the message says how to fix them."""
+
+
+def derive_stages(steps: int, to: int | None = None, stages: list[int] | None = None) -> list[int]:
+    """Student evaluation counts, first stage first: ``to`` halves ``steps`` until it is reached;
+    explicit ``stages`` must each halve the previous one (the first halves ``steps``)."""
+    if (to is None) == (stages is None):
+        raise DistillError("give exactly one of to (e.g. --to 8) or explicit stages")
+    if to is not None:
+        problem = halving_problem(steps, to)
+        if problem:
+            options = halvings(steps)
+            hint = f"use one of {', '.join(map(str, options))}" if options else \
+                f"a teacher with {steps} steps (odd) cannot be halved; train with a power-of-two multiple of {to}"
+            raise DistillError(f"{problem}: {hint}")
+        out, n = [], steps
+        while n > to:
+            n //= 2
+            out.append(n)
+        return out
+    if not stages:
+        raise DistillError("stages is empty: list at least one step count, e.g. [" + str(steps // 2) + "]")
+    previous = steps
+    for i, n in enumerate(stages):
+        if n * 2 != previous:
+            hint = f"use {previous // 2}" if previous % 2 == 0 and previous > 1 else "end the stages here"
+            raise DistillError(f"stage {i + 1} has {n} steps but must halve the previous {previous}: {hint}")
+        previous = n
+    return list(stages)
