@@ -122,15 +122,11 @@ def list_(what: str, as_json: bool) -> None:
 def _run_errors() -> tuple[type[BaseException], ...]:
     from mstar_engine.data.offline import DataError
     from mstar_engine.families import DomainError
+    from mstar_engine.metrics.inception import InceptionWeightsMissing
     from mstar_engine.train.checkpoint import CheckpointError
     from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
     return (DataError, DomainError, CheckpointError, CheckpointMismatch, TrainingDiverged, NotImplementedError,
-            ImportError)
-
-
-def _not_yet(capability: str, issue: str) -> None:
-    raise Failure(f"{capability} is not available yet: it arrives with issue {issue}. "
-                  "Until then, mstar validate and mstar plan check and explain a spec.")
+            ImportError, InceptionWeightsMissing)
 
 
 @cli.command()
@@ -285,14 +281,14 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
           checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, download: bool,
           as_json: bool) -> None:
     """Metrics table of RUN over step counts, each beside its noise floor."""
-    if fid or inception_score:
-        _not_yet("Inception metrics (--fid, --is)", "#5 (images)")
     from mstar_engine.evaluate import evaluate_run, results_table
     from mstar_engine.metrics.catalog import METRICS
+    from mstar_engine.metrics.inception import InceptionWeightsMissing
     step_list = _int_list(steps, "--steps") if steps else None
     metric_list = [m.strip() for m in metrics.split(",")] if metrics else None
-    if auprc:
-        metric_list = [*(metric_list or []), "auprc"]
+    for flag, name in ((fid, "fid"), (inception_score, "is"), (auprc, "auprc")):
+        if flag and name not in (metric_list or []):
+            metric_list = [*(metric_list or []), name]
     unknown = [m for m in metric_list or () if m not in METRICS]
     if unknown:
         raise click.BadParameter(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(sorted(METRICS))}",
@@ -302,8 +298,9 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
     if step_list and max(step_list) > T:
         raise click.BadParameter(f"{max(step_list)} exceeds the run's T = {T} steps", param_hint="--steps")
     try:
-        results = evaluate_run(run, steps=step_list, metrics=metric_list, num_samples=num_samples, repeats=repeats)
-    except ValueError as exc:  # includes DataError
+        results = evaluate_run(run, steps=step_list, metrics=metric_list, num_samples=num_samples, repeats=repeats,
+                               download=download)
+    except (ValueError, InceptionWeightsMissing) as exc:  # ValueError includes DataError
         raise Failure(str(exc)) from None
     click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
 

@@ -14,6 +14,7 @@ from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.images import load_images
 from mstar_engine.data.load import load_data
 from mstar_engine.data.offline import DataError
+from mstar_engine.metrics.catalog import METRICS
 from mstar_engine.metrics.anomaly import average_precision, bound_scores
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
 from mstar_engine.runs import Model, Run, load_students
@@ -21,11 +22,7 @@ from mstar_engine.spec.schema import Spec
 
 
 SCORE_METRICS = ("auprc",)  # computed from the model's bound, not from samples
-
-
-def not_computed(metrics) -> list[str]:
-    """The metrics named that this version cannot compute yet (the Inception metrics)."""
-    return [m for m in metrics if m not in METRIC_FUNCTIONS and m not in SCORE_METRICS]
+INCEPTION_METRICS = ("fid", "is")
 
 
 def check_evaluable(spec: Spec, held_out_count: int) -> None:
@@ -33,10 +30,6 @@ def check_evaluable(spec: Spec, held_out_count: int) -> None:
     ev = spec.eval
     if not ev.metrics:
         return
-    pending = not_computed(ev.metrics)
-    if pending:
-        raise NotImplementedError(f"metric(s) {', '.join(pending)} are not computed yet (image metrics arrive with "
-                                  "issue #5); remove them from eval.metrics or set eval.metrics = []")
     if not any(m in METRIC_FUNCTIONS for m in ev.metrics):
         return
     knn = "knn-kl" in ev.metrics
@@ -52,13 +45,27 @@ def check_evaluable(spec: Spec, held_out_count: int) -> None:
 
 
 def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int,
-             students: dict[int, Model] | None = None, seconds: dict[int, float] | None = None) -> dict:
+             students: dict[int, Model] | None = None, seconds: dict[int, float] | None = None, *,
+             download: bool = False) -> dict:
     """Every metric at every step count, beside its noise floor (two independent data samples of
     the same size). With distilled ``students`` (by evaluation count), the teacher is also
     measured at T and at each student's count (undistilled, the block rule), and every student at
     its own count (rows with ``model = "student"`` and the stage's ``seconds``)."""
     students, seconds = students or {}, seconds or {}
     rows = [anomaly_row(model, spec, seed)] if "auprc" in spec.eval.metrics else []
+    T = model.process.family.steps
+    teacher_steps = sorted({*spec.eval.steps, *((T, *students) if students else ())}, reverse=True)
+    runs = [("teacher", model, k) for k in teacher_steps] + [("student", m, k) for k, m in students.items()]
+
+    def add(row: dict, who: str) -> None:
+        if students:
+            row["model"] = who
+            if who == "student" and row["steps"] in seconds:
+                row["seconds"] = round(seconds[row["steps"]], 1)
+        rows.append(row)
+    if any(m in INCEPTION_METRICS for m in spec.eval.metrics):
+        for who, row in inception_rows(runs, spec, held_out, train_data, seed, download):
+            add(row, who)
     ev = attrs.evolve(spec.eval, metrics=[m for m in spec.eval.metrics if m in METRIC_FUNCTIONS])
     simplex = model.process.family.domain == "simplex"
     n = min(ev.num_samples, held_out.shape[0])
@@ -67,9 +74,6 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
     floors = {name: noise_floor(lambda a, b: _metric(name, a, b, ev), drop_last_coordinate_if_simplex(pool, simplex),
                                 n, repeats=ev.repeats, generator=torch.Generator().manual_seed(seed + 7)).mean
               for name in ev.metrics}
-    T = model.process.family.steps
-    teacher_steps = sorted({*ev.steps, *((T, *students) if students else ())}, reverse=True)
-    runs = [("teacher", model, k) for k in teacher_steps] + [("student", m, k) for k, m in students.items()]
     for who, sampler, steps in runs if ev.metrics else ():
         values = {name: [] for name in ev.metrics}
         for r in range(ev.repeats):
@@ -78,15 +82,46 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
             for name in ev.metrics:
                 values[name].append(_metric(name, x, reference, ev))
         for name in ev.metrics:
-            row = {"metric": name, "steps": steps, "value": float(np.mean(values[name])),
-                   "std": float(np.std(values[name])), "noise_floor": float(floors[name]), "samples": n}
-            if students:
-                row["model"] = who
-                if who == "student" and steps in seconds:
-                    row["seconds"] = round(seconds[steps], 1)
-            rows.append(row)
+            add({"metric": name, "steps": steps, "value": float(np.mean(values[name])),
+                 "std": float(np.std(values[name])), "noise_floor": float(floors[name]), "samples": n}, who)
     return {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
             "coupling": model.process.coupling_kind, "inputs": model.process.inputs, "results": rows}
+
+
+def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int,
+                   download: bool = False):
+    """FID (against the training images' pool3 statistics) and IS of every sampler at its step
+    count; noise floors: the FID between held-out and training images and the IS of the held-out
+    images (the real-data level)."""
+    from mstar_engine.metrics.frechet import activation_statistics, frechet_distance
+    from mstar_engine.metrics.inception import activations, inception_score, load_inception
+    ev = spec.eval
+    wanted = [m for m in ev.metrics if m in INCEPTION_METRICS]
+    device = next(runs[0][1].denoiser.parameters()).device
+    net = load_inception(ev.inception_weights, download=download, device=device)
+
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return ((x + 1) / 2 if spec.data.range == "symmetric" else x).clamp(0, 1)
+
+    n = min(ev.num_samples, train_data.shape[0])
+    ref_pool, _ = activations(net, unit(train_data[:n]), ev.batch_size)
+    mu_ref, sigma_ref = activation_statistics(ref_pool)
+    real_pool, real_logits = activations(net, unit(held_out[:n]), ev.batch_size)
+    floor = {"fid": frechet_distance(*activation_statistics(real_pool), mu_ref, sigma_ref),
+             "is": inception_score(real_logits)[0]}
+    for who, sampler, steps in runs:
+        values = {name: [] for name in wanted}
+        for r in range(ev.repeats):
+            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size)
+            pool, logits = activations(net, unit(x), ev.batch_size)
+            if "fid" in values:
+                values["fid"].append(frechet_distance(*activation_statistics(pool), mu_ref, sigma_ref))
+            if "is" in values:
+                values["is"].append(inception_score(logits)[0])
+        for name in wanted:
+            yield who, {"metric": name, "steps": steps, "value": float(np.mean(values[name])),
+                        "std": float(np.std(values[name])), "noise_floor": float(floor[name]), "samples": n}
 
 
 def anomaly_row(model: Model, spec: Spec, seed: int) -> dict:
@@ -108,7 +143,7 @@ def anomaly_row(model: Model, spec: Spec, seed: int) -> dict:
 
 
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,
-                 num_samples: int | None = None, repeats: int | None = None) -> dict:
+                 num_samples: int | None = None, repeats: int | None = None, download: bool = False) -> dict:
     """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
     with the spec's ``[eval]`` settings unless given here."""
     ev = run.spec.eval
@@ -116,10 +151,12 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     ev = attrs.evolve(ev, **{k: v for k, v in changes.items() if v is not None})
     if not ev.metrics:
         raise ValueError("no metrics to compute: pass --metrics (mstar list metrics) or set eval.metrics in the spec")
-    pending = not_computed(ev.metrics)
-    if pending:
-        raise ValueError(f"metric(s) {', '.join(pending)} are not computed yet (Inception metrics: issue #5); "
-                         f"use {', '.join(sorted((*METRIC_FUNCTIONS, *SCORE_METRICS)))}")
+    info = DATASETS[run.spec.data.name]
+    for name in ev.metrics:
+        kind = METRICS[name].data
+        if kind != "any" and (kind == "image") != info.is_image:
+            raise ValueError(f"{name} measures {'images' if kind == 'image' else 'low-dimensional data'}; "
+                             f"'{info.name}' is {'an image dataset' if info.is_image else 'not an image dataset'}")
     if "auprc" in ev.metrics and DATASETS[run.spec.data.name].num_classes == 0:
         raise ValueError(f"auprc needs class labels and '{run.spec.data.name}' has none")
     T = run.model.process.family.steps
@@ -134,7 +171,8 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
         students = load_students(run.path)
         if students:
             model = attrs.evolve(model, rho=next(iter(students.values())).rho)
-    results = evaluate(model, spec, data.held_out, data.train, spec.experiment.seed, students=students)
+    results = evaluate(model, spec, data.held_out, data.train, spec.experiment.seed, students=students,
+                       download=download)
     results["checkpoint"] = str(run.checkpoint)
     results["step"] = run.step
     return results

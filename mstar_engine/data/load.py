@@ -1,8 +1,8 @@
 """Load the dataset a spec names, split it, validate it, and serve shuffled batches.
 
 * :func:`load_dataset` turns a spec's ``[data]`` section into a :class:`LoadedData` (train and
-  held-out tensors, domain, event shape) for the synthetic and offline datasets. Image datasets
-  are not loaded here yet (issue #5): they raise ``NotImplementedError``.
+  held-out tensors, domain, event shape) for the synthetic and offline datasets; :func:`load_data`
+  dispatches image datasets to :func:`mstar_engine.data.images.load_images`.
 * :func:`check_for_family` checks the training data against a family's domain; the family's
   :class:`~mstar_engine.families.base.DomainError` propagates with its message.
 * :func:`batches` is the endless, resumable stream of shuffled training batches.
@@ -87,15 +87,14 @@ def load_dataset(data, seed: int) -> LoadedData:
 
     Either is then split with ``holdout_split(x, data.holdout, seed)``. The full set is checked
     for NaN / infinite values first (:class:`DataError`), and a hold-out fraction that leaves no
-    training example is refused. Image datasets raise ``NotImplementedError`` (issue #5).
+    training example is refused. Image datasets are refused (use :func:`load_data`).
     """
     name = data.name
     info = DATASETS.get(name)
     if info is None:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     if info.is_image:
-        raise NotImplementedError(f"loading the image dataset {name!r} is not implemented yet "
-                                  "(issue #5); only synthetic and offline datasets can be loaded")
+        raise ValueError(f"{name!r} is an image dataset: load it with load_data (or data.images.load_images)")
     seed = int(seed)
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")

@@ -235,16 +235,6 @@ def test_run_treats_environment_issues_as_errors(tmp_path, monkeypatch):
     assert "error: c.toml:9:1: data.root: data.root folder 'data' does not exist" in result.output
 
 
-@pytest.mark.parametrize(("args", "issue"), [
-    (["distill", "runs/x", "--to", "8"], "#6 (progressive distillation)"),
-    (["eval", "runs/x", "--fid"], "#5 (images)"),
-])
-def test_other_commands_name_the_issue_they_wait_for(args, issue, in_root):
-    result = invoke(*args)
-    assert result.exit_code == 1, result.output
-    assert f"it arrives with issue {issue}" in result.output
-
-
 def test_bench_reports_training_speed_beside_the_plain_ddpm_step(in_root):
     result = invoke("bench", "specs/dirichlet.toml", "network.mlp.hidden=32", "network.mlp.blocks=1",
                     "data.num_examples=2000", "process.steps=8", "--steps", "3", "--json")

@@ -211,11 +211,11 @@ def test_eval_text_and_json_agree(run_dir):
 
 
 @pytest.mark.parametrize("args", [["--metrics", "fid"], ["--fid"], ["--metrics", "energy,is"]])
-def test_eval_image_metrics_are_refused(run_dir, args):
+def test_eval_image_metrics_are_refused_on_vectors(run_dir, args):
     result = invoke("eval", run_dir, "--steps", "2", "-n", "20", *args)
     assert result.exit_code != 0, result.output
     assert result.output.startswith("error: ")
-    assert "issue #5" in result.output
+    assert "measures images" in result.output and "is not an image dataset" in result.output
     assert "|" not in result.output  # no table
 
 

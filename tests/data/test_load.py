@@ -99,8 +99,8 @@ def test_holdout_leaving_nothing_to_train():
         load_dataset(_data("gaussian-mixture", num_examples=1, holdout=0.9), seed=0)
 
 
-def test_image_datasets_not_implemented():
-    with pytest.raises(NotImplementedError, match="#5"):
+def test_image_datasets_go_through_load_data():
+    with pytest.raises(ValueError, match="is an image dataset: load it with load_data"):
         load_dataset(_data("digits"), seed=0)
 
 
