@@ -168,7 +168,7 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     check_evaluable(spec, data.held_out.shape[0])
     model, students = run.model, {}
     if model.steps is None and spec.distill is not None:  # the teacher: compare it with its students
-        students = load_students(run.path)
+        students = load_students(run.path, next(model.denoiser.parameters()).device)
         if students:
             model = attrs.evolve(model, rho=next(iter(students.values())).rho)
     results = evaluate(model, spec, data.held_out, data.train, spec.experiment.seed, students=students,

@@ -59,8 +59,10 @@ def trajectory_grid(model, n: int, path: str | Path, data_range: str, *, columns
             frames[state["t"]] = state["x0_hat"].detach().clone()
 
     with torch.no_grad():
+        device = next(model.denoiser.parameters()).device
         sample(model.denoiser, family, n, step_grid(T, model.steps or T), model.sampling_rho(),
-               generator=torch.Generator().manual_seed(seed), dtype=torch.float64, callback=keep)
-    ordered = [frames[t] for t in sorted(frames, reverse=True)]
+               generator=torch.Generator(device=device).manual_seed(seed), device=device, dtype=torch.float64,
+               callback=keep)
+    ordered = [frames[t].cpu() for t in sorted(frames, reverse=True)]
     grid = torch.stack(ordered, dim=1).flatten(0, 1)  # row = one sample, columns = steps
     return save_grid(path, grid, data_range, nrow=len(ordered), limit=grid.shape[0])

@@ -20,6 +20,7 @@ import torch
 
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.load import check_for_family, load_data, training_source
+from mstar_engine.devices import training_device
 from mstar_engine.distill.pipeline import distill_all, sampling_rho
 from mstar_engine.evaluate import check_evaluable, evaluate, results_table
 from mstar_engine.plan import Plan, render_plan
@@ -83,7 +84,11 @@ def prepare(spec: Spec, log: Callable[[str], None] = print) -> Prepared:
                              torch.Generator().manual_seed(seed + 2))
     conditional = spec.network.class_conditional
     denoiser = build_denoiser(spec, process, norm, num_classes=data.num_classes if conditional else 0)
-    return Prepared(data, process, denoiser, training_source(spec, data, spec.train.batch_size), images,
+    device = training_device(spec.devices.accelerator)
+    denoiser.to(device)
+    source = training_source(spec, data, spec.train.batch_size, workers=spec.train.workers,
+                             pin_memory=device.type == "cuda")
+    return Prepared(data, process, denoiser, source, images,
                     spec.network.label_dropout if conditional else 0.0)
 
 
@@ -103,7 +108,9 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     students, seconds = {}, {}
     if spec.distill is not None:
         classes = int(getattr(ema.backbone, "num_classes", 0))
-        done = distill_all(spec, process, ema, training_source(spec, data, spec.distill.batch_size), plan.run_dir,
+        source = training_source(spec, data, spec.distill.batch_size, workers=spec.train.workers,
+                                 pin_memory=next(ema.parameters()).device.type == "cuda")
+        done = distill_all(spec, process, ema, source, plan.run_dir,
                            num_classes=classes, fingerprint=fingerprint(spec), resume=resume, log=log)
         students = {stage.student_steps: student for stage, student, _ in done}
         seconds = {stage.student_steps: secs for stage, _, secs in done}

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mstar_engine.data.catalog import DATASETS
+from mstar_engine.devices import training_device
 from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.networks.denoiser import build_unet_denoiser
 from mstar_engine.process.build import DiffusionProcess, build_process
@@ -57,7 +58,8 @@ class Model:
         sample) with classifier-free guidance scale ``guidance`` (1: the conditional model)."""
         family = self.process.family
         grid = step_grid(family.steps, steps or self.steps or family.steps)
-        generator = torch.Generator().manual_seed(seed)
+        device = next(self.denoiser.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
         classes = int(getattr(self.denoiser.backbone, "num_classes", 0))
         if label is not None and not 0 <= label < classes:
             raise ValueError(f"class {label} does not exist: the model is conditional on {classes} classes "
@@ -69,13 +71,13 @@ class Model:
                 b = min(batch_size, n - start)
                 denoiser = self.denoiser
                 if classes:  # one class per sample: the requested one, else uniformly drawn
-                    labels = torch.full((b,), label, dtype=torch.long) if label is not None else \
-                        torch.randint(0, classes, (b,), generator=generator)
+                    labels = torch.full((b,), label, dtype=torch.long, device=device) if label is not None else \
+                        torch.randint(0, classes, (b,), generator=generator, device=device)
 
                     def denoiser(s, x, t, labels=labels):
                         return self.denoiser(s, x, t, labels.to(x.device), guidance=guidance)
-                out.append(sample(denoiser, family, b, grid, self.sampling_rho(),
-                                  generator=generator, dtype=torch.float64, final=final))
+                out.append(sample(denoiser, family, b, grid, self.sampling_rho(), generator=generator,
+                                  device=device, dtype=torch.float64, final=final).cpu())
         return torch.cat(out) if out else torch.empty((0, *family.event_shape), dtype=torch.float64)
 
 
@@ -144,8 +146,9 @@ def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None 
                               num_classes)
 
 
-def load_run(path: str | Path, checkpoint: str | Path | None = None) -> Run:
-    """Load a run directory written by ``mstar run`` (or one of its checkpoints)."""
+def load_run(path: str | Path, checkpoint: str | Path | None = None, device: str | torch.device = "auto") -> Run:
+    """Load a run directory written by ``mstar run`` (or one of its checkpoints) onto ``device``
+    (auto: a GPU when one is visible, else the CPU)."""
     path = Path(path)
     resolved = path / "spec.resolved.toml"
     if not resolved.is_file():
@@ -173,13 +176,13 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None) -> Run:
                   rho=state["sampling_rho"] if student else None,
                   steps=int(state["evaluations"]) if student else None)
     model.denoiser.load_state_dict(state["model"] if student else state["ema"])
-    model.denoiser.eval()
+    model.denoiser.eval().to(training_device(device) if isinstance(device, str) else device)
     if isinstance(model.process.coupling, LearnedCoupling):
         model.process.coupling.load_state_dict(state["coupling"])
     return Run(path, spec, model, ckpt, int(state["step"]))
 
 
-def load_students(path: str | Path) -> dict[int, Model]:
+def load_students(path: str | Path, device: str | torch.device = "auto") -> dict[int, Model]:
     """The distilled students of a run (``checkpoints/distill-N``, completed stages only), by their
     number of network evaluations."""
     out = {}
@@ -189,5 +192,5 @@ def load_students(path: str | Path) -> dict[int, Model]:
             continue
         state = load_checkpoint(ckpt)
         if state.get("complete"):
-            out[int(state["evaluations"])] = load_run(path, ckpt).model
+            out[int(state["evaluations"])] = load_run(path, ckpt, device).model
     return dict(sorted(out.items(), reverse=True))

@@ -249,9 +249,12 @@ def _stream(x: Tensor, batch_size: int, seed: int, start: int) -> Iterator[Tenso
         yield x.index_select(0, idx.to(x.device))
 
 
-def training_source(spec, data, batch_size: int) -> Callable[[int], Iterator]:
+def training_source(spec, data, batch_size: int, workers: int = 0,
+                    pin_memory: bool = False) -> Callable[[int], Iterator]:
     """start_example -> iterator of training batches (x0, or (x0, labels) for a class-conditional
-    image model), a pure function of the position."""
+    image model), a pure function of the position. ``workers > 0`` builds the batches in that many
+    DataLoader processes (batch j by worker j mod workers, yielded in order, so the stream is the
+    same) and ``pin_memory`` pins them for asynchronous copies to a GPU."""
     seed = spec.experiment.seed
     from mstar_engine.data.images import image_batches
     if DATASETS[spec.data.name].is_image:
@@ -260,8 +263,43 @@ def training_source(spec, data, batch_size: int) -> Callable[[int], Iterator]:
         def source(start):
             for x, y in image_batches(data.train, labels, batch_size, seed, start, flip=spec.data.flip):
                 yield (x.to(torch.float64), y) if y is not None else x.to(torch.float64)
+    else:
+        def source(start):
+            return batches(data.train, batch_size, seed, start)
+    if workers == 0 and not pin_memory:
         return source
 
-    def source(start):
-        return batches(data.train, batch_size, seed, start)
-    return source
+    def loaded(start):
+        from torch.utils.data import DataLoader
+        return iter(DataLoader(_Sharded(source, start, batch_size), batch_size=None, num_workers=workers,
+                               pin_memory=pin_memory, persistent_workers=workers > 0))
+    return loaded
+
+
+class Stream:
+    """Batches by example position from ``source``, reading one iterator in order (so DataLoader
+    workers stay alive) and starting a new one only when asked for another position."""
+
+    def __init__(self, source: Callable[[int], Iterator]) -> None:
+        self.source, self.iterator, self.position = source, None, -1
+
+    def batch_at(self, position: int, batch_size: int):
+        if position != self.position or self.iterator is None:
+            self.iterator = self.source(position)
+        self.position = position + batch_size
+        return next(self.iterator)
+
+
+class _Sharded(torch.utils.data.IterableDataset):
+    """Batches start, start + B, ... of ``source``; in worker w of W, only batches j ≡ w (mod W)."""
+
+    def __init__(self, source: Callable[[int], Iterator], start: int, batch_size: int) -> None:
+        self.source, self.start, self.batch_size = source, start, batch_size
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, n = (info.id, info.num_workers) if info is not None else (0, 1)
+        j = w
+        while True:
+            yield next(iter(self.source(self.start + j * self.batch_size)))
+            j += n

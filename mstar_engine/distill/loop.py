@@ -17,6 +17,8 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from mstar_engine.data.load import Stream
+from mstar_engine.devices import generator, to_device
 from mstar_engine.distill.targets import distill_targets, predict
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
@@ -56,7 +58,8 @@ def stage_inputs(process: DiffusionProcess, x0: Tensor, student_grid: Tensor, ge
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """A student step t_a per example, uniform over its grid, and (x_{t_a}, s_{t_a}) from the
     forward process the model was trained on."""
-    t = student_grid[torch.randint(0, student_grid.numel(), (x0.shape[0],), generator=generator)]
+    t = student_grid[torch.randint(0, student_grid.numel(), (x0.shape[0],), generator=generator,
+                                   device=generator.device)]
     out = rollout(process.family, x0, t[:, None], rho=process.rho(), generator=generator)
     return out.x[:, 0], out.s[:, 0], t
 
@@ -108,17 +111,17 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
 
     teacher.eval()
     student.train()
+    device = next(student.parameters()).device
+    stream = Stream(batches)
     started = time.perf_counter()
     while step < total:
         lr = cfg.lr * (1.0 - step / total)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        g = torch.Generator().manual_seed(((seed * 1_000_003 + stage.index) * 1_000_003 + step) % 2**63)
-        drawn = next(batches(step * cfg.batch_size))
+        g = generator(device, (seed * 1_000_003 + stage.index) * 1_000_003 + step)
+        drawn = stream.batch_at(step * cfg.batch_size, cfg.batch_size)
         x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
-        device = next(student.parameters()).device
-        x0 = x0.to(device)
-        labels = labels.to(device) if labels is not None else None
+        x0, labels = to_device(x0, device), to_device(labels, device)
         x_a, s_a, t_a = stage_inputs(process, x0, student_grid.to(device), g)
         target = distill_targets(family, teacher, s_a, x_a, t_a, length, rho, cfg.target, g, labels)
         pred = predict(student, s_a, x_a, t_a, labels).to(target.dtype)

@@ -23,12 +23,13 @@ def bound_scores(model, x0: Tensor, *, draws: int = 8, batch_size: int = 256, se
     """Per-example Monte Carlo estimate of the bound's KL terms (shape (N,), float64)."""
     family, rho = model.process.family, model.process.rho()
     T = family.steps
-    g = torch.Generator().manual_seed(seed)
+    device = next(model.denoiser.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
     out = []
     for start in range(0, x0.shape[0], batch_size):
-        x = x0[start:start + batch_size].to(torch.float64)
+        x = x0[start:start + batch_size].to(device=device, dtype=torch.float64)
         b = x.shape[0]
-        keep = torch.randint(1, T + 1, (b, draws), generator=g)
+        keep = torch.randint(1, T + 1, (b, draws), generator=g, device=device)
         roll = rollout(family, x, keep, rho=rho, generator=g)
         t = keep.reshape(-1)
         x_t, s_t = roll.x.flatten(0, 1), roll.s.flatten(0, 1)
@@ -39,7 +40,7 @@ def bound_scores(model, x0: Tensor, *, draws: int = 8, batch_size: int = 256, se
             kl = family.kl(x_rep, x0_hat, t - 1)
         else:
             kl = kernel_kl(family, x_t, x_rep, x0_hat, t, r, generator=g)
-        out.append(T * kl.to(torch.float64).reshape(b, draws).mean(1))
+        out.append(T * kl.to(torch.float64).reshape(b, draws).mean(1).cpu())
     return torch.cat(out)
 
 

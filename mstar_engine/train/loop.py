@@ -21,6 +21,8 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from mstar_engine.data.load import Stream
+from mstar_engine.devices import generator, to_device
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
 from mstar_engine.process.kernel_kl import kernel_kl
@@ -53,10 +55,12 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     conditional denoiser — from that example position on. Labels are replaced by the "no label"
     entry with probability ``label_dropout`` (classifier-free guidance training)."""
     family = process.family
+    device = next(denoiser.parameters()).device
     ema = copy.deepcopy(denoiser).requires_grad_(False)
     params = [{"params": denoiser.parameters(), "lr": cfg.lr}]
     learned = process.coupling if isinstance(process.coupling, LearnedCoupling) else None
     if learned is not None:
+        learned.to(device)
         params.append({"params": learned.parameters(), "lr": cfg.lr, "coupling": True})
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
@@ -95,20 +99,22 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             "event_shape": list(family.event_shape), "num_classes": null_label})
 
     T, k = family.steps, cfg.t_per_rollout
+    stream = Stream(batches)
     null_label = int(getattr(getattr(denoiser, "backbone", denoiser), "num_classes", 0))
 
     def block(index: int, rho: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Training inputs of optimiser steps [index·R, (index+1)·R): one roll-out call for R
         batches (amortises per-step overhead), randomness a pure function of (seed, index)."""
         g = torch.Generator().manual_seed(seed * 1_000_003 + index)
-        source = batches(index * ROLLOUT_BLOCK * cfg.batch_size)
-        drawn = [next(source) for _ in range(ROLLOUT_BLOCK)]
+        drawn = [stream.batch_at((index * ROLLOUT_BLOCK + j) * cfg.batch_size, cfg.batch_size)
+                 for j in range(ROLLOUT_BLOCK)]
         pairs = isinstance(drawn[0], (tuple, list))
         labelled = pairs and drawn[0][1] is not None
-        x0 = torch.cat([d[0] for d in drawn] if pairs else drawn)
+        x0 = to_device(torch.cat([d[0] for d in drawn] if pairs else drawn), device)
         labels = list(torch.cat([d[1] for d in drawn]).chunk(ROLLOUT_BLOCK)) if labelled else [None] * ROLLOUT_BLOCK
-        keep = torch.randint(1, T + 1, (x0.shape[0], k), generator=g)
-        out = rollout(family, x0, keep, rho=rho, generator=g)
+        keep = to_device(torch.randint(1, T + 1, (x0.shape[0], k), generator=g), device)
+        out = rollout(family, x0, keep, rho=rho, generator=g if device.type == "cpu" else
+                      generator(device, seed * 1_000_003 + index))
         return list(zip(x0.chunk(ROLLOUT_BLOCK), keep.chunk(ROLLOUT_BLOCK), out.x.chunk(ROLLOUT_BLOCK),
                         out.s.chunk(ROLLOUT_BLOCK), labels))
 
@@ -143,13 +149,14 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             inputs = block(step // ROLLOUT_BLOCK, block_rho)
         x0, keep, x_k, s_k, labels = inputs[step % ROLLOUT_BLOCK]
         b = x0.shape[0]
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 1)
+        step_generator = generator(device, seed * 1_000_003 + 7919 * step + 1)
         x0_rep = x0.repeat_interleave(k, 0)
         t = keep.reshape(-1)
         x_t, s_t = x_k.flatten(0, 1), s_k.flatten(0, 1)
         if labels is not None:
-            labels = drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
-                                 generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2))
+            labels = to_device(drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
+                                           generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2)),
+                               device)
         optimizer.zero_grad(set_to_none=True)
         n = x_t.shape[0]
         loss = 0.0
@@ -165,7 +172,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             if learned is not None:
                 rho = learned()[t[part]]
                 total = total + kernel_kl(family, x_t[part], x0_rep[part], x0_hat.detach(), t[part], rho,
-                                          generator=generator).mean()
+                                          generator=step_generator).mean()
             if not torch.isfinite(total):
                 diverged(f"the loss became {float(total.detach())}", "Lower train.lr, set train.clip_grad, or check "
                          "the data")
