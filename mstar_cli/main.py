@@ -201,7 +201,7 @@ def _load_run(run_dir: str, checkpoint: str | None):
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file: .npz (key 'samples'), .npy or .pt "
               "[default: RUN/samples/samples-N-K.npz].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling noise.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
+@click.option("--checkpoint", type=click.Path(exists=True),
               help="A checkpoint file of the run (default: the latest).")
 @click.option("--class", "label", type=click.IntRange(min=0), help="Sample this class (class-conditional runs).")
 @click.option("--guidance", type=click.FloatRange(min=0.0), help="Classifier-free guidance scale with --class "
@@ -214,7 +214,7 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
     from mstar_engine.runs import SAMPLE_SUFFIXES, save_grid, save_samples
     run = _load_run(run_dir, checkpoint)
     T = run.model.process.family.steps
-    steps = steps or run.spec.sample.steps
+    steps = steps or run.model.steps or run.spec.sample.steps
     if steps > T:
         raise click.BadParameter(f"{steps} exceeds the run's T = {T} steps", param_hint="--steps")
     image = len(run.model.process.family.event_shape) == 3 and run.spec.network.kind == "unet"
@@ -269,7 +269,7 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
 @click.option("--metrics", help="Comma-separated metrics, e.g. knn-kl,mmd (default: the spec's eval.metrics).")
 @click.option("--num-samples", "-n", type=click.IntRange(min=2), help="Samples per evaluation.")
 @click.option("--repeats", type=click.IntRange(min=1), help="Independent draws averaged per metric.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
+@click.option("--checkpoint", type=click.Path(exists=True),
               help="A checkpoint file of the run (default: the latest).")
 @click.option("--fid", is_flag=True, help="Fréchet Inception distance (images).")
 @click.option("--is", "inception_score", is_flag=True, help="Inception score (images).")

@@ -49,17 +49,21 @@ def comparison_table(results: dict) -> str:
     """One row per model (the spec, then its variants), one column per metric and step count,
     and a last row with each metric's noise floor."""
     models = [(f"{results['experiment']} (the spec)", results), *results.get("compare", {}).items()]
-    columns = [(r["metric"], r["steps"]) for r in results["results"]]
+
+    def column(r: dict) -> tuple:
+        return r.get("model", "teacher"), r["metric"], r["steps"]
+    columns = [column(r) for r in results["results"]]
     for _, res in models[1:]:
-        columns += [(r["metric"], r["steps"]) for r in res["results"] if (r["metric"], r["steps"]) not in columns]
+        columns += [column(r) for r in res["results"] if column(r) not in columns]
     rows, floors = [], {}
     for name, res in models:
-        values = {(r["metric"], r["steps"]): r for r in res["results"]}
+        values = {column(r): r for r in res["results"]}
         for key, r in values.items():
             floors.setdefault(key, r["noise_floor"])
         rows.append([name, res["family"], res["coupling"], res.get("inputs", ""),
                      *(f"{values[c]['value']:.4f}" if c in values else "-" for c in columns)])
     rows.append(["noise floor", "", "", "", *(f"{floors[c]:.4f}" if c in floors else "-" for c in columns)])
-    headers = ["model", "family", "coupling", "inputs", *(f"{m} ({s} steps)" for m, s in columns)]
+    headers = ["model", "family", "coupling", "inputs",
+               *(f"{'student ' if who == 'student' else ''}{m} ({s} steps)" for who, m, s in columns)]
     return f"{results['experiment']} on {results['data']}: lower is better\n" + \
         tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)

@@ -147,6 +147,8 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
     with the spec's ``[eval]`` settings unless given here."""
     ev = run.spec.eval
+    if steps is None and run.model.steps is not None:  # a student: at the evaluations it was made for
+        steps = [run.model.steps]
     changes = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats}
     ev = attrs.evolve(ev, **{k: v for k, v in changes.items() if v is not None})
     if not ev.metrics:
@@ -168,7 +170,8 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     check_evaluable(spec, data.held_out.shape[0])
     model, students = run.model, {}
     if model.steps is None and spec.distill is not None:  # the teacher: compare it with its students
-        students = load_students(run.path, next(model.denoiser.parameters()).device)
+        students = {n: m for n, m in load_students(run.path, next(model.denoiser.parameters()).device).items()
+                    if n in (spec.distill.stages or ())}  # not students of an older, longer chain
         if students:
             model = attrs.evolve(model, rho=next(iter(students.values())).rho)
     results = evaluate(model, spec, data.held_out, data.train, spec.experiment.seed, students=students,

@@ -8,6 +8,7 @@ Every draw (data position, student steps, roll-out, teacher noise) is a pure fun
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -77,14 +78,17 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
     length = T // stage.teacher_steps
     student_grid = torch.tensor(step_grid(T, stage.student_steps))
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-    fingerprint = dict(fingerprint or {}, teacher_steps=str(stage.teacher_steps), student_steps=str(stage.student_steps),
+    fingerprint = dict(fingerprint or {}, teacher=weights_digest(teacher), teacher_steps=str(stage.teacher_steps), student_steps=str(stage.student_steps),
                        steps_per_stage=str(total), lr=repr(cfg.lr), batch_size=str(cfg.batch_size),
                        weighting=cfg.weighting, target=cfg.target, coupling=cfg.coupling)
     step, seconds = 0, 0.0
-    if not resume and stage.directory.is_dir():  # start afresh: older checkpoints must not outlive new ones
-        for old in (*stage.directory.glob("step-*.pt"), stage.directory / "latest"):
-            old.unlink(missing_ok=True)
+    if not resume:  # start afresh: older checkpoints must not outlive new ones
+        _clear(stage.directory)
     latest = latest_checkpoint(stage.directory)
+    if latest is not None and load_checkpoint(latest)["fingerprint"].get("teacher") != fingerprint.get("teacher"):
+        log(f"{stage.name}: the teacher changed since {latest} was written (trained further?); distilling again")
+        _clear(stage.directory)
+        latest = None
     if latest is not None:
         state = load_checkpoint(latest)
         differing = sorted(k for k in set(fingerprint) | set(state["fingerprint"])
@@ -150,6 +154,20 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
             checkpoint()
     student.eval()
     return student, seconds
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-1 of a module's parameters and buffers: identifies the teacher a stage was made from."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _clear(directory: Path) -> None:
+    for old in (*directory.glob("step-*.pt"), directory / "latest"):
+        old.unlink(missing_ok=True)
 
 
 def _truncate(path: Path, stage: int, step: int) -> None:

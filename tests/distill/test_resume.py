@@ -71,8 +71,8 @@ def assert_same_students(a: Path, b: Path) -> None:
         sa, sb = student(a, n), student(b, n)
         assert sa["step"] == sb["step"] == PER_STAGE and sa["complete"] and sb["complete"]
         assert sa["model"].keys() == sb["model"].keys()
-        for key in sb["model"]:
-            assert torch.equal(sa["model"][key], sb["model"][key]), f"distill-{n}: {key} differs"
+        differing = [key for key in sb["model"] if not torch.equal(sa["model"][key], sb["model"][key])]
+        assert not differing, f"distill-{n}: {', '.join(differing)} differ"
         for key in ("evaluations", "teacher_evaluations"):
             assert sa[key] == sb[key]
         assert torch.equal(sa["sampling_rho"], sb["sampling_rho"])
@@ -144,6 +144,7 @@ def test_interrupted_twice_in_one_stage_is_still_exact(reference, tmp_path, monk
     assert run(tmp_path).exit_code == 1
     run_dir = tmp_path / NAME
     assert latest_checkpoint(run_dir / "checkpoints" / "distill-8") is None
+    monkeypatch.undo()
     interrupt_at(monkeypatch, 10)  # a fresh count: stage 16 → 8 at step 9 (restarted from step 0)
     assert invoke("distill", run_dir, "--to", "4").exit_code == 1
     assert (run_dir / "checkpoints" / "distill-8" / "latest").read_text().strip() == "step-00000008.pt"
@@ -200,18 +201,54 @@ def test_changed_steps_per_stage_on_a_finished_run_is_refused(reference, tmp_pat
         assert student(run_dir, n)["step"] == 8
 
 
-def test_a_longer_trained_teacher_is_not_served_stale_students(reference, tmp_path):
+def test_a_longer_trained_teacher_is_not_served_stale_students(tmp_path):
     """Training resumed to more steps (train.steps is a resumable change) makes a new teacher:
     the students distilled from the old one must not be reused as its students. Either the stages
     are redone (then they equal a run trained that long from the start) or the run stops with a
-    clear message."""
-    direct = tmp_path / "direct"
+    clear message about the teacher."""
+    direct, longer = tmp_path / "direct", tmp_path / "longer"
     assert run(direct, "train.steps=24").exit_code == 0
-    longer = copy_run(reference, tmp_path)
-    assert student(longer, 4)["complete"]
-    result = invoke("run", SPEC, *SHORT, f"experiment.output_dir={longer.parent}", "train.steps=24")
+    assert run(longer).exit_code == 0
+    assert student(longer / NAME, 4)["complete"]
+    result = run(longer, "train.steps=24")
+    assert "resumed from" in result.output  # training went on from step 20 to 24
     if result.exit_code == 0:
-        assert_same_students(longer, direct / NAME)
+        assert_same_students(longer / NAME, direct / NAME)
     else:
         assert result.exit_code == 1, result.output
-        assert "--resume never" in result.output or "teacher" in result.output
+        assert "teacher" in result.output and "--resume never" in result.output, result.output
+
+
+def test_a_lower_to_adds_stages_after_the_finished_ones(reference, tmp_path):
+    run_dir = copy_run(reference, tmp_path)
+    before = {n: latest_checkpoint(run_dir / "checkpoints" / f"distill-{n}").read_bytes() for n in STAGES}
+    result = invoke("distill", run_dir, "--to", "2")
+    assert result.exit_code == 0, result.output
+    assert "distill 16→8: step" not in result.output and "distill 8→4: step" not in result.output
+    assert f"distill 4→2: step {PER_STAGE}/{PER_STAGE}" in result.output
+    for n in STAGES:
+        assert latest_checkpoint(run_dir / "checkpoints" / f"distill-{n}").read_bytes() == before[n]
+    state = student(run_dir, 2)
+    assert state["complete"] and state["evaluations"] == 2 and state["teacher_evaluations"] == 4
+    assert [(s, k) for s, k, *_ in log_lines(run_dir)] == [(s, k) for s in (8, 4, 2) for k in (4, 8, 12)]
+
+
+@pytest.mark.parametrize("coupling", ["deterministic", "learned"])
+def test_mstar_distill_on_a_trained_run_equals_mstar_run_with_distill(tmp_path, coupling):
+    """The teacher loaded from its checkpoint (mstar distill) and the one still in memory at the
+    end of training (mstar run) make the same students, bit for bit."""
+    text = SPEC.read_text()
+    plain = tmp_path / "plain.toml"  # the same spec without its [distill] section
+    plain.write_text(text[:text.index("[distill]")] + text[text.index("[eval]"):])
+    assert "[distill]" not in plain.read_text()
+    kind = f"process.coupling.kind={coupling}"
+    with_distill = run(tmp_path / "a", kind)
+    assert with_distill.exit_code == 0, with_distill.output
+    trained = invoke("run", plain, *[o for o in SHORT if not o.startswith("distill.")], kind,
+                     f"experiment.output_dir={tmp_path / 'b'}")
+    assert trained.exit_code == 0, trained.output
+    assert not (tmp_path / "b" / NAME / "checkpoints" / "distill-8").exists()
+    result = invoke("distill", tmp_path / "b" / NAME, "--to", "4", *[o for o in SHORT if o.startswith("distill.")
+                                                                    and not o.startswith("distill.to")])
+    assert result.exit_code == 0, result.output
+    assert_same_students(tmp_path / "b" / NAME, tmp_path / "a" / NAME)
