@@ -10,9 +10,12 @@ Targets:
 - ``teacher``: the teacher's prediction x̂0_b at t_b, made after its first segment and used for its
   second. On the last block (t_c = 0) this is the teacher's output itself. It is the target
   wherever the network reads the tail statistic, which a single-prediction block cannot match.
-- ``landing`` (Gaussian, state input; Salimans & Ho): the x̃ whose 2L-step block from x_a lands
-  where the teacher's two segments land. A Gaussian block is affine in its prediction, so
-  x̃ = (x_c − B(0)) / (B(1) − B(0)) with B(x) the block's landing point from x_a with prediction x.
+- ``landing`` (state input, families whose maps act coordinate by coordinate; Salimans & Ho): the
+  x̃ whose 2L-step block from x_a lands where the teacher's two segments land. A Gaussian block is
+  affine in its prediction, so x̃ = (x_c − B(0)) / (B(1) − B(0)) with B(x) the block's landing
+  point from x_a with prediction x, exactly. Other coordinatewise families (Beta, Gamma, von
+  Mises) solve B(x̃) = x_c per coordinate by Newton's method from x̂0_b, with the slope of each
+  coordinate by a finite difference (the random numbers replayed, so B is one fixed function).
 """
 from __future__ import annotations
 
@@ -61,14 +64,41 @@ def distill_targets(family: Family, teacher: nn.Module, s_a: Tensor, x_a: Tensor
     if kind == "teacher":
         return x0_b
     x_c, _ = segment(family, x_b, None, x0_b, t_b, length, rho, generator)
-    landing = []
-    for value in (0.0, 1.0):  # the student's block with the same random numbers, at x̂0 = 0 and 1
+
+    def block(x0: Tensor) -> Tensor:  # the student's block with the teacher's random numbers
         replay = torch.Generator(device=generator.device).set_state(start)
-        landing.append(segment(family, x_a, None, torch.full_like(x0_b, value), t_a, 2 * length, rho, replay)[0])
-    slope = landing[1] - landing[0]
-    target = (x_c - landing[0]) / slope
+        return segment(family, x_a, None, x0, t_a, 2 * length, rho, replay)[0]
+    if family.name == "gaussian":  # affine in x̂0: exact
+        base = block(torch.zeros_like(x0_b))
+        target = (x_c - base) / (block(torch.ones_like(x0_b)) - base)
+    elif family.coordinatewise:
+        target = _newton_landing(family, block, x_c, x0_b)
+    else:
+        raise ValueError(f"the landing target needs a family whose maps act coordinate by coordinate; "
+                         f"{family.name} does not: use the teacher target")
     last = (t_b - length == 0).reshape((-1,) + (1,) * (x0_b.ndim - 1))
     return torch.where(last, x0_b, target)
+
+
+def _newton_landing(family: Family, block, x_c: Tensor, start: Tensor, iterations: int = 20,
+                    delta: float = 1e-4, tol: float = 1e-9) -> Tensor:
+    """Solve block(x̃) = x_c per coordinate from x̃ = ``start`` (until every coordinate lands within
+    ``tol`` or ``iterations`` are spent); a coordinate whose slope vanishes keeps its value. Each
+    iteration costs two blocks."""
+    x = family.project(start)
+    for _ in range(iterations):
+        base = block(x)
+        if float(family.difference(x_c, base).abs().max()) < tol:
+            break
+        bumped = family.project(x + delta)
+        step = family.difference(bumped, x)
+        step = torch.where(step.abs() < delta / 2, -delta, step)  # at an upper boundary, bump down
+        bumped = family.project(x + step)
+        slope = family.difference(block(bumped), base) / step
+        move = family.difference(x_c, base) / torch.where(slope.abs() > 1e-9, slope, torch.ones_like(slope))
+        move = torch.where(slope.abs() > 1e-9, move, torch.zeros_like(move))
+        x = family.project(x + move)
+    return x
 
 
 @torch.no_grad()

@@ -63,6 +63,10 @@ class Family(abc.ABC):
     #: families cannot use the Monte Carlo copula kernel KL; the ``learned`` coupling falls back
     #: to the ``ddpm`` rule for them.
     inverse_uses_aux: ClassVar[bool] = False
+    #: True when x0, x_t and the noise maps act coordinate by coordinate (coordinate i of x_{t-1}
+    #: depends on coordinate i of x0 and x_t only): distillation then solves its landing target
+    #: per coordinate (:mod:`mstar_engine.distill.targets`).
+    coordinatewise: ClassVar[bool] = False
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
         missing = set(self.schedule_params) - set(schedule)
@@ -95,6 +99,14 @@ class Family(abc.ABC):
     def raw_shape(self) -> tuple[int, ...]:
         """Shape of the raw network output that ``head`` maps into the domain."""
         return self.event_shape
+
+    def project(self, x0: Tensor) -> Tensor:
+        """The nearest point of the closure-safe interior of the domain (used on solved targets)."""
+        return x0
+
+    def difference(self, a: Tensor, b: Tensor) -> Tensor:
+        """a − b in the domain's coordinates (the circle wraps it into [−π, π))."""
+        return a - b
 
     def to(self, device: torch.device | str) -> "Family":
         """Move the schedule arrays to ``device`` (in place) and return self."""

@@ -43,6 +43,7 @@ class Beta(Family):
     domain = "unit-box"
     schedule_params = ("nu",)
     inverse_uses_aux = True
+    coordinatewise = True
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
         super().__init__(event_shape, **schedule)
@@ -134,6 +135,10 @@ class Beta(Family):
         """Beta(1, 1) = uniform on (0, 1)^d, the limit of q_T as ν_T → 0."""
         u = torch.rand((n, *self.event_shape), generator=generator, device=device, dtype=compute_dtype(device))
         return open_unit(u.to(dtype))
+
+    def project(self, x0: Tensor) -> Tensor:
+        eps = 1e-6
+        return x0.clamp(eps, 1 - eps)
 
     def head(self, raw: Tensor) -> Tensor:
         """sigmoid, clamped into the open interval of the dtype."""

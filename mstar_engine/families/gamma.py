@@ -42,6 +42,7 @@ class Gamma(Family):
     domain = "positive"
     schedule_params = ("shape", "xi")
     inverse_uses_aux = False
+    coordinatewise = True
     #: Lower bound added by the head: x̂0 = softplus(raw) + head_floor.
     head_floor: ClassVar[float] = 1e-4
 
@@ -126,6 +127,9 @@ class Gamma(Family):
         """Gamma(α_T, rate α_T) = q_T(· | x0 = 1)."""
         noise = torch.randn((n, *self.event_shape), generator=generator, device=device, dtype=compute_dtype(device))
         return self.from_noise(noise, torch.ones((n, *self.event_shape), device=device, dtype=dtype), self.steps)
+
+    def project(self, x0: Tensor) -> Tensor:
+        return x0.clamp(min=1e-8)
 
     def head(self, raw: Tensor) -> Tensor:
         """softplus(raw) + head_floor (strictly positive, finite for finite raw)."""

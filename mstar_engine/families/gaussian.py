@@ -87,6 +87,7 @@ class Gaussian(Family):
     domain = "real"
     schedule_params = ("mean", "var")
     inverse_uses_aux = False
+    coordinatewise = True
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
         schedule = {k: torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v

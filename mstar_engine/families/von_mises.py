@@ -56,6 +56,7 @@ class VonMises(Family):
     domain = "circle"
     schedule_params = ("kappa",)
     inverse_uses_aux = False
+    coordinatewise = True
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
         schedule = {k: torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v
@@ -170,6 +171,12 @@ class VonMises(Family):
         """Uniform angles in [−π, π)."""
         u = torch.rand((n, *self.event_shape), generator=generator, device=device, dtype=torch.float64)
         return wrap_angle(_TWO_PI * u - math.pi).to(dtype)
+
+    def project(self, x0: Tensor) -> Tensor:
+        return torch.remainder(x0 + math.pi, 2 * math.pi) - math.pi
+
+    def difference(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.remainder(a - b + math.pi, 2 * math.pi) - math.pi
 
     def head(self, raw: Tensor) -> Tensor:
         """atan2(raw[..., 1], raw[..., 0]), mapped into [−π, π)."""

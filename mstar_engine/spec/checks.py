@@ -8,7 +8,7 @@ from mstar_engine.data.catalog import DATASETS, expand_path
 from mstar_engine.domains import DOMAINS, family_accepts
 from mstar_engine.metrics.catalog import METRICS, default_inception_path
 from mstar_engine.spec.errors import Issue, Location
-from mstar_engine.spec.resolve import default_schedule
+from mstar_engine.spec.resolve import COORDINATEWISE, default_schedule
 from mstar_engine.spec.schema import Spec
 
 #: Gaussian DDPM-like schedules; every other named schedule is star-shaped (information in s_t).
@@ -216,9 +216,9 @@ def check_distill(c: Checker) -> None:
               f"add to = 8 (steps {steps} are halved until 8) or stages = [{steps // 2}, {steps // 4}, ...]")
         return
     inputs = c.spec.process.inputs
-    if d.target == "landing" and (c.spec.process.family != "gaussian" or inputs != "state"):
-        c.add(("distill", "target"), "the landing target exists for the Gaussian family with process.inputs = "
-              "\"state\" only (one step is then affine in x0)", 'use target = "teacher" or "auto"')
+    if d.target == "landing" and (c.spec.process.family not in COORDINATEWISE or inputs != "state"):
+        c.add(("distill", "target"), "the landing target needs process.inputs = \"state\" and a family whose noise "
+              f"maps act coordinate by coordinate ({', '.join(COORDINATEWISE)})", 'use target = "teacher" or "auto"')
     if d.to is not None:
         problem = halving_problem(steps, d.to)
         if problem:

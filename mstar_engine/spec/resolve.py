@@ -22,6 +22,11 @@ DEFAULT_SCHEDULE = {
 }
 
 
+#: Families whose noise maps act coordinate by coordinate (``Family.coordinatewise``): the
+#: distillation landing target exists for them (a test keeps this list equal to the registry's).
+COORDINATEWISE = ("gaussian", "beta", "gamma", "von-mises")
+
+
 def default_schedule(family: str, coupling: str) -> str:
     """Gaussian: the star-shaped equivalent of the cosine DDPM for the independent (star-shaped)
     coupling, the cosine DDPM schedule itself for coupled processes. Other families: the
@@ -58,7 +63,7 @@ def resolve(spec: Spec) -> Spec:
         if distill.coupling == "auto":
             distill = attrs.evolve(distill, coupling="deterministic" if inputs == "state" else "model")
         if distill.target == "auto":
-            landing = proc.family == "gaussian" and inputs == "state"
+            landing = proc.family in COORDINATEWISE and inputs == "state"
             distill = attrs.evolve(distill, target="landing" if landing else "teacher")
 
     sample = spec.sample

@@ -174,8 +174,8 @@ class Distill:
                             "deterministic when the network reads the state alone, else model",
                             choices=("auto", "deterministic", "model"))
     target: str = setting("auto", "regression target: landing (the x0 whose one step lands where two teacher steps "
-                          "land; Gaussian, state input) or teacher (the teacher's prediction after its first "
-                          "step); auto = landing where it exists", choices=("auto", "landing", "teacher"))
+                          "land; state input, coordinatewise families) or teacher (the teacher's prediction after "
+                          "its first step); auto = landing where it exists", choices=("auto", "landing", "teacher"))
 
 
 @attrs.define
