@@ -34,8 +34,14 @@ CONFIGS = {
     "gaussian-ddim": ("gaussian", ["process.inputs=state", "distill.coupling=deterministic"]),
     # the same model sampled ancestrally (ρ*_t), noise shared by teacher and student
     "gaussian-ancestral": ("gaussian", ["process.inputs=state", "distill.coupling=model"]),
-    # von Mises on the circle, state input: the deterministic copula sampler (ρ = 1)
+    # von Mises on the circle, state input: the deterministic copula sampler (ρ = 1), landing target
     "von-mises-ddim": ("von-mises", ["process.inputs=state", "distill.coupling=deterministic"]),
+    # Beta and Gamma, state input, ddpm coupling in training: the deterministic sampler, landing target
+    "beta-ddim": ("beta", ["process.coupling.kind=ddpm", "process.inputs=state", "distill.coupling=deterministic"]),
+    "gamma-ddim": ("gamma", ["process.coupling.kind=ddpm", "process.inputs=state", "distill.coupling=deterministic"]),
+    # the same von Mises model distilled with the teacher target instead (MATH.md §3, tail rule)
+    "von-mises-ddim-teacher-target": ("von-mises", ["process.inputs=state", "distill.coupling=deterministic",
+                                                    "distill.target=teacher"]),
     # star-shaped Dirichlet reading the tail statistic: its own sampler, the teacher target
     "dirichlet-star": ("dirichlet", ["process.coupling.kind=independent", "process.inputs=tail"]),
     # star-shaped Beta reading the tail statistic

@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--naive-batch", type=int, default=2)
     parser.add_argument("--coupled-steps", type=int, default=5, help="steps timed for the coupled roll-out")
     parser.add_argument("--per-rollout", type=int, default=8, help="training steps t per coupled roll-out")
+    parser.add_argument("--network-batch", type=int, default=0, help="also time the CIFAR U-Net training step on "
+                        "this many images (scaled to --batch) and report each roll-out as a fraction of a step")
     args = parser.parse_args()
     torch.manual_seed(0)
     shape = (3, 32, 32)
@@ -93,6 +95,30 @@ def main() -> None:
     print(f"{'method':55s} {'s / batch':>10s} {'vs naive':>9s} {'GiB':>6s}")
     for name, sec, gib in rows:
         print(f"{name:55s} {sec:10.2f} {naive / sec:8.1f}x {'' if gib is None else f'{gib:6.1f}'}")
+    if args.network_batch:
+        step = network_step_seconds(args.network_batch) * B / args.network_batch
+        print(f"\nCIFAR-10 U-Net preset (35.7 M parameters) training step, fp32, batch {args.network_batch} scaled to "
+              f"{B}: {step:.2f} s")
+        for name, sec in ((f"star-shaped tail (K = {kk})", star_k), (f"coupled roll-out (K = {kk})", coupled / kk)):
+            print(f"{name:40s} {sec / (sec + step):6.1%} of a training step")
+
+
+def network_step_seconds(batch: int, repeats: int = 2) -> float:
+    """Seconds of one forward + backward + AdamW step of the CIFAR-10 preset U-Net on ``batch``
+    images (the network part of a training step), best of ``repeats`` after one warm-up step."""
+    from mstar_engine.networks.unet import build_unet
+    net = build_unet(3, 3, 32, preset="cifar10-ddpm", dropout=0.1)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, 32, 32)
+    t = torch.randint(1, 1000, (batch,)).float()
+
+    def step():
+        loss = net(x, t, None).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    step()
+    return timed(step, repeats)
 
 
 if __name__ == "__main__":
