@@ -9,7 +9,6 @@ on CUDA and the process's peak resident set on the CPU.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import resource
@@ -81,7 +80,7 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
     x0 = x0.repeat_interleave(spec.train.t_per_rollout, 0)  # the same number of (x0, t) pairs per step
     cfg = attrs.evolve(spec.train, checkpoint_every=10**9, log_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:
-        train(prepared.process, copy.deepcopy(denoiser), prepared.source, cfg, warmup, Path(tmp),
+        train(prepared.process, denoiser, prepared.source, cfg, warmup, Path(tmp),
               seed=spec.experiment.seed, resume=False, log=lambda _: None, label_dropout=prepared.label_dropout)
         _synchronize(device)
         start = time.perf_counter()

@@ -157,6 +157,41 @@ class Gaussian(Family):
         m, v = self._mv(t, x)
         return (m / v) * x
 
+    def tail_moments(self, rho: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """For the chain ξ_T ~ N(0, I), ξ_{k-1} = ρ_k ξ_k + sqrt(1 − ρ_k²) ε (x_k = m_k x0 + σ_k ξ_k),
+        the tail statistic is s_t = S_t x0 + U_t with S_t = Σ_{k≥t} m_k² / v_k and
+        U_t = Σ_{k≥t} c_k ξ_k, c_k = m_k / σ_k. Returns (S_t, b_t, w_t), length T + 2, with
+        b_t = Cov(ξ_t, U_t) = c_t + ρ_{t+1} b_{t+1} and w_t = Var U_t = c_t² + 2 c_t ρ_{t+1} b_{t+1} + w_{t+1}
+        per coordinate (b_{T+1} = w_{T+1} = 0): the exact joint law of (x_t, s_t) given x0."""
+        T = self.steps
+        r = [0.0] * (T + 2) if rho is None else [*rho.detach().to("cpu", torch.float64).tolist(), 0.0]
+        key = tuple(r)
+        cache = self.__dict__.setdefault("_tail_moments", {})
+        if key not in cache:
+            m, v = self.mean.to("cpu", torch.float64).tolist(), self.var.to("cpu", torch.float64).tolist()
+            S, b, w = [0.0] * (T + 2), [0.0] * (T + 2), [0.0] * (T + 2)
+            for t in range(T, 0, -1):
+                c = m[t] / math.sqrt(v[t])
+                S[t] = S[t + 1] + m[t] ** 2 / v[t]
+                b[t] = c + r[t + 1] * b[t + 1]
+                w[t] = c * c + 2 * c * r[t + 1] * b[t + 1] + w[t + 1]
+            if len(cache) > 8:  # a learned coupling changes ρ; keep the newest few
+                cache.clear()
+            cache[key] = tuple(torch.tensor(a, dtype=torch.float64) for a in (S, b, w))
+        return cache[key]
+
+    def exact_tail(self, x0: Tensor, t: Tensor, rho: Tensor | None,
+                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(x_t, s_t) drawn from their exact joint law given x0 (see :meth:`tail_moments`): two
+        normal draws per coordinate instead of simulating the chain from T down to t."""
+        S, b, w = (a.to(device=x0.device, dtype=x0.dtype) for a in self.tail_moments(rho))
+        m, v = self._mv(t, x0)
+        z1 = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        z2 = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        bt, wt, St = (per_step(a, t, x0.ndim) for a in (b, w, S))
+        u = bt * z1 + torch.sqrt(torch.clamp(wt - bt * bt, min=0.0)) * z2
+        return m * x0 + torch.sqrt(v) * z1, St * x0 + u
+
     def features(self, x0: Tensor) -> Tensor:
         """f(x0) = x0."""
         return x0

@@ -5,7 +5,8 @@ requested step, drawing x_{t-1} independently (star-shaped, ρ_t = 0) or through
 kernel (M-Star, ρ_t > 0), and accumulates the tail statistic s_t = Σ_{k≥t} A_k^T T(x_k) on the
 way. No network is called. Several steps ``t`` per example come from one roll-out ("keep"), and
 each example is only simulated down to its lowest kept step, so the star-shaped process draws
-exactly the steps it needs.
+exactly the steps it needs. A family with ``exact_tail`` (Gaussian) draws (x_t, s_t) for a single
+kept step from their exact joint law instead.
 """
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def rollout(family: Family, x0: Tensor, keep: Tensor, rho: Tensor | None = None,
     keep = keep.to(x0.device)
     if int(keep.min()) < 1 or int(keep.max()) > T:
         raise ValueError(f"steps to keep must lie in 1..{T}, got {int(keep.min())}..{int(keep.max())}")
+    if k == 1 and hasattr(family, "exact_tail"):  # Gaussian: the joint law of (x_t, s_t) in closed form
+        with torch.no_grad():
+            x_t, s_t = family.exact_tail(x0, keep[:, 0], rho, generator)
+        return Rollout(keep, x_t[:, None], s_t[:, None])
     lowest = keep.min(dim=1).values
     rho_values = None if rho is None or not bool((rho != 0).any()) else rho.detach().to(x0.device)
     # For a bijective noise map, to_noise(from_noise(ξ)) = ξ: carry ξ down the chain instead of

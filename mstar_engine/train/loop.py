@@ -125,8 +125,10 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     autocast = _autocast(cfg.precision, next(denoiser.parameters()).device)
     if cfg.channels_last and getattr(denoiser.backbone, "spatial", False):
         denoiser.backbone.to(memory_format=torch.channels_last)
-    if cfg.compile:  # compile the forward only, so parameter names (checkpoints) do not change
+    if cfg.compile and not getattr(denoiser.backbone, "compiled", False):
+        # compile the forward only, so parameter names (checkpoints) do not change
         denoiser.backbone.forward = torch.compile(denoiser.backbone.forward)
+        denoiser.backbone.compiled = True
     if cfg.activation_checkpointing:
         if not hasattr(denoiser.backbone, "checkpointing"):
             raise ValueError("train.activation_checkpointing needs the U-Net backbone (network.kind = \"unet\")")
