@@ -97,8 +97,8 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None) -> Plan:
         d = spec.distill
         previous = T
         for n in d.stages:
-            stages.append(Stage(f"distill {previous}→{n}", f"student makes 1 step where the teacher makes 2, "
-                                f"lr {d.lr:g}→0", d.steps_per_stage, f"{n} steps", d.steps_per_stage * d.batch_size,
+            stages.append(Stage(f"distill {previous}→{n}", f"student makes 1 step where the teacher makes 2 "
+                                f"({d.coupling} sampler, {d.target} target), lr {d.lr:g}→0", d.steps_per_stage, f"{n} steps", d.steps_per_stage * d.batch_size,
                                 str(ckpt / f"distill-{n}")))
             previous = n
 

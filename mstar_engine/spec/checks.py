@@ -216,6 +216,13 @@ def check_distill(c: Checker) -> None:
               f"add to = 8 (steps {steps} are halved until 8) or stages = [{steps // 2}, {steps // 4}, ...]")
         return
     inputs = c.spec.process.inputs
+    reads_tail = inputs != "state"
+    if reads_tail and d.target != "landing":
+        c.add(("distill",), "this model reads the tail statistic, so each student can only regress on its teacher's "
+              "expected next prediction; measured students were no better than the undistilled sampler "
+              "(BENCHMARKS.md, progressive distillation)",
+              'to distil, train with process.inputs = "state" and process.coupling.kind = "ddpm" (the student then '
+              'follows the deterministic teacher)', "warning")
     if d.target == "landing" and (c.spec.process.family not in COORDINATEWISE or inputs != "state"):
         c.add(("distill", "target"), "the landing target needs process.inputs = \"state\" and a family whose noise "
               f"maps act coordinate by coordinate ({', '.join(COORDINATEWISE)})", 'use target = "teacher" or "auto"')
