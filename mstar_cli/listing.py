@@ -9,8 +9,9 @@ def families():
     rows = []
     for name, cls in sorted(REGISTRY.items()):
         learned = "learned" if learnable(cls) else "ddpm rule (inverse uses auxiliary draws)"
-        rows.append((name, cls.domain, default_schedule(name, "independent"), learned, cls.summary))
-    return ["family", "domain", "default schedule", "coupling 'learned'", "description"], rows
+        target = "landing (state input)" if cls.coordinatewise else "teacher"
+        rows.append((name, cls.domain, default_schedule(name, "independent"), learned, target, cls.summary))
+    return ["family", "domain", "default schedule", "coupling 'learned'", "distillation target", "description"], rows
 
 
 def datasets():
