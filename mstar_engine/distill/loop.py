@@ -25,7 +25,7 @@ from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
 from mstar_engine.sampling import step_grid
 from mstar_engine.spec.schema import Distill
-from mstar_engine.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mstar_engine.train.checkpoint import differing_keys, latest_checkpoint, load_checkpoint, save_checkpoint
 from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
 
 
@@ -91,8 +91,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
         latest = None
     if latest is not None:
         state = load_checkpoint(latest)
-        differing = sorted(k for k in set(fingerprint) | set(state["fingerprint"])
-                           if fingerprint.get(k) != state["fingerprint"].get(k))
+        differing = differing_keys(fingerprint, state["fingerprint"])
         if differing:
             raise CheckpointMismatch(f"{latest} was written with different distillation settings ({', '.join(differing)})"
                                      f"; run mstar distill with --resume never (or delete {stage.directory}) to distil it afresh")

@@ -56,3 +56,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets one clear message
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def differing_keys(expected: dict, stored: dict) -> list[str]:
+    """The fingerprint keys whose values differ between a run's settings and a checkpoint's."""
+    return sorted(k for k in set(expected) | set(stored) if expected.get(k) != stored.get(k))

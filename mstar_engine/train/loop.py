@@ -30,7 +30,7 @@ from mstar_engine.networks.denoiser import drop_labels
 from mstar_engine.process.losses import step_loss
 from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec.schema import Train
-from mstar_engine.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mstar_engine.train.checkpoint import differing_keys, latest_checkpoint, load_checkpoint, save_checkpoint
 from mstar_engine.train.schedules import ema_decay, learning_rate
 
 
@@ -75,8 +75,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     latest = latest_checkpoint(ckpt_dir) if resume else None
     if latest is not None:
         state = load_checkpoint(latest)
-        differing = sorted(k for k in set(fingerprint) | set(state["fingerprint"])
-                           if fingerprint.get(k) != state["fingerprint"].get(k))
+        differing = differing_keys(fingerprint, state["fingerprint"])
         if differing:
             raise CheckpointMismatch(f"{latest} was written by a different spec; differing keys: "
                                      f"{', '.join(differing)}. Use another experiment.name or output_dir, "
