@@ -156,7 +156,8 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_
         click.echo(str(warning), err=True)
     click.echo(f"run directory: {plan.run_dir}", err=True)
     try:
-        results = execute_all(plan, loaded, resume=resume == "auto", log=lambda line: click.echo(line, err=True))
+        results = execute_all(plan, loaded, resume=resume == "auto", download=download,
+                              log=lambda line: click.echo(line, err=True))
     except _run_errors() as exc:
         raise Failure(str(exc)) from None
     if as_json:

@@ -27,11 +27,11 @@ def variant_spec(plan: Plan, loaded: LoadedSpec, name: str, *, ready: bool = Tru
     return load_spec_text(loaded.text, loaded.file, (*variant_overrides(loaded, name), *place), ready=ready)
 
 
-def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True,
+def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, download: bool = False,
                 log: Callable[[str], None] = print) -> dict:
     """Execute the spec, then each ``[compare]`` variant; returns the main results with a
     ``compare`` entry (variant name → its results) when there are variants."""
-    results = execute(plan, loaded, resume=resume, log=log)
+    results = execute(plan, loaded, resume=resume, log=log, download=download)
     if not plan.spec.compare:
         return results
     results["compare"] = {}
@@ -39,7 +39,7 @@ def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True,
         variant = variant_spec(plan, loaded, name)
         variant_plan = compile_plan(variant)
         log(f"[compare] {name}: {' '.join(plan.spec.compare[name])}; run directory {variant_plan.run_dir}")
-        results["compare"][name] = execute(variant_plan, variant, resume=resume, log=log)
+        results["compare"][name] = execute(variant_plan, variant, resume=resume, log=log, download=download)
     (plan.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (plan.run_dir / "comparison.txt").write_text(comparison_table(results) + "\n")
     return results

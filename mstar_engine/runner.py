@@ -92,7 +92,8 @@ def prepare(spec: Spec, log: Callable[[str], None] = print) -> Prepared:
                     spec.network.label_dropout if conditional else 0.0)
 
 
-def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callable[[str], None] = print) -> dict:
+def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callable[[str], None] = print,
+            download: bool = False) -> dict:
     spec = plan.spec
     seed = spec.experiment.seed
     write_run_files(plan, loaded)
@@ -124,7 +125,8 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
         save_grid(plan.run_dir / "samples" / "grid.png", samples, spec.data.range)
         trajectory_grid(served, min(8, spec.sample.num_samples), plan.run_dir / "samples" / "trajectories.png",
                         spec.data.range, seed=seed + 4)
-    results = evaluate(model, spec, data.held_out, data.train, seed, students=students, seconds=seconds)
+    results = evaluate(model, spec, data.held_out, data.train, seed, students=students, seconds=seconds,
+                       download=download)
     (plan.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (plan.run_dir / "results.txt").write_text(results_table(results) + "\n")
     return results

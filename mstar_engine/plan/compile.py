@@ -65,6 +65,11 @@ def resolve_devices(spec: Spec, cuda_count: int | None) -> tuple[Devices, list[I
     elif accelerator == "cuda" and dev.processes > cuda_count:
         issues.append(Issue(where, ("devices", "processes"), f"{dev.processes} processes need {dev.processes} GPUs; "
                             f"{cuda_count} visible", f"use processes = {cuda_count} or fewer", "environment"))
+    if dev.processes > 1:
+        issues.append(Issue(where, ("devices", "processes"), f"multi-process training (processes = {dev.processes}) "
+                            "is not implemented in this version: mstar run uses one process (one GPU or the CPU)",
+                            "set devices.processes = 1, or use the plan as a description of the intended run",
+                            "environment"))
     backend = dev.backend if dev.backend != "auto" else ("nccl" if accelerator == "cuda" else "gloo")
     per_process = spec.train.batch_size // dev.processes
     return Devices(accelerator, dev.processes, backend, per_process,
