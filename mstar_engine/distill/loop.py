@@ -78,23 +78,25 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
     length = T // stage.teacher_steps
     student_grid = torch.tensor(step_grid(T, stage.student_steps))
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-    fingerprint = dict(fingerprint or {}, teacher=weights_digest(teacher), teacher_steps=str(stage.teacher_steps), student_steps=str(stage.student_steps),
-                       steps_per_stage=str(total), lr=repr(cfg.lr), batch_size=str(cfg.batch_size),
-                       weighting=cfg.weighting, target=cfg.target, coupling=cfg.coupling)
+    fingerprint = dict(fingerprint or {}, teacher=weights_digest(teacher), teacher_steps=str(stage.teacher_steps),
+                       student_steps=str(stage.student_steps), steps_per_stage=str(total), lr=repr(cfg.lr),
+                       batch_size=str(cfg.batch_size), weighting=cfg.weighting, target=cfg.target,
+                       coupling=cfg.coupling)
     step, seconds = 0, 0.0
     if not resume:  # start afresh: older checkpoints must not outlive new ones
         _clear(stage.directory)
     latest = latest_checkpoint(stage.directory)
-    if latest is not None and load_checkpoint(latest)["fingerprint"].get("teacher") != fingerprint.get("teacher"):
+    state = load_checkpoint(latest) if latest is not None else None
+    if state is not None and state["fingerprint"].get("teacher") != fingerprint["teacher"]:
         log(f"{stage.name}: the teacher changed since {latest} was written (trained further?); distilling again")
         _clear(stage.directory)
-        latest = None
-    if latest is not None:
-        state = load_checkpoint(latest)
+        latest = state = None
+    if state is not None:
         differing = differing_keys(fingerprint, state["fingerprint"])
         if differing:
-            raise CheckpointMismatch(f"{latest} was written with different distillation settings ({', '.join(differing)})"
-                                     f"; run mstar distill with --resume never (or delete {stage.directory}) to distil it afresh")
+            raise CheckpointMismatch(f"{latest} was written with different distillation settings "
+                                     f"({', '.join(differing)}); run mstar distill with --resume never (or delete "
+                                     f"{stage.directory}) to distil it afresh")
         student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, seconds = int(state["step"]), float(state["seconds"])
