@@ -131,7 +131,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
         target = distill_targets(family, teacher, s_a, x_a, t_a, length, rho, cfg.target, g, labels)
         pred = predict(student, s_a, x_a, t_a, labels).to(target.dtype)
         weights = loss_weights(process, t_a, cfg.weighting).to(device)
-        loss = (weights * ((pred - target) ** 2).flatten(1).mean(1)).mean()
+        loss = (weights * (family.difference(pred, target) ** 2).flatten(1).mean(1)).mean()
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"{stage.name}: the distillation loss became {float(loss)} at step {step}; the "
                                    f"last good checkpoint is {latest_checkpoint(stage.directory)}. Lower distill.lr")

@@ -109,4 +109,4 @@ def target_error(family: Family, teacher: nn.Module, student: nn.Module, s_a: Te
     generator = torch.Generator(device=x_a.device).manual_seed(seed)
     target = distill_targets(family, teacher, s_a, x_a, t_a, length, rho, kind, generator, labels)
     pred = predict(student, s_a, x_a, t_a, labels).to(target.dtype)
-    return float(((pred - target) ** 2).flatten(1).sum(1).mean())
+    return float((family.difference(pred, target) ** 2).flatten(1).sum(1).mean())

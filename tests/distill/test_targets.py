@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import attrs
 import pytest
 import torch
@@ -240,3 +242,17 @@ def test_newton_landing_target_lands_where_the_teacher_lands(family_name):
     miss = fam.difference(lands, x_c)[inner].abs()
     assert float(miss.max()) < 1e-6, float(miss.max())
     assert float(fam.difference(target, x0_b)[inner].abs().max()) > 1e-3  # it moved away from the teacher's x̂0
+
+
+def test_circle_differences_wrap_so_targets_across_pi_are_close():
+    """On the circle, π − 0.01 and −π + 0.01 are 0.02 apart: the landing solver and the
+    distillation loss measure differences with the family's wrapped difference."""
+    from mstar_engine.families import get
+    fam = get("von-mises").toy(steps=4)
+    a = torch.tensor([[math.pi - 0.01]], dtype=torch.float64)
+    b = torch.tensor([[-math.pi + 0.01]], dtype=torch.float64)
+    torch.testing.assert_close(fam.difference(a, b), torch.tensor([[-0.02]], dtype=torch.float64))
+    torch.testing.assert_close(fam.project(torch.tensor([3 * math.pi / 2], dtype=torch.float64)),
+                               torch.tensor([-math.pi / 2], dtype=torch.float64))
+    beta = get("beta").toy(steps=4)
+    assert float(beta.project(torch.tensor([1.5], dtype=torch.float64))) < 1.0
