@@ -5,6 +5,8 @@ Used at the end of ``mstar run`` and by ``mstar eval RUN`` (:func:`evaluate_run`
 """
 from __future__ import annotations
 
+import json
+
 import attrs
 import numpy as np
 import torch
@@ -187,6 +189,12 @@ def _metric(name: str, a, b, ev) -> float:
     if name == "mmd":
         return METRIC_FUNCTIONS[name](a, b, bandwidth=ev.mmd_bandwidth)
     return METRIC_FUNCTIONS[name](a, b)
+
+
+def write_results(run_dir, results: dict) -> None:
+    """``results.json`` and ``results.txt`` (the printed table) in a run directory."""
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (run_dir / "results.txt").write_text(results_table(results) + "\n")
 
 
 def results_table(results: dict) -> str:

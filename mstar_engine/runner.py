@@ -10,7 +10,6 @@ With ``[distill]``, samples come from the student made for ``sample.steps``.
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Callable
 
@@ -21,8 +20,8 @@ import torch
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.load import check_for_family, load_data, training_source
 from mstar_engine.devices import training_device
-from mstar_engine.distill.pipeline import distill_all, sampling_rho
-from mstar_engine.evaluate import check_evaluable, evaluate, results_table
+from mstar_engine.distill.pipeline import distill_model
+from mstar_engine.evaluate import check_evaluable, evaluate, write_results
 from mstar_engine.plan import Plan, render_plan
 from mstar_engine.plots import loss_curve_svg, trajectory_grid
 from mstar_engine.plan.compile import flatten
@@ -108,14 +107,8 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     loss_curve_svg(plan.run_dir / "metrics.jsonl", plan.run_dir / "loss.svg")
     students, seconds = {}, {}
     if spec.distill is not None:
-        classes = int(getattr(ema.backbone, "num_classes", 0))
-        source = training_source(spec, data, spec.distill.batch_size, workers=spec.train.workers,
-                                 pin_memory=next(ema.parameters()).device.type == "cuda")
-        done = distill_all(spec, process, ema, source, plan.run_dir,
-                           num_classes=classes, fingerprint=fingerprint(spec), resume=resume, log=log)
-        students = {stage.student_steps: student for stage, student, _ in done}
-        seconds = {stage.student_steps: secs for stage, _, secs in done}
-        model = attrs.evolve(model, rho=sampling_rho(process, spec.distill.coupling))
+        model, students, seconds = distill_model(spec, model, data, plan.run_dir, fingerprint=fingerprint(spec),
+                                                 resume=resume, log=log)
     served = students.get(spec.sample.steps, model)  # sample with the student made for sample.steps
     samples = served.sample(spec.sample.num_samples, spec.sample.steps, seed=seed + 3,
                            batch_size=spec.sample.batch_size, final=spec.sample.final,
@@ -127,6 +120,5 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
                         spec.data.range, seed=seed + 4)
     results = evaluate(model, spec, data.held_out, data.train, seed, students=students, seconds=seconds,
                        download=download)
-    (plan.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (plan.run_dir / "results.txt").write_text(results_table(results) + "\n")
+    write_results(plan.run_dir, results)
     return results

@@ -60,6 +60,24 @@ def distill_all(spec: Spec, process: DiffusionProcess, teacher: nn.Module, batch
     return out
 
 
+def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, fingerprint: dict | None = None,
+                  resume: bool = True, log: Callable[[str], None] = print
+                  ) -> tuple[Model, dict[int, Model], dict[int, float]]:
+    """Distil the trained ``model`` (EMA weights) on ``data``'s training split as ``spec.distill``
+    says; return the teacher with the distillation sampler's ρ, the students and the seconds each
+    stage took (both by the students' evaluation counts)."""
+    from mstar_engine.data.load import training_source
+    device = next(model.denoiser.parameters()).device
+    source = training_source(spec, data, spec.distill.batch_size, workers=spec.train.workers,
+                             pin_memory=device.type == "cuda")
+    classes = int(getattr(model.denoiser.backbone, "num_classes", 0))
+    done = distill_all(spec, model.process, model.denoiser, source, run_dir, num_classes=classes,
+                       fingerprint=fingerprint, resume=resume, log=log)
+    teacher = attrs.evolve(model, rho=sampling_rho(model.process, spec.distill.coupling))
+    return (teacher, {stage.student_steps: student for stage, student, _ in done},
+            {stage.student_steps: secs for stage, _, secs in done})
+
+
 def distill_spec(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str] = ()) -> Spec:
     """The run's resolved spec with ``[distill] to = to`` (its other distillation settings kept)
     and ``distill.*`` overrides applied, validated and resolved."""
@@ -96,13 +114,11 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
                 log: Callable[[str], None] = print) -> dict:
     """``mstar distill RUN --to K``: distil a trained run's teacher stage by stage, evaluate the
     teacher beside every student, write the results and return them."""
-    import json
-
     import tomli_w
 
     from mstar_engine.atomic import atomic_write
-    from mstar_engine.data.load import load_data, training_source
-    from mstar_engine.evaluate import evaluate, results_table
+    from mstar_engine.data.load import load_data
+    from mstar_engine.evaluate import evaluate, write_results
     from mstar_engine.runner import fingerprint
     from mstar_engine.runs import RunError, load_run
     run_dir = Path(run_dir)
@@ -113,19 +129,13 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
         raise RunError(f"the teacher in {run_dir} is trained for {run.step} of {total} steps; finish training with "
                        "mstar run on its spec (it resumes) before distilling")
     data = load_data(spec.data, spec.experiment.seed)
-    teacher = run.model
-    classes = int(getattr(teacher.denoiser.backbone, "num_classes", 0))
-    done = distill_all(spec, teacher.process, teacher.denoiser, training_source(spec, data, spec.distill.batch_size),
-                       run_dir, num_classes=classes, fingerprint=fingerprint(spec), resume=resume, log=log)
+    teacher, students, seconds = distill_model(spec, run.model, data, run_dir, fingerprint=fingerprint(spec),
+                                               resume=resume, log=log)
     resolved = attrs.asdict(spec, filter=lambda _, v: v is not None)  # the run now records its [distill]
     atomic_write(run_dir / "spec.resolved.toml", lambda fh: fh.write(tomli_w.dumps(resolved).encode()))
     results = {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
                "coupling": teacher.process.coupling_kind, "inputs": teacher.process.inputs, "results": []}
     if spec.eval.metrics:
-        students = {stage.student_steps: model for stage, model, _ in done}
-        seconds = {stage.student_steps: secs for stage, _, secs in done}
-        model = attrs.evolve(teacher, rho=sampling_rho(teacher.process, spec.distill.coupling))
-        results = evaluate(model, spec, data.held_out, data.train, spec.experiment.seed, students, seconds)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (run_dir / "results.txt").write_text(results_table(results) + "\n")
+        results = evaluate(teacher, spec, data.held_out, data.train, spec.experiment.seed, students, seconds)
+    write_results(run_dir, results)
     return results
