@@ -16,7 +16,7 @@ from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.images import load_images
 from mstar_engine.data.load import load_data
 from mstar_engine.data.offline import DataError
-from mstar_engine.metrics.catalog import METRICS
+from mstar_engine.metrics.catalog import data_mismatch
 from mstar_engine.metrics.anomaly import average_precision, bound_scores
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
 from mstar_engine.runs import Model, Run, load_students
@@ -157,10 +157,9 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
         raise ValueError("no metrics to compute: pass --metrics (mstar list metrics) or set eval.metrics in the spec")
     info = DATASETS[run.spec.data.name]
     for name in ev.metrics:
-        kind = METRICS[name].data
-        if kind != "any" and (kind == "image") != info.is_image:
-            raise ValueError(f"{name} measures {'images' if kind == 'image' else 'low-dimensional data'}; "
-                             f"'{info.name}' is {'an image dataset' if info.is_image else 'not an image dataset'}")
+        mismatch = data_mismatch(name, info.name, info.is_image)
+        if mismatch:
+            raise ValueError("; ".join(mismatch))
     if "auprc" in ev.metrics and DATASETS[run.spec.data.name].num_classes == 0:
         raise ValueError(f"auprc needs class labels and '{run.spec.data.name}' has none")
     T = run.model.process.family.steps

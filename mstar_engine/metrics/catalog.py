@@ -35,6 +35,17 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
+def data_mismatch(name: str, dataset: str, is_image: bool) -> tuple[str, str] | None:
+    """(problem, fix) when metric ``name`` does not measure the kind of data ``dataset`` holds."""
+    kind = METRICS[name].data
+    if kind == "image" and not is_image:
+        return f"{name} measures images; '{dataset}' is not an image dataset", \
+            "use knn-kl, mmd or energy for low-dimensional data"
+    if kind == "vector" and is_image:
+        return f"{name} is for low-dimensional data; '{dataset}' holds images", "use fid or is for images"
+    return None
+
+
 def default_inception_path() -> Path:
     """Where pytorch-fid caches its Inception weights: $TORCH_HOME/hub/checkpoints/<file>."""
     torch_home = os.environ.get("TORCH_HOME") or os.path.join(

@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 from mstar_engine.data.catalog import DATASETS, expand_path
 from mstar_engine.domains import DOMAINS, family_accepts
-from mstar_engine.metrics.catalog import METRICS, default_inception_path
+from mstar_engine.metrics.catalog import METRICS, data_mismatch, default_inception_path
 from mstar_engine.spec.errors import Issue, Location
 from mstar_engine.spec.resolve import COORDINATEWISE, default_schedule
 from mstar_engine.spec.schema import Spec
@@ -265,12 +265,9 @@ def check_eval(c: Checker) -> None:
     ev, info = c.spec.eval, DATASETS[c.spec.data.name]
     for i, name in enumerate(ev.metrics):
         metric = METRICS[name]
-        if metric.data == "image" and not info.is_image:
-            c.add(("eval", "metrics", i), f"{name} measures images; '{info.name}' is not an image dataset",
-                  "use knn-kl, mmd or energy for low-dimensional data")
-        if metric.data == "vector" and info.is_image:
-            c.add(("eval", "metrics", i), f"{name} is for low-dimensional data; '{info.name}' holds images",
-                  "use fid or is for images")
+        mismatch = data_mismatch(name, info.name, info.is_image)
+        if mismatch:
+            c.add(("eval", "metrics", i), *mismatch)
         if name == "knn-kl" and info.domain == "categorical":
             c.add(("eval", "metrics", i), "knn-kl needs continuous data: categorical samples repeat exactly, so "
                   "nearest-neighbour distances are zero and the estimate is meaningless", "use mmd or energy")
