@@ -137,11 +137,16 @@ def _run_errors() -> tuple[type[BaseException], ...]:
 @click.option("--download", is_flag=True, help="Allow downloading a missing torchvision dataset.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (as mstar plan) and stop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), help="Processes (one per GPU) through "
+              "torch.distributed; the same as devices.processes=N. Under torchrun, its count is used.")
 @handle_errors
-def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_run: bool, as_json: bool) -> None:
+def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_run: bool, as_json: bool,
+        nproc_per_node: int | None) -> None:
     """Run SPEC: train, distil, sample and evaluate as its plan says."""
     from mstar_engine.plan import compile_plan, render_plan
     from mstar_engine.spec import load_spec
+    if nproc_per_node is not None:
+        overrides = (*overrides, f"devices.processes={nproc_per_node}")
     if dry_run:
         click.echo(render_plan(compile_plan(load_spec(spec, overrides))), nl=False)
         return
@@ -152,14 +157,18 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_
     blocking = [w for w in plan.warnings if w.severity == "environment"]
     if blocking:
         raise Failure("this machine cannot run the spec: " + "; ".join(str(w) for w in blocking))
-    for warning in plan.warnings:
-        click.echo(str(warning), err=True)
-    click.echo(f"run directory: {plan.run_dir}", err=True)
+    from mstar_engine.distributed.env import secondary_process
+    if not secondary_process():
+        for warning in plan.warnings:
+            click.echo(str(warning), err=True)
+        click.echo(f"run directory: {plan.run_dir}", err=True)
     try:
         results = execute_all(plan, loaded, resume=resume == "auto", download=download,
                               log=lambda line: click.echo(line, err=True))
     except _run_errors() as exc:
         raise Failure(str(exc)) from None
+    if results is None:  # a process other than rank 0 of a torchrun launch: rank 0 prints
+        return
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -243,8 +252,11 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
 @click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
               help="auto: continue unfinished stages from their checkpoints; never: redo every stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), help="Processes (one per GPU) through "
+              "torch.distributed (default: the run's devices.processes). Under torchrun, its count is used.")
 @handle_errors
-def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_json: bool) -> None:
+def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_json: bool,
+            nproc_per_node: int | None) -> None:
     """Progressive distillation of RUN down to --to steps: stages T → T/2 → … → TO, each student
     starting from its teacher, then the teacher and every student evaluated side by side.
 
@@ -256,12 +268,13 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
     from mstar_engine.runs import RunError
     try:
         results = distill_run(run_dir, to, overrides, resume=resume == "auto",
-                              log=lambda line: click.echo(line, err=True))
+                              log=lambda line: click.echo(line, err=True), processes=nproc_per_node)
     except (DistillError, RunError) as exc:
         raise Failure(str(exc)) from None
     except _run_errors() as exc:
         raise Failure(str(exc)) from None
-    click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
+    if results is not None:  # None in torchrun processes other than rank 0
+        click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
 
 
 @cli.command(name="eval")

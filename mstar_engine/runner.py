@@ -7,6 +7,10 @@ Run directory (ARCHITECTURE.md): ``spec.toml`` as given, ``spec.resolved.toml``,
 resumable: training continues from the latest checkpoint, then every distillation stage from its
 own (``checkpoints/distill-N``); sampling and evaluation are recomputed from the final weights.
 With ``[distill]``, samples come from the student made for ``sample.steps``.
+
+With several processes (``devices.processes``, a :class:`~mstar_engine.distributed.Group`) every
+process trains (and distils) its shard of each batch; rank 0 alone writes the run files, samples
+and evaluates while the others wait.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import torch
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.load import check_for_family, load_data, training_source
 from mstar_engine.devices import training_device
+from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distill.pipeline import distill_model
 from mstar_engine.evaluate import check_evaluable, evaluate, write_results
 from mstar_engine.plan import Plan, render_plan
@@ -92,23 +97,30 @@ def prepare(spec: Spec, log: Callable[[str], None] = print) -> Prepared:
 
 
 def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callable[[str], None] = print,
-            download: bool = False) -> dict:
+            download: bool = False, group: Group = SINGLE) -> dict | None:
+    """Run the plan; the results (None in processes other than rank 0)."""
     spec = plan.spec
     seed = spec.experiment.seed
-    write_run_files(plan, loaded)
+    if group.main:
+        write_run_files(plan, loaded)
+    else:
+        log = _silent
+    group.barrier()
     p = prepare(spec, log)
     data, process = p.data, p.process
     total = plan.stages[0].optimizer_steps
     if total is None:
         total = math.ceil(spec.train.epochs * data.train.shape[0] / spec.train.batch_size)
     ema = train(process, p.denoiser, p.source, spec.train, total, plan.run_dir, seed=seed,
-                fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout)
+                fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout, group=group)
     model = Model(process, ema.eval())
-    loss_curve_svg(plan.run_dir / "metrics.jsonl", plan.run_dir / "loss.svg")
     students, seconds = {}, {}
     if spec.distill is not None:
         model, students, seconds = distill_model(spec, model, data, plan.run_dir, fingerprint=fingerprint(spec),
-                                                 resume=resume, log=log)
+                                                 resume=resume, log=log, group=group)
+    if not group.main:
+        return None
+    loss_curve_svg(plan.run_dir / "metrics.jsonl", plan.run_dir / "loss.svg")
     served = students.get(spec.sample.steps, model)  # sample with the student made for sample.steps
     samples = served.sample(spec.sample.num_samples, spec.sample.steps, seed=seed + 3,
                            batch_size=spec.sample.batch_size, final=spec.sample.final,
@@ -122,3 +134,7 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
                        download=download)
     write_results(plan.run_dir, results)
     return results
+
+
+def _silent(line: str) -> None:
+    """The log of processes other than rank 0 (whose lines would repeat rank 0's)."""

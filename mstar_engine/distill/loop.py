@@ -5,6 +5,12 @@ max(SNR, 1) where the family has a Gaussian-equivalent SNR.
 
 Every draw (data position, student steps, roll-out, teacher noise) is a pure function of
 (seed, stage, step), so a stage resumed from its checkpoint continues exactly.
+
+With several processes every process draws the global batch's inputs and random numbers as one
+process would; the teacher's network evaluations are split over the processes and gathered
+(:class:`ShardedTeacher`), so the targets are the single-process ones, and each process trains the
+student on its shard of the examples with the gradients summed: the run equals the single-process
+one up to floating-point summation order.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from torch import Tensor, nn
 
 from mstar_engine.data.load import Stream
 from mstar_engine.devices import generator, to_device
+from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distill.targets import distill_targets, predict
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
@@ -69,7 +76,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
                   batches: Callable[[int], Iterator], cfg: Distill, stage: Stage, rho: Tensor, *, seed: int = 0,
                   fingerprint: dict | None = None, resume: bool = True, log_every: int = 100,
                   checkpoint_every: int = 1000, clip_grad: float | None = None,
-                  log: Callable[[str], None] = print) -> tuple[nn.Module, float]:
+                  log: Callable[[str], None] = print, group: Group = SINGLE) -> tuple[nn.Module, float]:
     """Train ``student`` (initialised by the caller from the teacher's weights) for
     ``cfg.steps_per_stage`` optimiser steps; return it and the seconds the stage took in total
     (over resumptions). ``rho`` is the sampling coupling of teacher and student (length T + 1);
@@ -103,10 +110,12 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
         if step < total:
             log(f"{stage.name}: resumed from {latest} at step {step}")
     metrics_path = stage.directory.parent.parent / "distill.jsonl"
-    if step < total:
+    if step < total and group.main:
         _truncate(metrics_path, stage.student_steps, step)
 
-    def checkpoint() -> Path:
+    def checkpoint() -> Path | None:
+        if not group.main:
+            return None
         return save_checkpoint(stage.directory, step, {
             "step": step, "model": student.state_dict(), "optimizer": optimizer.state_dict(),
             "fingerprint": fingerprint, "seconds": seconds, "complete": step >= total,
@@ -115,28 +124,39 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
             "num_classes": int(getattr(getattr(student, "backbone", student), "num_classes", 0))})
 
     teacher.eval()
+    sharded_teacher = ShardedTeacher(teacher, group) if group.world > 1 else teacher
     student.train()
     device = next(student.parameters()).device
     stream = Stream(batches)
     started = time.perf_counter()
     while step < total:
         lr = cfg.lr * (1.0 - step / total)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = lr
         g = generator(device, (seed * 1_000_003 + stage.index) * 1_000_003 + step)
         drawn = stream.batch_at(step * cfg.batch_size, cfg.batch_size)
         x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
         x0, labels = to_device(x0, device), to_device(labels, device)
         x_a, s_a, t_a = stage_inputs(process, x0, student_grid.to(device), g)
-        target = distill_targets(family, teacher, s_a, x_a, t_a, length, rho, cfg.target, g, labels)
+        target = distill_targets(family, sharded_teacher, s_a, x_a, t_a, length, rho, cfg.target, g, labels)
+        if group.world > 1:  # the student learns on this process's shard
+            mine = group.shard(x0.shape[0])
+            x_a, s_a, t_a, target = x_a[mine], s_a[mine], t_a[mine], target[mine]
+            labels = labels[mine] if labels is not None else None
         pred = predict(student, s_a, x_a, t_a, labels).to(target.dtype)
         weights = loss_weights(process, t_a, cfg.weighting).to(device)
-        loss = (weights * (family.difference(pred, target) ** 2).flatten(1).mean(1)).mean()
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"{stage.name}: the distillation loss became {float(loss)} at step {step}; the "
-                                   f"last good checkpoint is {latest_checkpoint(stage.directory)}. Lower distill.lr")
+        # the mean over the global batch: this shard's sum over the global batch size
+        loss = (weights * (family.difference(pred, target) ** 2).flatten(1).mean(1)).sum() / cfg.batch_size
+        summed = group.sum_(torch.stack([loss.detach().to(torch.float64),
+                                         torch.tensor(float(not torch.isfinite(loss)), dtype=torch.float64,
+                                                      device=device)]))
+        if summed[1] > 0:
+            raise TrainingDiverged(f"{stage.name}: the distillation loss became {float(summed[0])} at step {step}; "
+                                   f"the last good checkpoint is {latest_checkpoint(stage.directory)}. Lower "
+                                   "distill.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        group.sum_gradients(list(student.parameters()))
         if clip_grad is not None:
             nn.utils.clip_grad_norm_(student.parameters(), clip_grad)
         optimizer.step()
@@ -144,10 +164,11 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
         if step % log_every == 0 or step == total:
             now = time.perf_counter()
             seconds, started = seconds + now - started, now
-            record = {"stage": stage.student_steps, "step": step, "loss": float(loss.detach()), "lr": lr,
+            record = {"stage": stage.student_steps, "step": step, "loss": float(summed[0]), "lr": lr,
                       "seconds": round(seconds, 2)}
-            with metrics_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            if group.main:
+                with metrics_path.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
             log(f"{stage.name}: step {step}/{total}  loss {record['loss']:.4g}  lr {lr:.2e}")
         if step % checkpoint_every == 0 or step == total:
             now = time.perf_counter()
@@ -155,6 +176,19 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
             checkpoint()
     student.eval()
     return student, seconds
+
+
+class ShardedTeacher:
+    """The teacher evaluated on this process's shard of a global batch, the predictions of every
+    process gathered: each process sees the whole batch's predictions for a share of the cost."""
+
+    def __init__(self, teacher: nn.Module, group: Group) -> None:
+        self.teacher, self.group = teacher, group
+
+    def __call__(self, s: Tensor, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        mine = self.group.shard(x.shape[0])
+        args = (s[mine], x[mine], t[mine]) + ((labels[mine],) if labels is not None else ())
+        return self.group.all_gather(self.teacher(*args))
 
 
 def weights_digest(module: nn.Module) -> str:

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from mstar_engine.distill.loop import Stage, distill_stage
 from mstar_engine.distill.stages import DistillError, derive_stages
+from mstar_engine.distributed.env import resolve_backend, torchrun_world
+from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.runs import Model, build_denoiser
 from mstar_engine.spec.schema import Spec
@@ -39,7 +41,7 @@ def stages_of(spec: Spec, run_dir: Path) -> list[Stage]:
 
 def distill_all(spec: Spec, process: DiffusionProcess, teacher: nn.Module, batches: Callable[[int], Iterator],
                 run_dir: Path, *, num_classes: int = 0, fingerprint: dict | None = None, resume: bool = True,
-                log: Callable[[str], None] = print) -> list[tuple[Stage, Model, float]]:
+                log: Callable[[str], None] = print, group: Group = SINGLE) -> list[tuple[Stage, Model, float]]:
     """Run every stage of ``spec.distill``; return (stage, student model, seconds) per stage.
     ``teacher`` is the trained (EMA) denoiser; ``batches`` yields ``distill.batch_size`` batches."""
     d = spec.distill
@@ -54,14 +56,14 @@ def distill_all(spec: Spec, process: DiffusionProcess, teacher: nn.Module, batch
         student, seconds = distill_stage(
             process, current, student, batches, d, stage, rho, seed=spec.experiment.seed, fingerprint=fingerprint,
             resume=resume, log_every=spec.train.log_every, checkpoint_every=spec.train.checkpoint_every,
-            clip_grad=spec.train.clip_grad, log=log)
+            clip_grad=spec.train.clip_grad, log=log, group=group)
         out.append((stage, Model(process, student, rho=rho, steps=stage.student_steps), seconds))
         current = student
     return out
 
 
 def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, fingerprint: dict | None = None,
-                  resume: bool = True, log: Callable[[str], None] = print
+                  resume: bool = True, log: Callable[[str], None] = print, group: Group = SINGLE
                   ) -> tuple[Model, dict[int, Model], dict[int, float]]:
     """Distil the trained ``model`` (EMA weights) on ``data``'s training split as ``spec.distill``
     says; return the teacher with the distillation sampler's ρ, the students and the seconds each
@@ -72,7 +74,7 @@ def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, fingerprint:
                              pin_memory=device.type == "cuda")
     classes = int(getattr(model.denoiser.backbone, "num_classes", 0))
     done = distill_all(spec, model.process, model.denoiser, source, run_dir, num_classes=classes,
-                       fingerprint=fingerprint, resume=resume, log=log)
+                       fingerprint=fingerprint, resume=resume, log=log, group=group)
     teacher = attrs.evolve(model, rho=sampling_rho(model.process, spec.distill.coupling))
     return (teacher, {stage.student_steps: student for stage, student, _ in done},
             {stage.student_steps: secs for stage, _, secs in done})
@@ -111,9 +113,11 @@ def _explicit(obj) -> dict:
 
 
 def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[str] = (), *, resume: bool = True,
-                log: Callable[[str], None] = print) -> dict:
+                log: Callable[[str], None] = print, processes: int | None = None,
+                group: Group | None = None) -> dict | None:
     """``mstar distill RUN --to K``: distil a trained run's teacher stage by stage, evaluate the
-    teacher beside every student, write the results and return them."""
+    teacher beside every student, write the results and return them. ``processes`` (default: the
+    run's ``devices.processes``, or torchrun's count) distil data-parallel; rank 0 evaluates."""
     import tomli_w
 
     from mstar_engine.atomic import atomic_write
@@ -128,9 +132,21 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
     if spec.train.epochs is None and run.step < total:
         raise RunError(f"the teacher in {run_dir} is trained for {run.step} of {total} steps; finish training with "
                        "mstar run on its spec (it resumes) before distilling")
+    world = torchrun_world() or processes or spec.devices.processes
+    if group is None and world > 1:
+        from mstar_engine.distributed.launch import log_to_stderr, run_processes
+        accelerator = next(run.model.denoiser.parameters()).device.type
+        return run_processes(distill_run, world, resolve_backend(spec.devices.backend, accelerator), run_dir, to,
+                             overrides, resume=resume, log=log_to_stderr, processes=world)
+    group = group or SINGLE
     data = load_data(spec.data, spec.experiment.seed)
+    if spec.distill.batch_size % group.world:
+        raise DistillError(f"distill.batch_size {spec.distill.batch_size} does not split evenly over {group.world} "
+                           f"processes; use a multiple of {group.world}")
     teacher, students, seconds = distill_model(spec, run.model, data, run_dir, fingerprint=fingerprint(spec),
-                                               resume=resume, log=log)
+                                               resume=resume, log=log if group.main else _silent, group=group)
+    if not group.main:
+        return None
     resolved = attrs.asdict(spec, filter=lambda _, v: v is not None)  # the run now records its [distill]
     atomic_write(run_dir / "spec.resolved.toml", lambda fh: fh.write(tomli_w.dumps(resolved).encode()))
     results = {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
@@ -139,3 +155,7 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
         results = evaluate(teacher, spec, data.held_out, data.train, spec.experiment.seed, students, seconds)
     write_results(run_dir, results)
     return results
+
+
+def _silent(line: str) -> None:
+    """The log of processes other than rank 0."""

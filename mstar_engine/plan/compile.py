@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import attrs
 
 from mstar_engine.data.catalog import DATASETS
+from mstar_engine.distributed.env import resolve_backend, torchrun_world
 from mstar_engine.spec import Issue, LoadedSpec, Location
 from mstar_engine.spec.resolve import resolve
 from mstar_engine.spec.schema import Spec
@@ -65,14 +67,22 @@ def resolve_devices(spec: Spec, cuda_count: int | None) -> tuple[Devices, list[I
     elif accelerator == "cuda" and dev.processes > cuda_count:
         issues.append(Issue(where, ("devices", "processes"), f"{dev.processes} processes need {dev.processes} GPUs; "
                             f"{cuda_count} visible", f"use processes = {cuda_count} or fewer", "environment"))
-    if dev.processes > 1:
-        issues.append(Issue(where, ("devices", "processes"), f"multi-process training (processes = {dev.processes}) "
-                            "is not implemented in this version: mstar run uses one process (one GPU or the CPU)",
-                            "set devices.processes = 1, or use the plan as a description of the intended run",
-                            "environment"))
-    backend = dev.backend if dev.backend != "auto" else ("nccl" if accelerator == "cuda" else "gloo")
-    per_process = spec.train.batch_size // dev.processes
-    return Devices(accelerator, dev.processes, backend, per_process,
+    backend = resolve_backend(dev.backend, accelerator)
+    if backend == "nccl" and accelerator == "cpu" and dev.processes > 1:
+        issues.append(Issue(where, ("devices", "backend"), "the nccl backend needs GPUs and the run is on the CPU",
+                            'use backend = "gloo" (or "auto")', "environment"))
+    processes = torchrun_world() or dev.processes
+    if processes != dev.processes:  # started by torchrun: its process count wins
+        for what, size in (("train", spec.train.batch_size), ("sample", spec.sample.batch_size)):
+            if size % processes:
+                issues.append(Issue(where, (what, "batch_size"), f"batch_size {size} does not split evenly over the "
+                                    f"{processes} processes torchrun started", f"use a multiple of {processes}",
+                                    "environment"))
+    if accelerator == "cpu" and processes > (os.cpu_count() or 1):
+        issues.append(Issue(where, ("devices", "processes"), f"{processes} processes on {os.cpu_count()} CPU cores "
+                            "run slower than one process", f"use processes = {os.cpu_count()} or fewer", "warning"))
+    per_process = spec.train.batch_size // processes
+    return Devices(accelerator, processes, backend, per_process,
                    max(per_process // spec.train.accumulation, 1)), issues
 
 

@@ -7,6 +7,11 @@ per-step loss, and — for the learned coupling — the kernel KL with x̂0 deta
 Learning rate, EMA decay, data order and every random draw are pure functions of the step (the
 roll-outs of a block of steps are simulated together from a generator seeded by the block), so a
 resumed run equals an uninterrupted one bit for bit on the CPU.
+
+With several processes (``group``) every process builds those inputs for the whole global batch
+and trains on its shard of the examples; gradients are summed over the processes, so the run
+equals the single-process run up to floating-point summation order (dropout masks and the learned
+coupling's Monte Carlo noise are drawn per process: equal in law, not number for number).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mstar_engine.data.load import Stream
+from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.devices import generator, to_device
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
@@ -49,11 +55,13 @@ class CheckpointMismatch(RuntimeError):
 
 def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int], Iterator],
           cfg: Train, total_steps: int, run_dir: Path, *, seed: int = 0, fingerprint: dict | None = None,
-          resume: bool = True, log: Callable[[str], None] = print, label_dropout: float = 0.0) -> nn.Module:
+          resume: bool = True, log: Callable[[str], None] = print, label_dropout: float = 0.0,
+          group: Group = SINGLE) -> nn.Module:
     """Train ``denoiser`` (and a learned coupling) for ``total_steps`` optimiser steps; return the
     EMA model. ``batches(start_example)`` yields batches of x0 — or (x0, labels) pairs for a class-
     conditional denoiser — from that example position on. Labels are replaced by the "no label"
-    entry with probability ``label_dropout`` (classifier-free guidance training)."""
+    entry with probability ``label_dropout`` (classifier-free guidance training). ``group``: this
+    process's place in a multi-process run; only its rank 0 writes checkpoints and logs."""
     family = process.family
     device = next(denoiser.parameters()).device
     ema = copy.deepcopy(denoiser).requires_grad_(False)
@@ -72,6 +80,8 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     fingerprint = fingerprint or {}
 
     step = 0
+    if group.rank:  # dropout masks differ between processes
+        torch.manual_seed(_rank_seed(seed, group.rank, 0))
     latest = latest_checkpoint(ckpt_dir) if resume else None
     if latest is not None:
         state = load_checkpoint(latest)
@@ -85,17 +95,27 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         optimizer.load_state_dict(state["optimizer"])
         if learned is not None:
             learned.load_state_dict(state["coupling"])
-        torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
-        _truncate_metrics(metrics_path, step)
+        ranks = state.get("torch_rng_ranks", [])
+        if len(ranks) == group.world:
+            torch.set_rng_state(ranks[group.rank])
+        elif group.rank == 0:
+            torch.set_rng_state(state["torch_rng"])
+        else:  # resumed with another number of processes
+            torch.manual_seed(_rank_seed(seed, group.rank, step))
+        if group.main:
+            _truncate_metrics(metrics_path, step)
         log(f"resumed from {latest} at step {step}")
 
-    def checkpoint() -> Path:
+    def checkpoint() -> Path | None:
+        rng = group.gather(torch.get_rng_state())  # collective: every process takes part
+        if not group.main:
+            return last_good
         return save_checkpoint(ckpt_dir, step, {
             "step": step, "model": denoiser.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
-            "torch_rng": torch.get_rng_state(), "block_rho": block_rho, "fingerprint": fingerprint,
-            "event_shape": list(family.event_shape), "num_classes": null_label})
+            "torch_rng": rng[0], "torch_rng_ranks": rng if group.world > 1 else [], "block_rho": block_rho,
+            "fingerprint": fingerprint, "event_shape": list(family.event_shape), "num_classes": null_label})
 
     T, k = family.steps, cfg.t_per_rollout
     stream = Stream(batches)
@@ -143,27 +163,30 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         raise TrainingDiverged(f"{what} at step {step}; {where}. {fix}")
     while step < total_steps:
         lr = learning_rate(step, cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = coupling_lr if group.get("coupling") else lr
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = coupling_lr if param_group.get("coupling") else lr
         if not inputs or step % ROLLOUT_BLOCK == 0:
             block_rho = process.rho()
             inputs = block(step // ROLLOUT_BLOCK, block_rho)
         x0, keep, x_k, s_k, labels = inputs[step % ROLLOUT_BLOCK]
-        b = x0.shape[0]
-        step_generator = generator(device, seed * 1_000_003 + 7919 * step + 1)
+        b = cfg.batch_size
+        step_generator = generator(device, seed * 1_000_003 + 7919 * step + 1 + 104_729 * group.rank)
+        if labels is not None:  # drawn for the global batch, then sharded like the examples
+            labels = drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
+                                 generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2))
+            labels = to_device(labels.view(b, k)[group.shard(b)].reshape(-1), device)
+        mine = group.shard(b)
+        x0, keep, x_k, s_k = x0[mine], keep[mine], x_k[mine], s_k[mine]
         x0_rep = x0.repeat_interleave(k, 0)
         t = keep.reshape(-1)
         x_t, s_t = x_k.flatten(0, 1), s_k.flatten(0, 1)
-        if labels is not None:
-            labels = to_device(drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
-                                           generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2)),
-                               device)
         optimizer.zero_grad(set_to_none=True)
-        n = x_t.shape[0]
-        loss = 0.0
+        n = x_t.shape[0] * group.world  # (x0, t) pairs in the global batch
+        loss = torch.zeros((), dtype=torch.float64, device=device)
+        bad = None
         # gradient accumulation: the step's (x0, t) pairs in train.accumulation micro-batches, each
         # loss weighted by its share, so the gradient is that of the whole batch
-        for part in torch.arange(n).chunk(cfg.accumulation):
+        for part in torch.arange(x_t.shape[0]).chunk(cfg.accumulation):
             lab = labels[part] if labels is not None else None
             with autocast:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
                 x0_hat = denoiser(s_t[part], x_t[part], t[part], lab) if lab is not None else \
@@ -175,10 +198,18 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
                 total = total + kernel_kl(family, x_t[part], x0_rep[part], x0_hat.detach(), t[part], rho,
                                           generator=step_generator).mean()
             if not torch.isfinite(total):
-                diverged(f"the loss became {float(total.detach())}", "Lower train.lr, set train.clip_grad, or check "
-                         "the data")
+                bad = float(total.detach())
+                break
             (total * (part.numel() / n)).backward()
             loss = loss + micro.detach() * (part.numel() / n)
+        # one collective for the loss and the divergence flag, so every process stops together
+        summed = group.sum_(torch.stack([loss, torch.tensor(float(bad is not None), dtype=torch.float64,
+                                                             device=device)]))
+        if summed[1] > 0:
+            became = f"became {bad}" if bad is not None else "became non-finite in another process"
+            diverged(f"the loss {became}", "Lower train.lr, set train.clip_grad, or check the data")
+        loss = summed[0]
+        group.sum_gradients([p for g in optimizer.param_groups for p in g["params"]])
         if cfg.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.clip_grad)
         if learned is not None and not all(bool(torch.isfinite(p.grad).all()) for p in learned.parameters()
@@ -198,18 +229,24 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             speed = (step - last_log_step) * b / max(now - last_log_time, 1e-9)
             eta = (total_steps - step) * b / max(speed, 1e-9)
             steps_per_s = speed / b
-            record = {"step": step, "loss": float(loss.detach()), "lr": lr, "examples_per_s": round(speed, 1),
+            record = {"step": step, "loss": float(loss), "lr": lr, "examples_per_s": round(speed, 1),
                       "steps_per_s": round(steps_per_s, 2), "seconds": round(now - start, 2)}
             if learned is not None:
                 record["rho_mean"] = float(learned().detach()[1:].mean())
-            with metrics_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            if group.main:
+                with metrics_path.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
             log(f"step {step}/{total_steps}  loss {record['loss']:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
                 f"{steps_per_s:.1f} it/s  ETA {_duration(eta)}")
             last_log_step, last_log_time = step, now
         if step % cfg.checkpoint_every == 0 or step == total_steps:
             last_good = checkpoint()
     return ema
+
+
+def _rank_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of process ``rank`` (> 0) when it starts or resumes at ``step``."""
+    return (int(seed) * 1_000_003 + 15_485_863 * rank + step) % 2**63
 
 
 def _autocast(precision: str, device: torch.device):

@@ -1,0 +1,21 @@
+"""What the environment says about processes, without importing torch."""
+from __future__ import annotations
+
+import os
+
+
+def torchrun_world() -> int | None:
+    """The number of processes torchrun started (``WORLD_SIZE`` with ``RANK``), or None."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    return None
+
+
+def secondary_process() -> bool:
+    """Whether this is a torchrun process other than rank 0 (which alone prints)."""
+    return int(os.environ.get("RANK", "0")) != 0
+
+
+def resolve_backend(backend: str, accelerator: str) -> str:
+    """``devices.backend``: auto is nccl on CUDA and gloo on the CPU."""
+    return backend if backend != "auto" else ("nccl" if accelerator == "cuda" else "gloo")

@@ -1,0 +1,121 @@
+"""Start a function on several processes of one machine, or join a ``torchrun`` launch.
+
+:func:`run_processes` calls ``fn(*args, group=Group, **kwargs)`` on every process and returns rank
+0's result. Under ``torchrun`` (``WORLD_SIZE`` and ``RANK`` in the environment) this process is one
+of them: it joins the process group torchrun set up. Otherwise it spawns ``world`` fresh
+processes connected over a free local TCP port. A failure in any process stops the others, and its
+exception (the original type and message, for a clear error) is raised in the caller.
+
+Every process on the CPU gets ``cores // world`` threads, so the processes do not oversubscribe
+the cores; on CUDA process ``r`` uses GPU ``r`` (``LOCAL_RANK``).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mstar_engine.distributed.env import torchrun_world
+from mstar_engine.distributed.group import TIMEOUT, Group
+
+
+def run_processes(fn: Callable, world: int, backend: str, *args, **kwargs):
+    """``fn(*args, group=..., **kwargs)`` on ``world`` processes; rank 0's return value."""
+    if torchrun_world() is not None:
+        return _joined(fn, backend, args, kwargs)
+    with tempfile.TemporaryDirectory(prefix="mstar-processes-") as tmp:
+        context = mp.start_processes(_child, args=(world, _free_port(), backend, fn, args, kwargs, tmp),
+                                     nprocs=world, join=False, start_method="spawn")
+        try:
+            while not context.join():
+                pass
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+            raised = _first_error(Path(tmp), world)
+            if raised is not None:  # the original exception, with the process's traceback as its cause
+                raise raised from ProcessTraceback(str(exc))
+            raise RuntimeError(f"a training process stopped: {exc}") from None
+        return _load(Path(tmp) / "result.pkl")
+
+
+class ProcessTraceback(Exception):
+    """The traceback text of an exception raised in another process (shown by ``--debug``)."""
+
+
+def log_to_stderr(line: str) -> None:
+    """The log of a spawned process (a lambda of the caller's would not pickle)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _joined(fn: Callable, backend: str, args: tuple, kwargs: dict):
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    _set_up(local, world, backend)
+    dist.init_process_group(backend, timeout=TIMEOUT)
+    try:
+        result = fn(*args, group=Group(rank, world), **kwargs)
+        dist.barrier()  # leave together: a process that tears down early can abort its peers' transport
+        return result
+    finally:
+        dist.destroy_process_group()
+
+
+def _child(rank: int, world: int, port: int, backend: str, fn: Callable, args: tuple, kwargs: dict,
+           tmp: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    _set_up(rank, world, backend)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=TIMEOUT)
+    try:
+        result = fn(*args, group=Group(rank, world), **kwargs)
+        if rank == 0:
+            _dump(Path(tmp) / "result.pkl", result)
+        dist.barrier()  # leave together: a process that tears down early can abort its peers' transport
+    except BaseException as exc:
+        _dump(Path(tmp) / f"error-{rank}.pkl", (time.time_ns(), exc))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def _set_up(local_rank: int, world: int, backend: str) -> None:
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    if local_rank != 0:  # one process prints: the others' output would repeat rank 0's
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _dump(path: Path, obj: object) -> None:
+    try:
+        data = pickle.dumps(obj)
+        pickle.loads(data)  # exceptions with their own __init__ may pickle but not unpickle
+    except Exception:  # noqa: BLE001 - an exception that does not pickle still gets its message across
+        when, exc = obj
+        data = pickle.dumps((when, RuntimeError(f"{type(exc).__name__}: {exc}")))
+    path.write_bytes(data)
+
+
+def _load(path: Path):
+    return pickle.loads(path.read_bytes()) if path.is_file() else None
+
+
+def _first_error(tmp: Path, world: int) -> BaseException | None:
+    """The exception raised first: the others are usually the processes that lost it mid-collective."""
+    errors = [e for e in (_load(tmp / f"error-{rank}.pkl") for rank in range(world)) if e is not None]
+    return min(errors, key=lambda e: e[0])[1] if errors else None

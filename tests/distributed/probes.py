@@ -1,0 +1,29 @@
+"""Functions run in spawned processes by test_processes.py (importable by name in the children)."""
+from __future__ import annotations
+
+import torch
+
+from mstar_engine.data.offline import DataError
+
+
+def collectives(scale: float, *, group):
+    """Each collective once; returns what rank 0 saw."""
+    x = torch.tensor([float(group.rank + 1), scale])
+    group.sum_(x)
+    a = torch.nn.Parameter(torch.zeros(2, 3))
+    b = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    unused = torch.nn.Parameter(torch.zeros(1))
+    a.grad = torch.full((2, 3), float(group.rank + 1))
+    b.grad = torch.arange(4, dtype=torch.float64) * (group.rank + 1)
+    group.sum_gradients([a, unused, b])
+    group.barrier()
+    return {"sum": x.tolist(), "gathered": group.gather(group.rank * 10), "a": a.grad.tolist(),
+            "b": b.grad.tolist(), "unused": unused.grad, "shard": (group.shard(8).start, group.shard(8).stop),
+            "world": group.world, "threads": torch.get_num_threads()}
+
+
+def fail_on(rank: int, *, group):
+    if group.rank == rank:
+        raise DataError(f"process {rank} could not read its data")
+    group.barrier()  # the other process waits here until it is stopped
+    return "finished"

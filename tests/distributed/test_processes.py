@@ -1,0 +1,231 @@
+"""Multi-process (torch.distributed, gloo on the CPU) runs: the collectives, the launcher's error
+path, and training that does not depend on the number of processes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mstar_cli.main import cli
+from mstar_engine.distributed.group import SINGLE, Group
+from mstar_engine.distributed.launch import _free_port, run_processes
+
+sys.path.insert(0, str(Path(__file__).parent))  # spawned children import the probes by name
+import probes  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = str(ROOT / "specs" / "quickstart.toml")
+TINY = ["train.steps=24", "train.log_every=8", "train.checkpoint_every=8", "sample.num_samples=50",
+        "eval.num_samples=50", "process.steps=16", "compare={}", "data.num_examples=2000",
+        "network.mlp.hidden=64", "network.mlp.blocks=1"]
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    return result
+
+
+def checkpoint(run: Path, step: int) -> dict:
+    return torch.load(run / "checkpoints" / "train" / f"step-{step:08d}.pt", weights_only=True)
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------ the group itself
+def test_single_process_group_is_a_no_op():
+    x = torch.tensor([1.0, 2.0])
+    assert SINGLE.sum_(x) is x and x.tolist() == [1.0, 2.0]
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.ones(2)
+    SINGLE.sum_gradients([p])
+    assert p.grad.tolist() == [1.0, 1.0]
+    assert SINGLE.gather("a") == ["a"] and SINGLE.main and SINGLE.shard(5) == slice(0, 5)
+
+
+def test_shards_are_contiguous_and_cover_the_batch():
+    shards = [Group(r, 4).shard(12) for r in range(4)]
+    assert [(s.start, s.stop) for s in shards] == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    with pytest.raises(ValueError, match="do not split evenly over 4 processes"):
+        Group(1, 4).shard(10)
+
+
+def test_collectives_over_two_processes():
+    out = run_processes(probes.collectives, 2, "gloo", 0.5)
+    assert out["sum"] == [3.0, 1.0]                 # 1 + 2, and 0.5 + 0.5
+    assert out["gathered"] == [0, 10]
+    assert out["a"] == [[3.0] * 3] * 2              # float32 and float64 gradients both summed
+    assert out["b"] == [0.0, 3.0, 6.0, 9.0]
+    assert out["unused"] is None                    # a parameter without a gradient keeps none
+    assert out["shard"] == (0, 4) and out["world"] == 2
+    assert out["threads"] == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_an_error_in_one_process_is_raised_with_its_type_and_message():
+    from mstar_engine.data.offline import DataError
+    with pytest.raises(DataError, match="process 1 could not read its data"):
+        run_processes(probes.fail_on, 2, "gloo", 1)
+
+
+# ------------------------------------------------------------------------------ training
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """The tiny quick start trained by one process, by two, and by two with two micro-batches."""
+    out = tmp_path_factory.mktemp("processes")
+    made = {}
+    for name, extra in (("one", []), ("two", ["--nproc-per-node", "2"]),
+                        ("two-accumulated", ["--nproc-per-node", "2", "train.accumulation=2"])):
+        result = invoke("run", QUICKSTART, *TINY, f"experiment.output_dir={out / name}", *extra)
+        assert result.exit_code == 0, result.output
+        made[name] = out / name / "quickstart"
+        (made[name] / "printed.txt").write_text(result.output)
+    return made
+
+
+@pytest.mark.parametrize("other", ["two", "two-accumulated"])
+def test_two_processes_train_the_single_process_model(runs, other):
+    """Same data order and random numbers; only the gradient sum's order differs (float32)."""
+    one, two = checkpoint(runs["one"], 24), checkpoint(runs[other], 24)
+    assert max_difference(one["model"], two["model"]) < 1e-5
+    assert max_difference(one["ema"], two["ema"]) < 1e-5
+    assert losses(runs[other]) == pytest.approx(losses(runs["one"]), rel=1e-6)
+    assert (runs[other] / "results.txt").read_text() == (runs["one"] / "results.txt").read_text()
+
+
+def test_only_rank_0_writes_and_every_rank_state_is_checkpointed(runs):
+    state = checkpoint(runs["two"], 24)
+    assert len(state["torch_rng_ranks"]) == 2
+    assert not torch.equal(state["torch_rng_ranks"][0], state["torch_rng_ranks"][1])
+    assert len(losses(runs["two"])) == 3  # one line per logging interval, not one per process
+    assert checkpoint(runs["one"], 24)["torch_rng_ranks"] == []
+
+
+def test_resume_with_another_number_of_processes_continues_the_run(runs, tmp_path):
+    """Two processes to step 8, then one process to step 24 = one process throughout."""
+    out = tmp_path / "switch"
+    steps8 = [a if not a.startswith("train.steps=") else "train.steps=8" for a in TINY]
+    assert invoke("run", QUICKSTART, *steps8, f"experiment.output_dir={out}", "--nproc-per-node", "2").exit_code == 0
+    result = invoke("run", QUICKSTART, *TINY, f"experiment.output_dir={out}")
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.output
+    run = out / "quickstart"
+    assert max_difference(checkpoint(run, 24)["model"], checkpoint(runs["one"], 24)["model"]) < 1e-5
+    assert losses(run) == pytest.approx(losses(runs["one"]), rel=1e-6)
+
+
+def test_a_failing_process_gives_one_clear_error(runs, tmp_path):
+    """A checkpoint of another spec in the run directory: every process refuses it."""
+    out = tmp_path / "mismatch"
+    shutil.copytree(runs["one"], out / "quickstart")
+    result = invoke("run", QUICKSTART, *TINY, "train.lr=1e-3", f"experiment.output_dir={out}",
+                    "--nproc-per-node", "2")
+    assert result.exit_code == 1
+    assert "error: " in result.output and "was written by a different spec" in result.output
+    assert "train.lr" in result.output
+
+
+def test_plan_shows_the_split_over_processes():
+    result = invoke("plan", QUICKSTART, "devices.processes=2", "devices.accelerator=cpu", "--no-settings")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.lstrip().startswith("cpu"))
+    assert row.split()[:4] == ["cpu", "2", "gloo", "16"]
+    assert "not implemented" not in result.output
+
+
+def test_nccl_on_the_cpu_is_refused_before_anything_runs(tmp_path):
+    result = invoke("run", QUICKSTART, *TINY, "devices.accelerator=cpu", "devices.backend=nccl",
+                    f"experiment.output_dir={tmp_path}", "--nproc-per-node", "2")
+    assert result.exit_code == 1
+    assert "nccl backend needs GPUs" in result.output and 'use backend = "gloo"' in result.output
+    assert not (tmp_path / "quickstart").exists()
+
+
+def test_torchrun_launch_equals_the_single_process_run(runs, tmp_path):
+    """``torchrun --nproc-per-node 2 mstar run SPEC``: the processes join torchrun's group."""
+    mstar = shutil.which("mstar")
+    if mstar is None:
+        pytest.skip("the mstar console script is not installed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--master-port", str(_free_port()), mstar, "run", QUICKSTART, *TINY,
+                           f"experiment.output_dir={tmp_path}"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("run directory:") == 1
+    assert done.stdout.count("| knn-kl") == 1  # rank 0 prints the table, once
+    run = tmp_path / "quickstart"
+    assert max_difference(checkpoint(run, 24)["model"], checkpoint(runs["one"], 24)["model"]) < 1e-5
+
+
+# ------------------------------------------------------------------------------ distillation
+DISTILL = ["train.steps=16", "train.log_every=8", "train.checkpoint_every=8", "process.steps=16",
+           "data.num_examples=1000", "network.mlp.hidden=32", "network.mlp.blocks=1", "distill.to=4",
+           "distill.steps_per_stage=6", "train.batch_size=32", "sample.num_samples=40", "eval.num_samples=40"]
+
+
+def test_distillation_over_two_processes_equals_one(tmp_path):
+    """Beta, state input, deterministic coupling, landing target (the shipped distill-beta spec):
+    no per-process randomness, so two processes make the single-process students."""
+    spec = ROOT / "specs" / "distill-beta.toml"
+    runs = {}
+    for name, extra in (("one", []), ("two", ["--nproc-per-node", "2"])):
+        result = invoke("run", spec, *DISTILL, f"experiment.output_dir={tmp_path / name}", *extra)
+        assert result.exit_code == 0, result.output
+        runs[name] = tmp_path / name / "distill-beta"
+    for stage in (8, 4):
+        one, two = (torch.load(runs[n] / "checkpoints" / f"distill-{stage}" / "step-00000006.pt", weights_only=True)
+                    for n in ("one", "two"))
+        assert max_difference(one["model"], two["model"]) < 1e-5
+    logged = [[json.loads(line)["loss"] for line in (runs[n] / "distill.jsonl").read_text().splitlines()]
+              for n in ("one", "two")]
+    assert len(logged[1]) == len(logged[0]) > 0
+    assert logged[1] == pytest.approx(logged[0], rel=1e-5)
+
+
+def test_mstar_distill_over_two_processes_resumes_a_single_process_run(tmp_path):
+    """A run trained by one process, distilled by two with mstar distill --nproc-per-node 2."""
+    result = invoke("run", QUICKSTART, *TINY, f"experiment.output_dir={tmp_path}")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "quickstart"
+    result = invoke("distill", run, "--to", "8", "distill.steps_per_stage=6", "--nproc-per-node", "2")
+    assert result.exit_code == 0, result.output
+    assert "student" in result.output
+    assert (run / "checkpoints" / "distill-8" / "step-00000006.pt").is_file()
+    result = invoke("distill", run, "--to", "8", "distill.steps_per_stage=6", "distill.batch_size=33",
+                    "--nproc-per-node", "2")
+    assert result.exit_code == 1 and "does not split evenly over 2 processes" in result.output
+
+
+def test_class_conditional_images_over_two_processes_equal_one(tmp_path):
+    """Digits, U-Net, class labels with label dropout (drawn for the global batch, then sharded)."""
+    pytest.importorskip("sklearn")
+    tiny = ["process.steps=10", "network.unet.channels=8", "network.unet.channel_mult=[1, 2]",
+            "network.unet.res_blocks=1", "network.unet.attention_resolutions=[4]", "network.unet.head_channels=8",
+            "train.batch_size=16", "train.steps=6", "train.log_every=3", "train.checkpoint_every=6",
+            "sample.num_samples=8", "sample.batch_size=8", "network.class_conditional=true",
+            "network.label_dropout=0.5", "data.flip=true", "eval.metrics=[]"]
+    runs = {}
+    for name, extra in (("one", []), ("two", ["--nproc-per-node", "2"])):
+        result = invoke("run", ROOT / "specs" / "digits.toml", *tiny, f"experiment.output_dir={tmp_path / name}",
+                        *extra)
+        assert result.exit_code == 0, result.output
+        runs[name] = tmp_path / name / "digits"
+    one, two = checkpoint(runs["one"], 6), checkpoint(runs["two"], 6)
+    assert max_difference(one["model"], two["model"]) < 1e-5
+    assert losses(runs["two"]) == pytest.approx(losses(runs["one"]), rel=1e-6)
