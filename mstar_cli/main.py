@@ -138,22 +138,21 @@ def _run_errors() -> tuple[type[BaseException], ...]:
 @click.option("--dry-run", is_flag=True, help="Print the plan (as mstar plan) and stop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), help="Processes (one per GPU) through "
-              "torch.distributed; the same as devices.processes=N. Under torchrun, its count is used.")
+              "torch.distributed (default: devices.processes); the results do not depend on it. Under torchrun, "
+              "its count is used.")
 @handle_errors
 def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_run: bool, as_json: bool,
         nproc_per_node: int | None) -> None:
     """Run SPEC: train, distil, sample and evaluate as its plan says."""
     from mstar_engine.plan import compile_plan, render_plan
     from mstar_engine.spec import load_spec
-    if nproc_per_node is not None:
-        overrides = (*overrides, f"devices.processes={nproc_per_node}")
     if dry_run:
-        click.echo(render_plan(compile_plan(load_spec(spec, overrides))), nl=False)
+        click.echo(render_plan(compile_plan(load_spec(spec, overrides), processes=nproc_per_node)), nl=False)
         return
     from mstar_engine.compare import comparison_table, execute_all
     from mstar_engine.evaluate import results_table
     loaded = load_spec(spec, overrides, ready=not download)
-    plan = compile_plan(loaded)
+    plan = compile_plan(loaded, processes=nproc_per_node)
     blocking = [w for w in plan.warnings if w.severity == "environment"]
     if blocking:
         raise Failure("this machine cannot run the spec: " + "; ".join(str(w) for w in blocking))

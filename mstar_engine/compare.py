@@ -48,7 +48,7 @@ def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, download
         results["compare"] = {}
     for name in plan.spec.compare:
         variant = variant_spec(plan, loaded, name)
-        variant_plan = compile_plan(variant)
+        variant_plan = compile_plan(variant, processes=plan.devices.processes)
         if group.main:
             log(f"[compare] {name}: {' '.join(plan.spec.compare[name])}; run directory {variant_plan.run_dir}")
         out = execute(variant_plan, variant, resume=resume, log=log, download=download, group=group)

@@ -112,7 +112,8 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     if total is None:
         total = math.ceil(spec.train.epochs * data.train.shape[0] / spec.train.batch_size)
     ema = train(process, p.denoiser, p.source, spec.train, total, plan.run_dir, seed=seed,
-                fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout, group=group)
+                fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout, group=group,
+                streams=spec.devices.processes)
     model = Model(process, ema.eval())
     students, seconds = {}, {}
     if spec.distill is not None:

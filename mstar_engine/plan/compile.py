@@ -53,42 +53,60 @@ def train_size(spec: Spec) -> int | None:
     return total - int(round(total * spec.data.holdout))
 
 
-def resolve_devices(spec: Spec, cuda_count: int | None) -> tuple[Devices, list[Issue]]:
+def resolve_devices(spec: Spec, cuda_count: int | None, launch: int | None = None) -> tuple[Devices, list[Issue]]:
+    """The devices of a run. ``launch``: the processes actually started (``--nproc-per-node``);
+    torchrun's count wins, and ``devices.processes`` is the default. ``devices.processes`` itself
+    also fixes the roll-out streams (see :mod:`mstar_engine.train.loop`), so the results do not
+    depend on the launch."""
     dev = spec.devices
     if cuda_count is None:
         import torch
         cuda_count = torch.cuda.device_count()
     issues = []
+    processes = torchrun_world() or launch or dev.processes
     accelerator = dev.accelerator if dev.accelerator != "auto" else ("cuda" if cuda_count else "cpu")
     where = Location("<devices>")
     if accelerator == "cuda" and cuda_count == 0:
         issues.append(Issue(where, ("devices", "accelerator"), "accelerator = \"cuda\" but no GPU is visible",
                             'use accelerator = "auto" or "cpu" on this machine', "environment"))
-    elif accelerator == "cuda" and dev.processes > cuda_count:
-        issues.append(Issue(where, ("devices", "processes"), f"{dev.processes} processes need {dev.processes} GPUs; "
-                            f"{cuda_count} visible", f"use processes = {cuda_count} or fewer", "environment"))
+    elif accelerator == "cuda" and processes > cuda_count and torchrun_world() is None:
+        issues.append(Issue(where, ("devices", "processes"), f"{processes} processes need {processes} GPUs; "
+                            f"{cuda_count} visible", f"use {cuda_count} processes or fewer", "environment"))
     backend = resolve_backend(dev.backend, accelerator)
-    if backend == "nccl" and accelerator == "cpu" and dev.processes > 1:
+    if backend == "nccl" and accelerator == "cpu" and processes > 1:
         issues.append(Issue(where, ("devices", "backend"), "the nccl backend needs GPUs and the run is on the CPU",
                             'use backend = "gloo" (or "auto")', "environment"))
-    processes = torchrun_world() or dev.processes
-    if processes != dev.processes:  # started by torchrun: its process count wins
-        for what, size in (("train", spec.train.batch_size), ("sample", spec.sample.batch_size)):
+    if processes != dev.processes:
+        sizes = [("train", spec.train.batch_size), ("sample", spec.sample.batch_size)]
+        if spec.distill is not None and spec.distill.batch_size is not None:
+            sizes.append(("distill", spec.distill.batch_size))
+        for what, size in sizes:
             if size % processes:
-                issues.append(Issue(where, (what, "batch_size"), f"batch_size {size} does not split evenly over the "
-                                    f"{processes} processes torchrun started", f"use a multiple of {processes}",
-                                    "environment"))
+                issues.append(Issue(where, (what, "batch_size"), f"batch_size {size} does not split evenly over "
+                                    f"{processes} processes", f"use a multiple of {processes}", "environment"))
+        if spec.train.batch_size % processes == 0 and (spec.train.batch_size // processes) % spec.train.accumulation:
+            issues.append(Issue(where, ("train", "accumulation"), f"the per-process batch "
+                                f"{spec.train.batch_size // processes} does not split into {spec.train.accumulation} "
+                                "micro-batches", "change train.accumulation or the number of processes",
+                                "environment"))
+        if dev.processes % processes:
+            issues.append(Issue(where, ("devices", "processes"), f"{processes} processes do not divide the "
+                                f"{dev.processes} roll-out streams of devices.processes = {dev.processes}: every "
+                                "process builds every roll-out (same results, more work per process)",
+                                f"set devices.processes = {processes} (or a multiple) for a new run", "warning"))
     if accelerator == "cpu" and processes > (os.cpu_count() or 1):
         issues.append(Issue(where, ("devices", "processes"), f"{processes} processes on {os.cpu_count()} CPU cores "
-                            "run slower than one process", f"use processes = {os.cpu_count()} or fewer", "warning"))
+                            "run slower than one process", f"use {os.cpu_count()} processes or fewer", "warning"))
     per_process = spec.train.batch_size // processes
     return Devices(accelerator, processes, backend, per_process,
                    max(per_process // spec.train.accumulation, 1)), issues
 
 
-def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None) -> Plan:
+def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None, processes: int | None = None) -> Plan:
+    """The plan of a loaded spec; ``processes`` is the launch's process count when it is not the
+    spec's ``devices.processes`` (``--nproc-per-node``)."""
     spec = resolve(loaded.spec)
-    devices, device_issues = resolve_devices(spec, cuda_count)
+    devices, device_issues = resolve_devices(spec, cuda_count, processes)
     spec = attrs.evolve(spec, devices=attrs.evolve(spec.devices, accelerator=devices.accelerator,
                                                     backend=devices.backend))
     run_dir = Path(spec.experiment.output_dir) / spec.experiment.name

@@ -197,7 +197,8 @@ class Eval:
 @attrs.define
 class Devices:
     accelerator: str = setting("auto", "cpu, cuda, or auto (cuda when available)", choices=("auto", "cpu", "cuda"))
-    processes: int = setting(1, "processes (one per GPU) through torch.distributed", ge=1, le=1024)
+    processes: int = setting(1, "processes (one per GPU) through torch.distributed; also the roll-out "
+                             "streams, so the results do not depend on the processes launched", ge=1, le=1024)
     backend: str = setting("auto", "torch.distributed backend; auto = nccl on cuda, gloo on cpu",
                            choices=("auto", "nccl", "gloo"))
 

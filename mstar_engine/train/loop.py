@@ -8,10 +8,14 @@ Learning rate, EMA decay, data order and every random draw are pure functions of
 roll-outs of a block of steps are simulated together from a generator seeded by the block), so a
 resumed run equals an uninterrupted one bit for bit on the CPU.
 
-With several processes (``group``) every process builds those inputs for the whole global batch
-and trains on its shard of the examples; gradients are summed over the processes, so the run
-equals the single-process run up to floating-point summation order (dropout masks and the learned
-coupling's Monte Carlo noise are drawn per process: equal in law, not number for number).
+Roll-out streams: the examples of every batch are split into ``streams`` contiguous parts
+(``devices.processes``), and each part's roll-outs come from its own generator. A process of a
+multi-process run (``group``) trains on its contiguous shard of every batch: when its process
+count divides ``streams`` it builds only its own streams' roll-outs, otherwise it builds them all
+and keeps its shard. Either way its inputs are those of the single-process run, and with the
+gradients summed over the processes the run equals the single-process one up to floating-point
+summation order (dropout masks and the learned coupling's Monte Carlo noise are drawn per process:
+equal in law, not number for number).
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ class CheckpointMismatch(RuntimeError):
 def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int], Iterator],
           cfg: Train, total_steps: int, run_dir: Path, *, seed: int = 0, fingerprint: dict | None = None,
           resume: bool = True, log: Callable[[str], None] = print, label_dropout: float = 0.0,
-          group: Group = SINGLE) -> nn.Module:
+          group: Group = SINGLE, streams: int = 1) -> nn.Module:
     """Train ``denoiser`` (and a learned coupling) for ``total_steps`` optimiser steps; return the
     EMA model. ``batches(start_example)`` yields batches of x0 — or (x0, labels) pairs for a class-
     conditional denoiser — from that example position on. Labels are replaced by the "no label"
@@ -121,21 +125,38 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     stream = Stream(batches)
     null_label = int(getattr(getattr(denoiser, "backbone", denoiser), "num_classes", 0))
 
+    b = cfg.batch_size
+    if b % streams or streams % group.world and b % group.world:
+        raise ValueError(f"train.batch_size {b} does not split into {streams} roll-out streams and "
+                         f"{group.world} processes")
+    # the streams this process builds: its own when the process count divides them, else all
+    built = range(group.rank * streams // group.world, (group.rank + 1) * streams // group.world) \
+        if streams % group.world == 0 else range(streams)
+
     def block(index: int, rho: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
-        """Training inputs of optimiser steps [index·R, (index+1)·R): one roll-out call for R
-        batches (amortises per-step overhead), randomness a pure function of (seed, index)."""
-        g = torch.Generator().manual_seed(seed * 1_000_003 + index)
-        drawn = [stream.batch_at((index * ROLLOUT_BLOCK + j) * cfg.batch_size, cfg.batch_size)
-                 for j in range(ROLLOUT_BLOCK)]
+        """Training inputs of optimiser steps [index·R, (index+1)·R) for this process's shard: one
+        roll-out call per stream for R batches (amortises per-step overhead), randomness a pure
+        function of (seed, index, stream); labels of the whole batches (dropped per batch)."""
+        drawn = [stream.batch_at((index * ROLLOUT_BLOCK + j) * b, b) for j in range(ROLLOUT_BLOCK)]
         pairs = isinstance(drawn[0], (tuple, list))
         labelled = pairs and drawn[0][1] is not None
         x0 = to_device(torch.cat([d[0] for d in drawn] if pairs else drawn), device)
         labels = list(torch.cat([d[1] for d in drawn]).chunk(ROLLOUT_BLOCK)) if labelled else [None] * ROLLOUT_BLOCK
-        keep = to_device(torch.randint(1, T + 1, (x0.shape[0], k), generator=g), device)
-        out = rollout(family, x0, keep, rho=rho, generator=g if device.type == "cpu" else
-                      generator(device, seed * 1_000_003 + index))
-        return list(zip(x0.chunk(ROLLOUT_BLOCK), keep.chunk(ROLLOUT_BLOCK), out.x.chunk(ROLLOUT_BLOCK),
-                        out.s.chunk(ROLLOUT_BLOCK), labels))
+        per = b // streams
+        parts = []
+        for j in built:  # rows of stream j: examples [j·per, (j+1)·per) of each of the R batches
+            rows = (torch.arange(ROLLOUT_BLOCK)[:, None] * b + j * per + torch.arange(per)[None, :]).reshape(-1)
+            key = seed * 1_000_003 + index if j == 0 else (seed * 1_000_003 + index) * 7_919 + j
+            g = torch.Generator().manual_seed(key)
+            x0_j = x0 if streams == 1 else x0[rows.to(device)]
+            keep = to_device(torch.randint(1, T + 1, (x0_j.shape[0], k), generator=g), device)
+            out = rollout(family, x0_j, keep, rho=rho, generator=g if device.type == "cpu" else generator(device, key))
+            parts.append([t.unflatten(0, (ROLLOUT_BLOCK, per)) for t in (x0_j, keep, out.x, out.s)])
+        x0_, keep_, x_, s_ = (torch.cat([p[i] for p in parts], dim=1) for i in range(4))  # (R, built·per, ...)
+        if len(built) == streams and group.world > 1:  # every stream built: keep this process's shard
+            mine = group.shard(b)
+            x0_, keep_, x_, s_ = x0_[:, mine], keep_[:, mine], x_[:, mine], s_[:, mine]
+        return list(zip(x0_, keep_, x_, s_, labels))
 
     inputs: list = []
     if step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with
@@ -168,15 +189,12 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         if not inputs or step % ROLLOUT_BLOCK == 0:
             block_rho = process.rho()
             inputs = block(step // ROLLOUT_BLOCK, block_rho)
-        x0, keep, x_k, s_k, labels = inputs[step % ROLLOUT_BLOCK]
-        b = cfg.batch_size
+        x0, keep, x_k, s_k, labels = inputs[step % ROLLOUT_BLOCK]  # this process's shard; labels of the batch
         step_generator = generator(device, seed * 1_000_003 + 7919 * step + 1 + 104_729 * group.rank)
         if labels is not None:  # drawn for the global batch, then sharded like the examples
             labels = drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
                                  generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2))
             labels = to_device(labels.view(b, k)[group.shard(b)].reshape(-1), device)
-        mine = group.shard(b)
-        x0, keep, x_k, s_k = x0[mine], keep[mine], x_k[mine], s_k[mine]
         x0_rep = x0.repeat_interleave(k, 0)
         t = keep.reshape(-1)
         x_t, s_t = x_k.flatten(0, 1), s_k.flatten(0, 1)

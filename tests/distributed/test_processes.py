@@ -229,3 +229,27 @@ def test_class_conditional_images_over_two_processes_equal_one(tmp_path):
     one, two = checkpoint(runs["one"], 6), checkpoint(runs["two"], 6)
     assert max_difference(one["model"], two["model"]) < 1e-5
     assert losses(runs["two"]) == pytest.approx(losses(runs["one"]), rel=1e-6)
+
+
+def test_roll_out_streams_built_once_per_process_give_the_same_model(runs, tmp_path):
+    """devices.processes = 2 fixes two roll-out streams: one process builds both, each of two
+    processes builds its own; the models agree. Other streams give another (equally valid) run."""
+    made = {}
+    for name, extra in (("one", ["--nproc-per-node", "1"]), ("two", [])):
+        result = invoke("run", QUICKSTART, *TINY, "devices.processes=2", f"experiment.output_dir={tmp_path / name}",
+                        *extra)
+        assert result.exit_code == 0, result.output
+        assert "do not divide" not in result.output
+        made[name] = tmp_path / name / "quickstart"
+    one, two = checkpoint(made["one"], 24), checkpoint(made["two"], 24)
+    assert max_difference(one["model"], two["model"]) < 1e-5
+    assert losses(made["two"]) == pytest.approx(losses(made["one"]), rel=1e-6)
+    assert max_difference(one["model"], checkpoint(runs["one"], 24)["model"]) > 1e-3
+
+
+def test_a_process_count_that_does_not_divide_the_streams_is_warned_about(tmp_path):
+    result = invoke("run", QUICKSTART, *TINY, "--dry-run", "--nproc-per-node", "2")
+    assert result.exit_code == 0, result.output
+    assert "2 processes do not divide the 1 roll-out streams" in result.output
+    result = invoke("run", QUICKSTART, *TINY, "train.batch_size=30", "--dry-run", "--nproc-per-node", "4")
+    assert "batch_size 30 does not split evenly over 4 processes" in result.output
