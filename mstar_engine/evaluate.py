@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.images import load_images
 from mstar_engine.data.load import load_data
@@ -48,11 +49,12 @@ def check_evaluable(spec: Spec, held_out_count: int) -> None:
 
 def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int,
              students: dict[int, Model] | None = None, seconds: dict[int, float] | None = None, *,
-             download: bool = False) -> dict:
+             download: bool = False, group: Group = SINGLE) -> dict:
     """Every metric at every step count, beside its noise floor (two independent data samples of
     the same size). With distilled ``students`` (by evaluation count), the teacher is also
     measured at T and at each student's count (undistilled, the block rule), and every student at
-    its own count (rows with ``model = "student"`` and the stage's ``seconds``)."""
+    its own count (rows with ``model = "student"`` and the stage's ``seconds``). With several
+    processes (``group``) the sampling is shared out and every process gets the same results."""
     students, seconds = students or {}, seconds or {}
     rows = [anomaly_row(model, spec, seed)] if "auprc" in spec.eval.metrics else []
     T = model.process.family.steps
@@ -66,7 +68,7 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
                 row["seconds"] = round(seconds[row["steps"]], 1)
         rows.append(row)
     if any(m in INCEPTION_METRICS for m in spec.eval.metrics):
-        for who, row in inception_rows(runs, spec, held_out, train_data, seed, download):
+        for who, row in inception_rows(runs, spec, held_out, train_data, seed, download, group):
             add(row, who)
     ev = attrs.evolve(spec.eval, metrics=[m for m in spec.eval.metrics if m in METRIC_FUNCTIONS])
     simplex = model.process.family.domain == "simplex"
@@ -79,7 +81,7 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
     for who, sampler, steps in runs if ev.metrics else ():
         values = {name: [] for name in ev.metrics}
         for r in range(ev.repeats):
-            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size).flatten(1)
+            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size, group=group).flatten(1)
             x = drop_last_coordinate_if_simplex(x, simplex)
             for name in ev.metrics:
                 values[name].append(_metric(name, x, reference, ev))
@@ -91,7 +93,7 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
 
 
 def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int,
-                   download: bool = False):
+                   download: bool = False, group: Group = SINGLE):
     """FID (against the training images' pool3 statistics) and IS of every sampler at its step
     count; noise floors: the FID between held-out and training images and the IS of the held-out
     images (the real-data level)."""
@@ -115,7 +117,7 @@ def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.T
     for who, sampler, steps in runs:
         values = {name: [] for name in wanted}
         for r in range(ev.repeats):
-            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size)
+            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size, group=group)
             pool, logits = activations(net, unit(x), ev.batch_size)
             if "fid" in values:
                 values["fid"].append(frechet_distance(*activation_statistics(pool), mu_ref, sigma_ref))

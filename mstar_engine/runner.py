@@ -9,8 +9,8 @@ own (``checkpoints/distill-N``); sampling and evaluation are recomputed from the
 With ``[distill]``, samples come from the student made for ``sample.steps``.
 
 With several processes (``devices.processes``, a :class:`~mstar_engine.distributed.Group`) every
-process trains (and distils) its shard of each batch; rank 0 alone writes the run files, samples
-and evaluates while the others wait.
+process trains (and distils) its shard of each batch, and the sampling batches are shared out; rank
+0 alone writes the run files and results.
 """
 from __future__ import annotations
 
@@ -119,20 +119,21 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     if spec.distill is not None:
         model, students, seconds = distill_model(spec, model, data, plan.run_dir, fingerprint=fingerprint(spec),
                                                  resume=resume, log=log, group=group)
-    if not group.main:
-        return None
-    loss_curve_svg(plan.run_dir / "metrics.jsonl", plan.run_dir / "loss.svg")
     served = students.get(spec.sample.steps, model)  # sample with the student made for sample.steps
     samples = served.sample(spec.sample.num_samples, spec.sample.steps, seed=seed + 3,
                            batch_size=spec.sample.batch_size, final=spec.sample.final,
-                           label=spec.sample.class_label, guidance=spec.sample.guidance)
-    save_samples(plan.run_dir / "samples" / "samples.npz", samples)
-    if p.images:
-        save_grid(plan.run_dir / "samples" / "grid.png", samples, spec.data.range)
-        trajectory_grid(served, min(8, spec.sample.num_samples), plan.run_dir / "samples" / "trajectories.png",
-                        spec.data.range, seed=seed + 4)
+                           label=spec.sample.class_label, guidance=spec.sample.guidance, group=group)
+    if group.main:
+        loss_curve_svg(plan.run_dir / "metrics.jsonl", plan.run_dir / "loss.svg")
+        save_samples(plan.run_dir / "samples" / "samples.npz", samples)
+        if p.images:
+            save_grid(plan.run_dir / "samples" / "grid.png", samples, spec.data.range)
+            trajectory_grid(served, min(8, spec.sample.num_samples), plan.run_dir / "samples" / "trajectories.png",
+                            spec.data.range, seed=seed + 4)
     results = evaluate(model, spec, data.held_out, data.train, seed, students=students, seconds=seconds,
-                       download=download)
+                       download=download, group=group)
+    if not group.main:
+        return None
     write_results(plan.run_dir, results)
     return results
 

@@ -22,6 +22,7 @@ import torch
 
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.devices import training_device
+from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.networks.denoiser import build_unet_denoiser
 from mstar_engine.process.build import DiffusionProcess, build_process
@@ -52,14 +53,18 @@ class Model:
         return self.rho if self.rho is not None else self.process.rho()
 
     def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int = 1000,
-               final: str = "x0", label: int | None = None, guidance: float = 1.0) -> torch.Tensor:
+               final: str = "x0", label: int | None = None, guidance: float = 1.0,
+               group: Group = SINGLE) -> torch.Tensor:
         """``n`` samples with ``steps`` network evaluations (T when None; the block rule below T).
         A class-conditional model samples class ``label`` (default: a uniformly drawn class per
-        sample) with classifier-free guidance scale ``guidance`` (1: the conditional model)."""
+        sample) with classifier-free guidance scale ``guidance`` (1: the conditional model).
+
+        Batch j of ``batch_size`` samples draws from its own generator (seeded by ``seed`` and j),
+        so with several processes (``group``) the batches are shared out round robin and gathered:
+        every process returns the same ``n`` samples as one process would."""
         family = self.process.family
         grid = step_grid(family.steps, steps or self.steps or family.steps)
         device = next(self.denoiser.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(seed)
         classes = int(getattr(self.denoiser.backbone, "num_classes", 0))
         if label is not None and not 0 <= label < classes:
             raise ValueError(f"class {label} does not exist: the model is conditional on {classes} classes "
@@ -67,8 +72,11 @@ class Model:
                              "train it with network.class_conditional = true to sample a class")
         out = []
         with torch.no_grad():
-            for start in range(0, n, batch_size):
+            for j, start in enumerate(range(0, n, batch_size)):
+                if j % group.world != group.rank:
+                    continue
                 b = min(batch_size, n - start)
+                generator = torch.Generator(device=device).manual_seed(batch_seed(seed, j))
                 denoiser = self.denoiser
                 if classes:  # one class per sample: the requested one, else uniformly drawn
                     labels = torch.full((b,), label, dtype=torch.long, device=device) if label is not None else \
@@ -78,7 +86,15 @@ class Model:
                         return self.denoiser(s, x, t, labels.to(x.device), guidance=guidance)
                 out.append(sample(denoiser, family, b, grid, self.sampling_rho(), generator=generator,
                                   device=device, dtype=torch.float64, final=final).cpu())
+        if group.world > 1:  # batch j came from process j mod world: put them back in order
+            mine = group.gather(out)
+            out = [mine[j % group.world][j // group.world] for j in range(sum(len(m) for m in mine))]
         return torch.cat(out) if out else torch.empty((0, *family.event_shape), dtype=torch.float64)
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The seed of sampling batch ``batch`` (batch 0 uses ``seed`` itself)."""
+    return int(seed) if batch == 0 else (int(seed) * 1_000_003 + 7_919 * batch) % 2**63
 
 
 @attrs.frozen

@@ -145,14 +145,15 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
                            f"processes; use a multiple of {group.world}")
     teacher, students, seconds = distill_model(spec, run.model, data, run_dir, fingerprint=fingerprint(spec),
                                                resume=resume, log=log if group.main else _silent, group=group)
+    results = {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
+               "coupling": teacher.process.coupling_kind, "inputs": teacher.process.inputs, "results": []}
+    if spec.eval.metrics:  # the sampling shared out over the processes
+        results = evaluate(teacher, spec, data.held_out, data.train, spec.experiment.seed, students, seconds,
+                           group=group)
     if not group.main:
         return None
     resolved = attrs.asdict(spec, filter=lambda _, v: v is not None)  # the run now records its [distill]
     atomic_write(run_dir / "spec.resolved.toml", lambda fh: fh.write(tomli_w.dumps(resolved).encode()))
-    results = {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
-               "coupling": teacher.process.coupling_kind, "inputs": teacher.process.inputs, "results": []}
-    if spec.eval.metrics:
-        results = evaluate(teacher, spec, data.held_out, data.train, spec.experiment.seed, students, seconds)
     write_results(run_dir, results)
     return results
 

@@ -77,7 +77,7 @@ def resolve_devices(spec: Spec, cuda_count: int | None, launch: int | None = Non
         issues.append(Issue(where, ("devices", "backend"), "the nccl backend needs GPUs and the run is on the CPU",
                             'use backend = "gloo" (or "auto")', "environment"))
     if processes != dev.processes:
-        sizes = [("train", spec.train.batch_size), ("sample", spec.sample.batch_size)]
+        sizes = [("train", spec.train.batch_size)]
         if spec.distill is not None and spec.distill.batch_size is not None:
             sizes.append(("distill", spec.distill.batch_size))
         for what, size in sizes:

@@ -192,9 +192,6 @@ def check_train(c: Checker) -> None:
     if distill is not None and distill.batch_size is not None and distill.batch_size % dev.processes:
         c.add(("distill", "batch_size"), f"batch_size {distill.batch_size} does not split evenly over "
               f"{dev.processes} processes", f"use a multiple of {dev.processes}", related=(("devices", "processes"),))
-    if c.spec.sample.batch_size % dev.processes:
-        c.add(("sample", "batch_size"), f"batch_size {c.spec.sample.batch_size} does not split evenly over "
-              f"{dev.processes} processes", f"use a multiple of {dev.processes}", related=(("devices", "processes"),))
 
 
 def check_sample(c: Checker) -> None:

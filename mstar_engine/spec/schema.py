@@ -152,7 +152,7 @@ class Train:
 class Sample:
     num_samples: int = setting(1000, "samples drawn after training", ge=1)
     steps: int | None = setting(None, "network evaluations (default: process.steps)", ge=1)
-    batch_size: int = setting(256, "sampling batch size (split over processes)", ge=1)
+    batch_size: int = setting(256, "sampling batch size (batches are shared out over processes)", ge=1)
     final: str = setting("x0", "return the last prediction x0 or a final draw", choices=("x0", "draw"))
     guidance: float = setting(1.0, "classifier-free guidance scale w with class_label: 1 = the conditional model, "
                                    "> 1 stronger, 0 = unconditional", ge=0.0)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "specs" / "quickstart.toml")
 TINY = ["train.steps=24", "train.log_every=8", "train.checkpoint_every=8", "sample.num_samples=50",
         "eval.num_samples=50", "process.steps=16", "compare={}", "data.num_examples=2000",
-        "network.mlp.hidden=64", "network.mlp.blocks=1"]
+        "network.mlp.hidden=64", "network.mlp.blocks=1", "sample.batch_size=16", "eval.batch_size=16"]
 
 
 def invoke(*args):
@@ -104,7 +104,18 @@ def test_two_processes_train_the_single_process_model(runs, other):
     assert max_difference(one["model"], two["model"]) < 1e-5
     assert max_difference(one["ema"], two["ema"]) < 1e-5
     assert losses(runs[other]) == pytest.approx(losses(runs["one"]), rel=1e-6)
-    assert (runs[other] / "results.txt").read_text() == (runs["one"] / "results.txt").read_text()
+    rows = [json.loads((runs[n] / "results.json").read_text())["results"] for n in ("one", other)]
+    assert [(r["metric"], r["steps"]) for r in rows[0]] == [(r["metric"], r["steps"]) for r in rows[1]]
+    assert [r["value"] for r in rows[1]] == pytest.approx([r["value"] for r in rows[0]], rel=1e-3)
+
+
+def test_sampling_batches_shared_out_over_processes_are_the_single_process_samples(runs):
+    """50 samples in batches of 16: batches 0 and 2 from process 0, 1 and 3 from process 1."""
+    import numpy as np
+    one, two = (np.load(runs[n] / "samples" / "samples.npz")["samples"] for n in ("one", "two"))
+    assert one.shape == two.shape == (50, 3)
+    np.testing.assert_allclose(two, one, atol=1e-5)
+    assert np.abs(one[:16] - one[16:32]).max() > 1e-3  # batches are not copies of one another
 
 
 def test_only_rank_0_writes_and_every_rank_state_is_checkpointed(runs):
