@@ -8,14 +8,11 @@ Learning rate, EMA decay, data order and every random draw are pure functions of
 roll-outs of a block of steps are simulated together from a generator seeded by the block), so a
 resumed run equals an uninterrupted one bit for bit on the CPU.
 
-Roll-out streams: the examples of every batch are split into ``streams`` contiguous parts
-(``devices.processes``), and each part's roll-outs come from its own generator. A process of a
-multi-process run (``group``) trains on its contiguous shard of every batch: when its process
-count divides ``streams`` it builds only its own streams' roll-outs, otherwise it builds them all
-and keeps its shard. Either way its inputs are those of the single-process run, and with the
-gradients summed over the processes the run equals the single-process one up to floating-point
-summation order (dropout masks and the learned coupling's Monte Carlo noise are drawn per process:
-equal in law, not number for number).
+A process of a multi-process run (``group``) trains on its contiguous shard of every batch, with
+the inputs the single-process run would give those examples (:mod:`.inputs`: roll-out streams);
+with the gradients summed over the processes the run equals the single-process one up to
+floating-point summation order (dropout masks and the learned coupling's Monte Carlo noise are
+drawn per process: equal in law, not number for number).
 """
 from __future__ import annotations
 
@@ -28,25 +25,19 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from mstar_engine.data.load import Stream
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.devices import generator, to_device
 from mstar_engine.process.build import DiffusionProcess
-from mstar_engine.process.forward import rollout
 from mstar_engine.process.kernel_kl import kernel_kl
 from mstar_engine.networks.denoiser import drop_labels
 from mstar_engine.process.losses import step_loss
 from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec.schema import Train
 from mstar_engine.train.checkpoint import differing_keys, latest_checkpoint, load_checkpoint, save_checkpoint
+from mstar_engine.train.inputs import ROLLOUT_BLOCK, BlockInputs
 from mstar_engine.train.schedules import ema_decay, learning_rate
-
-
-#: Optimiser steps whose roll-outs are simulated in one call. Roll-outs need no network, so their
-#: per-call overhead is paid once per block; a learned coupling's ρ is read at the block's start.
-ROLLOUT_BLOCK = 16
 
 
 class TrainingDiverged(RuntimeError):
@@ -121,42 +112,11 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             "torch_rng": rng[0], "torch_rng_ranks": rng if group.world > 1 else [], "block_rho": block_rho,
             "fingerprint": fingerprint, "event_shape": list(family.event_shape), "num_classes": null_label})
 
-    T, k = family.steps, cfg.t_per_rollout
-    stream = Stream(batches)
+    k = cfg.t_per_rollout
     null_label = int(getattr(getattr(denoiser, "backbone", denoiser), "num_classes", 0))
 
     b = cfg.batch_size
-    if b % streams or streams % group.world and b % group.world:
-        raise ValueError(f"train.batch_size {b} does not split into {streams} roll-out streams and "
-                         f"{group.world} processes")
-    # the streams this process builds: its own when the process count divides them, else all
-    built = range(group.rank * streams // group.world, (group.rank + 1) * streams // group.world) \
-        if streams % group.world == 0 else range(streams)
-
-    def block(index: int, rho: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
-        """Training inputs of optimiser steps [index·R, (index+1)·R) for this process's shard: one
-        roll-out call per stream for R batches (amortises per-step overhead), randomness a pure
-        function of (seed, index, stream); labels of the whole batches (dropped per batch)."""
-        drawn = [stream.batch_at((index * ROLLOUT_BLOCK + j) * b, b) for j in range(ROLLOUT_BLOCK)]
-        pairs = isinstance(drawn[0], (tuple, list))
-        labelled = pairs and drawn[0][1] is not None
-        x0 = to_device(torch.cat([d[0] for d in drawn] if pairs else drawn), device)
-        labels = list(torch.cat([d[1] for d in drawn]).chunk(ROLLOUT_BLOCK)) if labelled else [None] * ROLLOUT_BLOCK
-        per = b // streams
-        parts = []
-        for j in built:  # rows of stream j: examples [j·per, (j+1)·per) of each of the R batches
-            rows = (torch.arange(ROLLOUT_BLOCK)[:, None] * b + j * per + torch.arange(per)[None, :]).reshape(-1)
-            key = seed * 1_000_003 + index if j == 0 else (seed * 1_000_003 + index) * 7_919 + j
-            g = torch.Generator().manual_seed(key)
-            x0_j = x0 if streams == 1 else x0[rows.to(device)]
-            keep = to_device(torch.randint(1, T + 1, (x0_j.shape[0], k), generator=g), device)
-            out = rollout(family, x0_j, keep, rho=rho, generator=g if device.type == "cpu" else generator(device, key))
-            parts.append([t.unflatten(0, (ROLLOUT_BLOCK, per)) for t in (x0_j, keep, out.x, out.s)])
-        x0_, keep_, x_, s_ = (torch.cat([p[i] for p in parts], dim=1) for i in range(4))  # (R, built·per, ...)
-        if len(built) == streams and group.world > 1:  # every stream built: keep this process's shard
-            mine = group.shard(b)
-            x0_, keep_, x_, s_ = x0_[:, mine], keep_[:, mine], x_[:, mine], s_[:, mine]
-        return list(zip(x0_, keep_, x_, s_, labels))
+    block = BlockInputs(family, batches, b, k, seed, device, group, streams)
 
     inputs: list = []
     if step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with

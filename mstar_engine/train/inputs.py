@@ -1,0 +1,73 @@
+"""Training inputs of a block of optimiser steps: data, steps t, and the forward roll-out.
+
+The inputs of optimiser steps [index·R, (index+1)·R) (R = :data:`ROLLOUT_BLOCK`) are built
+together: R batches from the data stream, K steps t per example, and one roll-out call per random
+stream (roll-outs need no network, so their per-call overhead is paid once per block). Every draw
+is a pure function of (seed, block index, stream), which makes a resumed run exact.
+
+Roll-out streams: the examples of every batch are split into ``streams`` contiguous parts
+(``devices.processes``), each drawn from its own generator. A process of a multi-process run
+builds only its own streams when the process count divides ``streams`` (its shard of every batch
+is exactly their examples), and otherwise builds every stream and keeps its shard; either way it
+gets the single-process inputs of its shard.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from mstar_engine.data.load import Stream
+from mstar_engine.devices import generator, to_device
+from mstar_engine.distributed.group import Group
+from mstar_engine.families.base import Family
+from mstar_engine.process.forward import rollout
+
+#: Optimiser steps whose roll-outs are simulated in one call. A learned coupling's ρ is read at the
+#: block's start.
+ROLLOUT_BLOCK = 16
+
+
+class BlockInputs:
+    """``inputs(index, rho)``: per optimiser step of block ``index``, (x0, t, x_t, s_t) of this
+    process's shard — shapes (b, ...), (b, K), (b, K, ...), (b, K, ...) — and the labels of the
+    whole batch (None when unlabelled), which the loop drops per batch before sharding them."""
+
+    def __init__(self, family: Family, batches: Callable[[int], Iterator], batch_size: int, t_per_rollout: int,
+                 seed: int, device: torch.device, group: Group, streams: int = 1) -> None:
+        if batch_size % streams or streams % group.world and batch_size % group.world:
+            raise ValueError(f"train.batch_size {batch_size} does not split into {streams} roll-out streams and "
+                             f"{group.world} processes")
+        self.family, self.stream, self.b, self.k = family, Stream(batches), batch_size, t_per_rollout
+        self.seed, self.device, self.group, self.streams = seed, device, group, streams
+        # the streams this process builds: its own when the process count divides them, else all
+        w, r = group.world, group.rank
+        self.built = range(r * streams // w, (r + 1) * streams // w) if streams % w == 0 else range(streams)
+
+    def __call__(self, index: int, rho: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]]:
+        R, b, T, device = ROLLOUT_BLOCK, self.b, self.family.steps, self.device
+        drawn = [self.stream.batch_at((index * R + j) * b, b) for j in range(R)]
+        pairs = isinstance(drawn[0], (tuple, list))
+        labelled = pairs and drawn[0][1] is not None
+        x0 = to_device(torch.cat([d[0] for d in drawn] if pairs else drawn), device)
+        labels = list(torch.cat([d[1] for d in drawn]).chunk(R)) if labelled else [None] * R
+        per = b // self.streams
+        parts = []
+        for j in self.built:  # rows of stream j: examples [j·per, (j+1)·per) of each of the R batches
+            key = self.seed * 1_000_003 + index if j == 0 else (self.seed * 1_000_003 + index) * 7_919 + j
+            g = torch.Generator().manual_seed(key)
+            if self.streams == 1:
+                x0_j = x0
+            else:
+                rows = (torch.arange(R)[:, None] * b + j * per + torch.arange(per)[None, :]).reshape(-1)
+                x0_j = x0[rows.to(device)]
+            keep = to_device(torch.randint(1, T + 1, (x0_j.shape[0], self.k), generator=g), device)
+            out = rollout(self.family, x0_j, keep, rho=rho,
+                          generator=g if device.type == "cpu" else generator(device, key))
+            parts.append([t.unflatten(0, (R, per)) for t in (x0_j, keep, out.x, out.s)])
+        x0_, keep_, x_, s_ = (torch.cat([p[i] for p in parts], dim=1) for i in range(4))  # (R, built·per, ...)
+        if len(self.built) == self.streams and self.group.world > 1:  # every stream built: keep the shard
+            mine = self.group.shard(b)
+            x0_, keep_, x_, s_ = x0_[:, mine], keep_[:, mine], x_[:, mine], s_[:, mine]
+        return list(zip(x0_, keep_, x_, s_, labels))
