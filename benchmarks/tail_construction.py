@@ -13,6 +13,7 @@ Compares, in one process on the same machine:
             amortised over K training steps t per roll-out.
 
 Usage: python benchmarks/tail_construction.py [--batch 128] [--steps 1000] [--naive-batch 2]
+                                             [--network-batch 8] [--convergence-rules]
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--per-rollout", type=int, default=8, help="training steps t per coupled roll-out")
     parser.add_argument("--network-batch", type=int, default=0, help="also time the CIFAR U-Net training step on "
                         "this many images (scaled to --batch) and report each roll-out as a fraction of a step")
+    parser.add_argument("--convergence-rules", action="store_true", help="also time the coupled steps with the "
+                        "inverse CDF's former stopping rule beside the current one")
     args = parser.parse_args()
     torch.manual_seed(0)
     shape = (3, 32, 32)
@@ -80,7 +83,7 @@ def main() -> None:
     k = args.coupled_steps
     # time k coupled steps at the top of the chain (every example active), scale to T steps
     keep = torch.full((B,), T - k + 1)
-    coupled_k = timed(lambda: rollout(fam, x0, keep, rho=rho, generator=g))
+    coupled_k = timed(lambda: rollout(fam, x0, keep, rho=rho, generator=g), repeats=2)  # best of 2: no warm-up
     coupled = coupled_k * T / k
 
     rows = [
@@ -95,6 +98,17 @@ def main() -> None:
     print(f"{'method':55s} {'s / batch':>10s} {'vs naive':>9s} {'GiB':>6s}")
     for name, sec, gib in rows:
         print(f"{name:55s} {sec:10.2f} {naive / sec:8.1f}x {'' if gib is None else f'{gib:6.1f}'}")
+    if args.convergence_rules:  # the inverse CDF's stopping rule, side by side
+        from mstar_engine.families import special
+        rules = {"three iterations (step < 1e-9 after the third)": (3, 1e-9),
+                 "cubic rule (step < 2e-5 from the second)": (special.ICDF_CHECK_AFTER, special.ICDF_STEP_TOL)}
+        print(f"\n{k} coupled steps at batch {B}, best of 2, by the inverse CDF's stopping rule:")
+        for name, (after, tol) in rules.items():
+            saved = special.ICDF_CHECK_AFTER, special.ICDF_STEP_TOL
+            special.ICDF_CHECK_AFTER, special.ICDF_STEP_TOL = after, tol
+            sec = timed(lambda: rollout(fam, x0, keep, rho=rho, generator=g), repeats=2)
+            special.ICDF_CHECK_AFTER, special.ICDF_STEP_TOL = saved
+            print(f"{name:55s} {sec:10.2f} s")
     if args.network_batch:
         step = network_step_seconds(args.network_batch) * B / args.network_batch
         print(f"\nCIFAR-10 U-Net preset (35.7 M parameters) training step, fp32, batch {args.network_batch} scaled to "

@@ -153,7 +153,7 @@ def test_lgamma_bregman():
     assert (S.lgamma_bregman(a, a) == 0).all()
 
 
-@pytest.mark.parametrize("shape_range", [(1e-4, 1.0), (1.0, 50.0), (50.0, 3e4)])
+@pytest.mark.parametrize("shape_range", [(1e-6, 1e-4), (1e-4, 1.0), (1.0, 2.0), (1.0, 50.0), (50.0, 3e4)])
 def test_early_exit_equals_all_iterations(shape_range, monkeypatch):
     """On the CPU the inverse CDF stops once its Halley steps are below ICDF_STEP_TOL; the result
     must equal (to float64 resolution) the one after every ICDF_ITERS iterations."""
@@ -165,3 +165,16 @@ def test_early_exit_equals_all_iterations(shape_range, monkeypatch):
     monkeypatch.setattr(S, "ICDF_CHECK_AFTER", S.ICDF_ITERS)  # never checks: all iterations
     full = S.gamma_log_icdf(S.log_ndtr(-xi.abs()), a, upper=xi > 0)
     assert torch.allclose(early, full, rtol=1e-12, atol=1e-12)
+
+
+def test_shapes_of_at_least_one_stop_after_two_iterations(monkeypatch):
+    """Beta's noise maps use shapes 1 + ν x0 ≥ 1: from the Wilson–Hilferty start one Halley
+    iteration leaves < 2e-5, so the CPU stops after the second (the cost of a coupled roll-out)."""
+    calls = []
+    tail = S.gamma_log_tail
+    monkeypatch.setattr(S, "gamma_log_tail", lambda *args: calls.append(1) or tail(*args))
+    g = torch.Generator().manual_seed(5)
+    a = torch.exp(torch.empty(20000, dtype=torch.float64).uniform_(0.0, np.log(1e4), generator=g))
+    xi = torch.randn(20000, dtype=torch.float64, generator=g)  # the noise maps' standard normal noise
+    S.gamma_log_icdf(S.log_ndtr(-xi.abs()), a, upper=xi > 0)
+    assert len(calls) == 2
