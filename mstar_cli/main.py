@@ -289,10 +289,12 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
 @click.option("--auprc", is_flag=True, help="Anomaly-detection AUPRC (images).")
 @click.option("--download", is_flag=True, help="Allow downloading the Inception weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), help="Share the sampling out over this many "
+              "processes (one per GPU); the results do not change. Under torchrun, its count is used.")
 @handle_errors
 def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int | None, repeats: int | None,
           checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, download: bool,
-          as_json: bool) -> None:
+          as_json: bool, nproc_per_node: int | None) -> None:
     """Metrics table of RUN over step counts, each beside its noise floor."""
     from mstar_engine.evaluate import evaluate_run, results_table
     from mstar_engine.metrics.catalog import METRICS
@@ -312,10 +314,11 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
         raise click.BadParameter(f"{max(step_list)} exceeds the run's T = {T} steps", param_hint="--steps")
     try:
         results = evaluate_run(run, steps=step_list, metrics=metric_list, num_samples=num_samples, repeats=repeats,
-                               download=download)
+                               download=download, processes=nproc_per_node)
     except (ValueError, InceptionWeightsMissing) as exc:  # ValueError includes DataError
         raise Failure(str(exc)) from None
-    click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
+    if results is not None:  # None in torchrun processes other than rank 0
+        click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
 
 
 def _int_list(text: str, option: str) -> list[int]:

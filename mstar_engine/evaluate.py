@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from mstar_engine.distributed.env import resolve_backend, torchrun_world
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.images import load_images
@@ -147,9 +148,20 @@ def anomaly_row(model: Model, spec: Spec, seed: int) -> dict:
 
 
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,
-                 num_samples: int | None = None, repeats: int | None = None, download: bool = False) -> dict:
+                 num_samples: int | None = None, repeats: int | None = None, download: bool = False,
+                 processes: int | None = None, group: Group | None = None) -> dict | None:
     """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
-    with the spec's ``[eval]`` settings unless given here."""
+    with the spec's ``[eval]`` settings unless given here. ``processes`` > 1 (or torchrun) shares
+    the sampling out over that many processes (same results; None in processes other than rank 0)."""
+    options = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats,
+               "download": download}
+    world = torchrun_world() or processes or 1
+    if group is None and world > 1:
+        from mstar_engine.distributed.launch import run_processes
+        device = next(run.model.denoiser.parameters()).device.type
+        return run_processes(_evaluate_checkpoint, world, resolve_backend(run.spec.devices.backend, device),
+                             str(run.path), str(run.checkpoint), options)
+    group = group or SINGLE
     ev = run.spec.eval
     if steps is None and run.model.steps is not None:  # a student: at the evaluations it was made for
         steps = [run.model.steps]
@@ -178,7 +190,9 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
         if students:
             model = attrs.evolve(model, rho=next(iter(students.values())).rho)
     results = evaluate(model, spec, data.held_out, data.train, spec.experiment.seed, students=students,
-                       download=download)
+                       download=download, group=group)
+    if not group.main:
+        return None
     results["checkpoint"] = str(run.checkpoint)
     results["step"] = run.step
     return results
@@ -208,3 +222,9 @@ def results_table(results: dict) -> str:
     headers = (["model"] if distilled else []) + ["metric", "steps", "value", "noise floor", "samples"]
     title = f"{results['experiment']}: {results['family']} ({results['coupling']} coupling) on {results['data']}"
     return title + "\n" + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _evaluate_checkpoint(path: str, checkpoint: str, options: dict, *, group: Group) -> dict | None:
+    """:func:`evaluate_run` in one process of a multi-process evaluation (the run loaded here)."""
+    from mstar_engine.runs import load_run
+    return evaluate_run(load_run(path, checkpoint), **options, group=group)

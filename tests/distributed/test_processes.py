@@ -264,3 +264,14 @@ def test_a_process_count_that_does_not_divide_the_streams_is_warned_about(tmp_pa
     assert "2 processes do not divide the 1 roll-out streams" in result.output
     result = invoke("run", QUICKSTART, *TINY, "train.batch_size=30", "--dry-run", "--nproc-per-node", "4")
     assert "batch_size 30 does not split evenly over 4 processes" in result.output
+
+
+def test_mstar_eval_over_two_processes_gives_the_single_process_table(runs):
+    """The eval batches (16 samples) shared out over two processes: the same metric values."""
+    tables = []
+    for extra in ([], ["--nproc-per-node", "2"]):
+        result = invoke("eval", runs["one"], "--steps", "8,16", "-n", "50", "--json", *extra)
+        assert result.exit_code == 0, result.output
+        tables.append(json.loads(result.output)["results"])
+    assert [(r["metric"], r["steps"]) for r in tables[0]] == [(r["metric"], r["steps"]) for r in tables[1]]
+    assert [r["value"] for r in tables[1]] == pytest.approx([r["value"] for r in tables[0]], rel=1e-12)
