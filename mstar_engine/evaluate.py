@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from mstar_engine.distributed.env import resolve_backend, torchrun_world
+from mstar_engine.distributed.env import process_count, resolve_backend
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.images import load_images
@@ -155,7 +155,7 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     the sampling out over that many processes (same results; None in processes other than rank 0)."""
     options = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats,
                "download": download}
-    world = torchrun_world() or processes or 1
+    world = process_count(processes, 1)
     if group is None and world > 1:
         from mstar_engine.distributed.launch import run_processes
         device = next(run.model.denoiser.parameters()).device.type

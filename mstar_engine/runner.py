@@ -24,6 +24,7 @@ import torch
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.load import check_for_family, load_data, training_source
 from mstar_engine.devices import training_device
+from mstar_engine.distributed.env import silent
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distill.pipeline import distill_model
 from mstar_engine.evaluate import check_evaluable, evaluate, write_results
@@ -104,7 +105,7 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     if group.main:
         write_run_files(plan, loaded)
     else:
-        log = _silent
+        log = silent
     group.barrier()
     p = prepare(spec, log)
     data, process = p.data, p.process
@@ -136,7 +137,3 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
         return None
     write_results(plan.run_dir, results)
     return results
-
-
-def _silent(line: str) -> None:
-    """The log of processes other than rank 0 (whose lines would repeat rank 0's)."""

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from mstar_engine.distill.loop import Stage, distill_stage
 from mstar_engine.distill.stages import DistillError, derive_stages
-from mstar_engine.distributed.env import resolve_backend, torchrun_world
+from mstar_engine.distributed.env import process_count, resolve_backend, silent
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.runs import Model, build_denoiser
@@ -132,7 +132,7 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
     if spec.train.epochs is None and run.step < total:
         raise RunError(f"the teacher in {run_dir} is trained for {run.step} of {total} steps; finish training with "
                        "mstar run on its spec (it resumes) before distilling")
-    world = torchrun_world() or processes or spec.devices.processes
+    world = process_count(processes, spec.devices.processes)
     if group is None and world > 1:
         from mstar_engine.distributed.launch import log_to_stderr, run_processes
         accelerator = next(run.model.denoiser.parameters()).device.type
@@ -144,7 +144,7 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
         raise DistillError(f"distill.batch_size {spec.distill.batch_size} does not split evenly over {group.world} "
                            f"processes; use a multiple of {group.world}")
     teacher, students, seconds = distill_model(spec, run.model, data, run_dir, fingerprint=fingerprint(spec),
-                                               resume=resume, log=log if group.main else _silent, group=group)
+                                               resume=resume, log=log if group.main else silent, group=group)
     results = {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
                "coupling": teacher.process.coupling_kind, "inputs": teacher.process.inputs, "results": []}
     if spec.eval.metrics:  # the sampling shared out over the processes
@@ -156,7 +156,3 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
     atomic_write(run_dir / "spec.resolved.toml", lambda fh: fh.write(tomli_w.dumps(resolved).encode()))
     write_results(run_dir, results)
     return results
-
-
-def _silent(line: str) -> None:
-    """The log of processes other than rank 0."""

@@ -4,6 +4,16 @@ from __future__ import annotations
 import os
 
 
+def process_count(requested: int | None, default: int) -> int:
+    """The processes of a launch: torchrun's, else the ``requested`` count
+    (``--nproc-per-node``), else ``default`` (the spec's ``devices.processes``)."""
+    return torchrun_world() or requested or default
+
+
+def silent(line: str) -> None:
+    """The log of processes other than rank 0 (their lines would repeat rank 0's)."""
+
+
 def torchrun_world() -> int | None:
     """The number of processes torchrun started (``WORLD_SIZE`` with ``RANK``), or None."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:

@@ -8,7 +8,7 @@ from pathlib import Path
 import attrs
 
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.distributed.env import resolve_backend, torchrun_world
+from mstar_engine.distributed.env import process_count, resolve_backend, torchrun_world
 from mstar_engine.spec import Issue, LoadedSpec, Location
 from mstar_engine.spec.resolve import resolve
 from mstar_engine.spec.schema import Spec
@@ -63,7 +63,7 @@ def resolve_devices(spec: Spec, cuda_count: int | None, launch: int | None = Non
         import torch
         cuda_count = torch.cuda.device_count()
     issues = []
-    processes = torchrun_world() or launch or dev.processes
+    processes = process_count(launch, dev.processes)
     accelerator = dev.accelerator if dev.accelerator != "auto" else ("cuda" if cuda_count else "cpu")
     where = Location("<devices>")
     if accelerator == "cuda" and cuda_count == 0:
