@@ -6,11 +6,13 @@ max(SNR, 1) where the family has a Gaussian-equivalent SNR.
 Every draw (data position, student steps, roll-out, teacher noise) is a pure function of
 (seed, stage, step), so a stage resumed from its checkpoint continues exactly.
 
-With several processes every process draws the global batch's inputs and random numbers as one
-process would; the teacher's network evaluations are split over the processes and gathered
-(:class:`ShardedTeacher`), so the targets are the single-process ones, and each process trains the
-student on its shard of the examples with the gradients summed: the run equals the single-process
-one up to floating-point summation order.
+Roll-out streams, as in training (:mod:`mstar_engine.train.inputs`): each batch's examples are
+split into ``streams`` contiguous parts, each with its own generator for its inputs and targets. A
+process of a multi-process run trains the student on its shard of the examples with the gradients
+summed. When its process count divides ``streams`` it builds only its own streams' inputs and
+targets; otherwise it builds every stream, with the teacher's network evaluations split over the
+processes and gathered (:class:`ShardedTeacher`), and keeps its shard. Either way the run equals
+the single-process one up to floating-point summation order.
 """
 from __future__ import annotations
 
@@ -76,7 +78,8 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
                   batches: Callable[[int], Iterator], cfg: Distill, stage: Stage, rho: Tensor, *, seed: int = 0,
                   fingerprint: dict | None = None, resume: bool = True, log_every: int = 100,
                   checkpoint_every: int = 1000, clip_grad: float | None = None,
-                  log: Callable[[str], None] = print, group: Group = SINGLE) -> tuple[nn.Module, float]:
+                  log: Callable[[str], None] = print, group: Group = SINGLE,
+                  streams: int = 1) -> tuple[nn.Module, float]:
     """Train ``student`` (initialised by the caller from the teacher's weights) for
     ``cfg.steps_per_stage`` optimiser steps; return it and the seconds the stage took in total
     (over resumptions). ``rho`` is the sampling coupling of teacher and student (length T + 1);
@@ -124,7 +127,11 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
             "num_classes": int(getattr(getattr(student, "backbone", student), "num_classes", 0))})
 
     teacher.eval()
-    sharded_teacher = ShardedTeacher(teacher, group) if group.world > 1 else teacher
+    per = cfg.batch_size // streams
+    w, r = group.world, group.rank
+    built = range(r * streams // w, (r + 1) * streams // w) if streams % w == 0 else range(streams)
+    everything = w > 1 and len(built) == streams  # every stream built here: keep the shard afterwards
+    stream_teacher = ShardedTeacher(teacher, group) if everything and per % w == 0 else teacher
     student.train()
     device = next(student.parameters()).device
     stream = Stream(batches)
@@ -133,14 +140,23 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
         lr = cfg.lr * (1.0 - step / total)
         for param_group in optimizer.param_groups:
             param_group["lr"] = lr
-        g = generator(device, (seed * 1_000_003 + stage.index) * 1_000_003 + step)
+        key = (seed * 1_000_003 + stage.index) * 1_000_003 + step
         drawn = stream.batch_at(step * cfg.batch_size, cfg.batch_size)
         x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
         x0, labels = to_device(x0, device), to_device(labels, device)
-        x_a, s_a, t_a = stage_inputs(process, x0, student_grid.to(device), g)
-        target = distill_targets(family, sharded_teacher, s_a, x_a, t_a, length, rho, cfg.target, g, labels)
-        if group.world > 1:  # the student learns on this process's shard
-            mine = group.shard(x0.shape[0])
+        parts = []
+        for j in built:  # stream j: examples [j·per, (j+1)·per), its own generator
+            g = generator(device, key if j == 0 else key * 7_919 + j)
+            rows = slice(j * per, (j + 1) * per)
+            lab = labels[rows] if labels is not None else None
+            x_a, s_a, t_a = stage_inputs(process, x0[rows], student_grid.to(device), g)
+            parts.append((x_a, s_a, t_a, lab,
+                          distill_targets(family, stream_teacher, s_a, x_a, t_a, length, rho, cfg.target, g, lab)))
+        x_a, s_a, t_a = (torch.cat([p[i] for p in parts]) for i in range(3))
+        labels = torch.cat([p[3] for p in parts]) if labels is not None else None
+        target = torch.cat([p[4] for p in parts])
+        if everything:  # the student learns on this process's shard
+            mine = group.shard(cfg.batch_size)
             x_a, s_a, t_a, target = x_a[mine], s_a[mine], t_a[mine], target[mine]
             labels = labels[mine] if labels is not None else None
         pred = predict(student, s_a, x_a, t_a, labels).to(target.dtype)

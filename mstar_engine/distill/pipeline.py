@@ -56,7 +56,7 @@ def distill_all(spec: Spec, process: DiffusionProcess, teacher: nn.Module, batch
         student, seconds = distill_stage(
             process, current, student, batches, d, stage, rho, seed=spec.experiment.seed, fingerprint=fingerprint,
             resume=resume, log_every=spec.train.log_every, checkpoint_every=spec.train.checkpoint_every,
-            clip_grad=spec.train.clip_grad, log=log, group=group)
+            clip_grad=spec.train.clip_grad, log=log, group=group, streams=spec.devices.processes)
         out.append((stage, Model(process, student, rho=rho, steps=stage.student_steps), seconds))
         current = student
     return out

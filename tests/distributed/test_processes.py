@@ -275,3 +275,19 @@ def test_mstar_eval_over_two_processes_gives_the_single_process_table(runs):
         tables.append(json.loads(result.output)["results"])
     assert [(r["metric"], r["steps"]) for r in tables[0]] == [(r["metric"], r["steps"]) for r in tables[1]]
     assert [r["value"] for r in tables[1]] == pytest.approx([r["value"] for r in tables[0]], rel=1e-12)
+
+
+def test_distillation_with_own_streams_per_process_equals_one_process(tmp_path):
+    """devices.processes = 2: each of two processes builds its own stream's inputs and targets
+    (no gathered teacher); one process building both streams makes the same students."""
+    spec = ROOT / "specs" / "distill-beta.toml"
+    runs = {}
+    for name, extra in (("one", ["--nproc-per-node", "1"]), ("two", [])):
+        result = invoke("run", spec, *DISTILL, "devices.processes=2", f"experiment.output_dir={tmp_path / name}",
+                        *extra)
+        assert result.exit_code == 0, result.output
+        runs[name] = tmp_path / name / "distill-beta"
+    for stage in (8, 4):
+        one, two = (torch.load(runs[n] / "checkpoints" / f"distill-{stage}" / "step-00000006.pt", weights_only=True)
+                    for n in ("one", "two"))
+        assert max_difference(one["model"], two["model"]) < 1e-5
