@@ -215,12 +215,14 @@ def _load_run(run_dir: str, checkpoint: str | None):
 @click.option("--class", "label", type=click.IntRange(min=0), help="Sample this class (class-conditional runs).")
 @click.option("--guidance", type=click.FloatRange(min=0.0), help="Classifier-free guidance scale with --class "
               "(1 = conditional model, > 1 stronger; default: the spec's sample.guidance).")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), help="Share the sampling batches out over this many "
+              "processes (one per GPU); the samples do not change. Under torchrun, its count is used.")
 @handle_errors
 def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, seed: int,
-           checkpoint: str | None, label: int | None, guidance: float | None) -> None:
+           checkpoint: str | None, label: int | None, guidance: float | None, nproc_per_node: int | None) -> None:
     """Draw samples from the EMA weights of RUN's latest checkpoint (an image run can also write
     a .png grid)."""
-    from mstar_engine.runs import SAMPLE_SUFFIXES, save_grid, save_samples
+    from mstar_engine.runs import SAMPLE_SUFFIXES
     run = _load_run(run_dir, checkpoint)
     T = run.model.process.family.steps
     steps = steps or run.model.steps or run.spec.sample.steps
@@ -233,14 +235,16 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
     if (guidance is not None or label is not None) and not run.spec.network.class_conditional:
         raise click.BadParameter("the run is not class conditional: train it with network.class_conditional = true "
                                  "to sample a class or use guidance", param_hint="--class/--guidance")
+    default = f"{run_dir}/samples/samples-{num_samples}-{steps}" + (f"-class{label}" if label is not None else "")
     try:
-        x = run.sample(num_samples, steps, seed=seed, label=label, guidance=guidance)
+        written = run.sample_to_file(out or default + ".npz", num_samples, steps, seed=seed, label=label,
+                                     guidance=guidance, processes=nproc_per_node)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--class") from None
-    default = f"{run_dir}/samples/samples-{num_samples}-{steps}" + (f"-class{label}" if label is not None else "")
-    target = out or default + ".npz"
-    path = save_grid(target, x, run.spec.data.range) if target.endswith(".png") else save_samples(target, x)
-    click.echo(f"{num_samples} samples of shape {tuple(x.shape[1:])} ({steps} network evaluations, step {run.step}) "
+    if written is None:  # a torchrun process other than rank 0
+        return
+    path, shape = written
+    click.echo(f"{num_samples} samples of shape {shape} ({steps} network evaluations, step {run.step}) "
                f"written to {path}")
 
 

@@ -108,7 +108,8 @@ class Run:
     step: int
 
     def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int | None = None,
-               final: str | None = None, label: int | None = None, guidance: float | None = None) -> torch.Tensor:
+               final: str | None = None, label: int | None = None, guidance: float | None = None,
+               group: Group = SINGLE) -> torch.Tensor:
         """``n`` samples with ``steps`` network evaluations (default: the run's ``sample.steps``),
         of class ``label`` with guidance scale ``guidance`` (defaults: ``sample.class_label`` and
         ``sample.guidance``). The samples are a function of the checkpoint, ``seed`` and
@@ -116,7 +117,35 @@ class Run:
         cfg = self.spec.sample
         return self.model.sample(n, steps or self.model.steps or cfg.steps, seed=seed, batch_size=batch_size or cfg.batch_size,
                                  final=final or cfg.final, label=cfg.class_label if label is None else label,
-                                 guidance=cfg.guidance if guidance is None else guidance)
+                                 guidance=cfg.guidance if guidance is None else guidance, group=group)
+
+    def sample_to_file(self, target: str | Path, n: int, steps: int | None = None, *, seed: int = 0,
+                       label: int | None = None, guidance: float | None = None, processes: int | None = None,
+                       group: Group | None = None) -> tuple[Path, tuple[int, ...]] | None:
+        """``mstar sample``: draw ``n`` samples and write them to ``target`` (a ``.png`` grid, or
+        arrays by the suffix); returns the path and the shape of one sample. ``processes`` > 1 (or
+        torchrun) shares the batches out over that many processes; the samples do not change."""
+        from mstar_engine.distributed.env import process_count, resolve_backend
+        world = process_count(processes, 1)
+        if group is None and world > 1:
+            from mstar_engine.distributed.launch import run_processes
+            device = next(self.model.denoiser.parameters()).device.type
+            return run_processes(_sample_checkpoint, world, resolve_backend(self.spec.devices.backend, device),
+                                 str(self.path), str(self.checkpoint), str(target), n, steps,
+                                 {"seed": seed, "label": label, "guidance": guidance})
+        group = group or SINGLE
+        x = self.sample(n, steps, seed=seed, label=label, guidance=guidance, group=group)
+        if not group.main:
+            return None
+        target = str(target)
+        path = save_grid(target, x, self.spec.data.range) if target.endswith(".png") else save_samples(target, x)
+        return path, tuple(x.shape[1:])
+
+
+def _sample_checkpoint(path: str, checkpoint: str, target: str, n: int, steps: int | None, options: dict, *,
+                       group: Group) -> tuple[Path, tuple[int, ...]] | None:
+    """:meth:`Run.sample_to_file` in one process of a multi-process launch (the run loaded here)."""
+    return load_run(path, checkpoint).sample_to_file(target, n, steps, **options, group=group)
 
 
 def save_samples(path: str | Path, samples: torch.Tensor) -> Path:

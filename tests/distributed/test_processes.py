@@ -291,3 +291,14 @@ def test_distillation_with_own_streams_per_process_equals_one_process(tmp_path):
         one, two = (torch.load(runs[n] / "checkpoints" / f"distill-{stage}" / "step-00000006.pt", weights_only=True)
                     for n in ("one", "two"))
         assert max_difference(one["model"], two["model"]) < 1e-5
+
+
+def test_mstar_sample_over_two_processes_writes_the_single_process_samples(runs, tmp_path):
+    import numpy as np
+    files = []
+    for name, extra in (("one.npz", []), ("two.npz", ["--nproc-per-node", "2"])):
+        result = invoke("sample", runs["one"], "-n", "40", "--steps", "8", "--out", tmp_path / name, *extra)
+        assert result.exit_code == 0, result.output
+        assert "40 samples of shape (3,)" in result.output
+        files.append(np.load(tmp_path / name)["samples"])
+    np.testing.assert_array_equal(files[1], files[0])  # same weights, same per-batch seeds
