@@ -121,12 +121,13 @@ def list_(what: str, as_json: bool) -> None:
 
 def _run_errors() -> tuple[type[BaseException], ...]:
     from mstar_engine.data.offline import DataError
+    from mstar_engine.distributed.launch import ProcessStopped
     from mstar_engine.families import DomainError
     from mstar_engine.metrics.inception import InceptionWeightsMissing
     from mstar_engine.train.checkpoint import CheckpointError
     from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
     return (DataError, DomainError, CheckpointError, CheckpointMismatch, TrainingDiverged, NotImplementedError,
-            ImportError, InceptionWeightsMissing)
+            ImportError, InceptionWeightsMissing, ProcessStopped)
 
 
 @cli.command()

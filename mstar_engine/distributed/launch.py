@@ -42,8 +42,14 @@ def run_processes(fn: Callable, world: int, backend: str, *args, **kwargs):
             raised = _first_error(Path(tmp), world)
             if raised is not None:  # the original exception, with the process's traceback as its cause
                 raise raised from ProcessTraceback(str(exc))
-            raise RuntimeError(f"a training process stopped: {exc}") from None
+            raise ProcessStopped(f"{exc} (one of {world} processes, without a Python error: killed, or out of "
+                                 "memory?); the others were stopped. Checkpoints already written are intact: run the "
+                                 "same command again to resume") from None
         return _load(Path(tmp) / "result.pkl")
+
+
+class ProcessStopped(RuntimeError):
+    """A process of a multi-process launch ended without a Python exception (a signal, a crash)."""
 
 
 class ProcessTraceback(Exception):

@@ -27,3 +27,12 @@ def fail_on(rank: int, *, group):
         raise DataError(f"process {rank} could not read its data")
     group.barrier()  # the other process waits here until it is stopped
     return "finished"
+
+
+def killed_on(rank: int, *, group):
+    import os
+    import signal
+    if group.rank == rank:
+        os.kill(os.getpid(), signal.SIGKILL)
+    group.barrier()
+    return "finished"

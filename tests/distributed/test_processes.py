@@ -82,6 +82,12 @@ def test_an_error_in_one_process_is_raised_with_its_type_and_message():
         run_processes(probes.fail_on, 2, "gloo", 1)
 
 
+def test_a_killed_process_stops_the_others_with_a_clear_error():
+    from mstar_engine.distributed.launch import ProcessStopped
+    with pytest.raises(ProcessStopped, match="SIGKILL.*one of 2 processes.*run the same command again to resume"):
+        run_processes(probes.killed_on, 2, "gloo", 1)
+
+
 # ------------------------------------------------------------------------------ training
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
