@@ -254,18 +254,11 @@ def training_source(spec, data, batch_size: int, workers: int = 0,
     """start_example -> iterator of training batches (x0, or (x0, labels) for a class-conditional
     image model), a pure function of the position. ``workers > 0`` builds the batches in that many
     DataLoader processes (batch j by worker j mod workers, yielded in order, so the stream is the
-    same) and ``pin_memory`` pins them for asynchronous copies to a GPU."""
-    seed = spec.experiment.seed
-    from mstar_engine.data.images import image_batches
-    if DATASETS[spec.data.name].is_image:
-        labels = data.train_labels if spec.network.class_conditional else None
-
-        def source(start):
-            for x, y in image_batches(data.train, labels, batch_size, seed, start, flip=spec.data.flip):
-                yield (x.to(torch.float64), y) if y is not None else x.to(torch.float64)
-    else:
-        def source(start):
-            return batches(data.train, batch_size, seed, start)
+    same) and ``pin_memory`` pins them for asynchronous copies to a GPU. The source pickles, so
+    workers may be spawned (macOS, or inside the processes of a multi-process run)."""
+    images = DATASETS[spec.data.name].is_image
+    labels = data.train_labels if images and spec.network.class_conditional else None
+    source = _Source(data.train, labels, batch_size, spec.experiment.seed, images, spec.data.flip)
     if workers == 0 and not pin_memory:
         return source
 
@@ -274,6 +267,25 @@ def training_source(spec, data, batch_size: int, workers: int = 0,
         return iter(DataLoader(_Sharded(source, start, batch_size), batch_size=None, num_workers=workers,
                                pin_memory=pin_memory, persistent_workers=workers > 0))
     return loaded
+
+
+class _Source:
+    """start_example -> iterator of training batches: :func:`batches`, or image batches (with
+    labels and flips) as float64."""
+
+    def __init__(self, x: Tensor, labels: Tensor | None, batch_size: int, seed: int, images: bool,
+                 flip: bool) -> None:
+        self.x, self.labels, self.batch_size, self.seed, self.images, self.flip = x, labels, batch_size, seed, images, flip
+
+    def __call__(self, start: int) -> Iterator:
+        if not self.images:
+            return batches(self.x, self.batch_size, self.seed, start)
+        return self._images(start)
+
+    def _images(self, start: int) -> Iterator:
+        from mstar_engine.data.images import image_batches
+        for x, y in image_batches(self.x, self.labels, self.batch_size, self.seed, start, flip=self.flip):
+            yield (x.to(torch.float64), y) if y is not None else x.to(torch.float64)
 
 
 class Stream:

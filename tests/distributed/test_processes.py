@@ -91,11 +91,13 @@ def test_a_killed_process_stops_the_others_with_a_clear_error():
 # ------------------------------------------------------------------------------ training
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """The tiny quick start trained by one process, by two, and by two with two micro-batches."""
+    """The tiny quick start trained by one process, by two, by two with two micro-batches, and by
+    two each reading its data through a DataLoader worker (spawned processes inside spawned ones)."""
     out = tmp_path_factory.mktemp("processes")
     made = {}
     for name, extra in (("one", []), ("two", ["--nproc-per-node", "2"]),
-                        ("two-accumulated", ["--nproc-per-node", "2", "train.accumulation=2"])):
+                        ("two-accumulated", ["--nproc-per-node", "2", "train.accumulation=2"]),
+                        ("two-workers", ["--nproc-per-node", "2", "train.workers=1"])):
         result = invoke("run", QUICKSTART, *TINY, f"experiment.output_dir={out / name}", *extra)
         assert result.exit_code == 0, result.output
         made[name] = out / name / "quickstart"
@@ -103,7 +105,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return made
 
 
-@pytest.mark.parametrize("other", ["two", "two-accumulated"])
+@pytest.mark.parametrize("other", ["two", "two-accumulated", "two-workers"])
 def test_two_processes_train_the_single_process_model(runs, other):
     """Same data order and random numbers; only the gradient sum's order differs (float32)."""
     one, two = checkpoint(runs["one"], 24), checkpoint(runs[other], 24)
