@@ -198,19 +198,26 @@ DISTILL = ["train.steps=16", "train.log_every=8", "train.checkpoint_every=8", "p
            "distill.steps_per_stage=6", "train.batch_size=32", "sample.num_samples=40", "eval.num_samples=40"]
 
 
+def distil_with_one_and_two_processes(out: Path, one: list[str], two: list[str], *extra: str) -> dict[str, Path]:
+    """The shipped distill-beta spec (tiny), run with the launch options ``one`` and ``two``; checks
+    that both make the same students at every stage."""
+    runs = {}
+    for name, launch in (("one", one), ("two", two)):
+        result = invoke("run", ROOT / "specs" / "distill-beta.toml", *DISTILL, *extra,
+                        f"experiment.output_dir={out / name}", *launch)
+        assert result.exit_code == 0, result.output
+        runs[name] = out / name / "distill-beta"
+    for stage in (8, 4):
+        students = [torch.load(runs[n] / "checkpoints" / f"distill-{stage}" / "step-00000006.pt", weights_only=True)
+                    for n in ("one", "two")]
+        assert max_difference(students[0]["model"], students[1]["model"]) < 1e-5
+    return runs
+
+
 def test_distillation_over_two_processes_equals_one(tmp_path):
     """Beta, state input, deterministic coupling, landing target (the shipped distill-beta spec):
-    no per-process randomness, so two processes make the single-process students."""
-    spec = ROOT / "specs" / "distill-beta.toml"
-    runs = {}
-    for name, extra in (("one", []), ("two", ["--nproc-per-node", "2"])):
-        result = invoke("run", spec, *DISTILL, f"experiment.output_dir={tmp_path / name}", *extra)
-        assert result.exit_code == 0, result.output
-        runs[name] = tmp_path / name / "distill-beta"
-    for stage in (8, 4):
-        one, two = (torch.load(runs[n] / "checkpoints" / f"distill-{stage}" / "step-00000006.pt", weights_only=True)
-                    for n in ("one", "two"))
-        assert max_difference(one["model"], two["model"]) < 1e-5
+    two processes (sharing the teacher's evaluations) make the single-process students."""
+    runs = distil_with_one_and_two_processes(tmp_path, [], ["--nproc-per-node", "2"])
     logged = [[json.loads(line)["loss"] for line in (runs[n] / "distill.jsonl").read_text().splitlines()]
               for n in ("one", "two")]
     assert len(logged[1]) == len(logged[0]) > 0
@@ -288,17 +295,7 @@ def test_mstar_eval_over_two_processes_gives_the_single_process_table(runs):
 def test_distillation_with_own_streams_per_process_equals_one_process(tmp_path):
     """devices.processes = 2: each of two processes builds its own stream's inputs and targets
     (no gathered teacher); one process building both streams makes the same students."""
-    spec = ROOT / "specs" / "distill-beta.toml"
-    runs = {}
-    for name, extra in (("one", ["--nproc-per-node", "1"]), ("two", [])):
-        result = invoke("run", spec, *DISTILL, "devices.processes=2", f"experiment.output_dir={tmp_path / name}",
-                        *extra)
-        assert result.exit_code == 0, result.output
-        runs[name] = tmp_path / name / "distill-beta"
-    for stage in (8, 4):
-        one, two = (torch.load(runs[n] / "checkpoints" / f"distill-{stage}" / "step-00000006.pt", weights_only=True)
-                    for n in ("one", "two"))
-        assert max_difference(one["model"], two["model"]) < 1e-5
+    distil_with_one_and_two_processes(tmp_path, ["--nproc-per-node", "1"], [], "devices.processes=2")
 
 
 def test_mstar_sample_over_two_processes_writes_the_single_process_samples(runs, tmp_path):
