@@ -6,8 +6,9 @@ of them: it joins the process group torchrun set up. Otherwise it spawns ``world
 processes connected over a free local TCP port. A failure in any process stops the others, and its
 exception (the original type and message, for a clear error) is raised in the caller.
 
-Every process on the CPU gets ``cores // world`` threads, so the processes do not oversubscribe
-the cores; on CUDA process ``r`` uses GPU ``r`` (``LOCAL_RANK``).
+Every process on the CPU gets ``cores // processes on this machine`` threads, so the processes do
+not oversubscribe the cores; on CUDA each process uses the GPU numbered by its ``LOCAL_RANK``, and
+only rank 0 prints.
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def log_to_stderr(line: str) -> None:
 
 def _joined(fn: Callable, backend: str, args: tuple, kwargs: dict):
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    _set_up(local, world, backend)
+    os.environ.setdefault("LOCAL_WORLD_SIZE", str(world))
+    _set_up(rank, local, backend)
     dist.init_process_group(backend, timeout=TIMEOUT)
     try:
         result = fn(*args, group=Group(rank, world), **kwargs)
@@ -75,9 +77,9 @@ def _joined(fn: Callable, backend: str, args: tuple, kwargs: dict):
 
 def _child(rank: int, world: int, port: int, backend: str, fn: Callable, args: tuple, kwargs: dict,
            tmp: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    _set_up(rank, world, backend)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    _set_up(rank, rank, backend)
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=TIMEOUT)
     try:
@@ -92,12 +94,12 @@ def _child(rank: int, world: int, port: int, backend: str, fn: Callable, args: t
         dist.destroy_process_group()
 
 
-def _set_up(local_rank: int, world: int, backend: str) -> None:
+def _set_up(rank: int, local_rank: int, backend: str) -> None:
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
-    else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    if local_rank != 0:  # one process prints: the others' output would repeat rank 0's
+    else:  # the cores of this machine shared by its processes (LOCAL_WORLD_SIZE: torchrun's, or ours)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
+    if rank != 0:  # one process prints: the others' output would repeat rank 0's
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
 
 
