@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from mstar_engine.data.load import Stream
 from mstar_engine.devices import generator, to_device
-from mstar_engine.distributed.group import SINGLE, Group
+from mstar_engine.distributed.group import SINGLE, Group, stream_key
 from mstar_engine.distill.targets import distill_targets, predict
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
@@ -128,10 +128,8 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
 
     teacher.eval()
     per = cfg.batch_size // streams
-    w, r = group.world, group.rank
-    built = range(r * streams // w, (r + 1) * streams // w) if streams % w == 0 else range(streams)
-    everything = w > 1 and len(built) == streams  # every stream built here: keep the shard afterwards
-    stream_teacher = ShardedTeacher(teacher, group) if everything and per % w == 0 else teacher
+    built, everything = group.streams(streams)  # everything: all streams built here, keep the shard after
+    stream_teacher = ShardedTeacher(teacher, group) if everything and per % group.world == 0 else teacher
     student.train()
     device = next(student.parameters()).device
     stream = Stream(batches)
@@ -146,7 +144,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
         x0, labels = to_device(x0, device), to_device(labels, device)
         parts = []
         for j in built:  # stream j: examples [j·per, (j+1)·per), its own generator
-            g = generator(device, key if j == 0 else key * 7_919 + j)
+            g = generator(device, stream_key(key, j))
             rows = slice(j * per, (j + 1) * per)
             lab = labels[rows] if labels is not None else None
             x_a, s_a, t_a = stage_inputs(process, x0[rows], student_grid.to(device), g)

@@ -38,6 +38,14 @@ class Group:
         per = n // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 
+    def streams(self, streams: int) -> tuple[range, bool]:
+        """The random streams of a batch (contiguous parts, ``devices.processes`` of them) that this
+        process builds, and whether that is all of them in a multi-process run (then it keeps its
+        :meth:`shard` of the result): its own streams when the process count divides them, else all."""
+        if streams % self.world == 0:
+            return range(self.rank * streams // self.world, (self.rank + 1) * streams // self.world), False
+        return range(streams), self.world > 1
+
     def sum_(self, x: Tensor) -> Tensor:
         """Sum ``x`` over the processes, in place; returns ``x``."""
         if self.world > 1:
@@ -77,3 +85,9 @@ class Group:
 
 
 SINGLE = Group()
+
+
+def stream_key(key: int, stream: int) -> int:
+    """The seed of random stream ``stream`` of a batch whose randomness is keyed ``key`` (stream 0
+    keeps ``key``, so a single-stream run draws what it drew before streams existed)."""
+    return key if stream == 0 else key * 7_919 + stream

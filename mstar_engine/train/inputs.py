@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mstar_engine.data.load import Stream
 from mstar_engine.devices import generator, to_device
-from mstar_engine.distributed.group import Group
+from mstar_engine.distributed.group import Group, stream_key
 from mstar_engine.families.base import Family
 from mstar_engine.process.forward import rollout
 
@@ -41,9 +41,7 @@ class BlockInputs:
                              f"{group.world} processes")
         self.family, self.stream, self.b, self.k = family, Stream(batches), batch_size, t_per_rollout
         self.seed, self.device, self.group, self.streams = seed, device, group, streams
-        # the streams this process builds: its own when the process count divides them, else all
-        w, r = group.world, group.rank
-        self.built = range(r * streams // w, (r + 1) * streams // w) if streams % w == 0 else range(streams)
+        self.built, self.keep_shard = group.streams(streams)
 
     def __call__(self, index: int, rho: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]]:
         R, b, T, device = ROLLOUT_BLOCK, self.b, self.family.steps, self.device
@@ -55,7 +53,7 @@ class BlockInputs:
         per = b // self.streams
         parts = []
         for j in self.built:  # rows of stream j: examples [j·per, (j+1)·per) of each of the R batches
-            key = self.seed * 1_000_003 + index if j == 0 else (self.seed * 1_000_003 + index) * 7_919 + j
+            key = stream_key(self.seed * 1_000_003 + index, j)
             g = torch.Generator().manual_seed(key)
             if self.streams == 1:
                 x0_j = x0
@@ -67,7 +65,7 @@ class BlockInputs:
                           generator=g if device.type == "cpu" else generator(device, key))
             parts.append([t.unflatten(0, (R, per)) for t in (x0_j, keep, out.x, out.s)])
         x0_, keep_, x_, s_ = (torch.cat([p[i] for p in parts], dim=1) for i in range(4))  # (R, built·per, ...)
-        if len(self.built) == self.streams and self.group.world > 1:  # every stream built: keep the shard
+        if self.keep_shard:  # every stream built here: keep this process's shard
             mine = self.group.shard(b)
             x0_, keep_, x_, s_ = x0_[:, mine], keep_[:, mine], x_[:, mine], s_[:, mine]
         return list(zip(x0_, keep_, x_, s_, labels))
