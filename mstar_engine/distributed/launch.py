@@ -39,10 +39,14 @@ def run_processes(fn: Callable, world: int, backend: str, *args, **kwargs):
         try:
             while not context.join():
                 pass
-        except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+        except mp.ProcessRaisedException as exc:
             raised = _first_error(Path(tmp), world)
             if raised is not None:  # the original exception, with the process's traceback as its cause
                 raise raised from ProcessTraceback(str(exc))
+            raise
+        except mp.ProcessExitedException as exc:
+            # The first process to end did so without a Python error. The errors the others may have
+            # written (a peer's connection reset mid-collective) are its consequences, not the cause.
             raise ProcessStopped(f"{exc} (one of {world} processes, without a Python error: killed, or out of "
                                  "memory?); the others were stopped. Checkpoints already written are intact: run the "
                                  "same command again to resume") from None
@@ -116,7 +120,9 @@ def _dump(path: Path, obj: object) -> None:
     except Exception:  # noqa: BLE001 - an exception that does not pickle still gets its message across
         when, exc = obj
         data = pickle.dumps((when, RuntimeError(f"{type(exc).__name__}: {exc}")))
-    path.write_bytes(data)
+    partial = path.with_suffix(".partial")  # the parent stops the other processes: never leave half a file
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def _load(path: Path):
