@@ -36,4 +36,10 @@ def metrics():
     return ["metric", "data", "description"], rows
 
 
-TABLES = {"families": families, "datasets": datasets, "schedules": schedules, "metrics": metrics}
+def keys():
+    from mstar_engine.spec.reference import schema_keys
+    rows = [(".".join(k.path), "required" if k.required else k.default, k.accepts, k.doc) for k in schema_keys()]
+    return ["key", "default", "accepts", "description"], rows
+
+
+TABLES = {"families": families, "datasets": datasets, "schedules": schedules, "metrics": metrics, "keys": keys}

@@ -106,14 +106,18 @@ def plan(spec: str, overrides: tuple[str, ...], no_settings: bool) -> None:
 
 
 @cli.command(name="list")
-@click.argument("what", type=click.Choice(["families", "datasets", "schedules", "metrics"]))
+@click.argument("what", type=click.Choice(list(listing.TABLES)))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def list_(what: str, as_json: bool) -> None:
-    """What a spec can name: families, datasets, schedules or metrics."""
+    """What a spec can name: families, datasets, schedules or metrics; keys prints every spec key
+    with its default as an annotated TOML file (docs/spec-reference.toml)."""
     headers, rows = listing.TABLES[what]()
     if as_json:
         click.echo(json.dumps([dict(zip(headers, row)) for row in rows], indent=2))
+    elif what == "keys":
+        from mstar_engine.spec.reference import reference_toml
+        click.echo(reference_toml(), nl=False)
     else:
         from tabulate import tabulate
         click.echo(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))

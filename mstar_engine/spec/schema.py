@@ -79,7 +79,8 @@ class Process:
 @attrs.define
 class Data:
     name: str = setting(doc="dataset (mstar list datasets)", choices=dataset_names)
-    root: str | None = setting(None, "local folder of a torchvision dataset or an image folder")
+    root: str | None = setting(None, "local folder of a torchvision dataset or an image folder; the file of "
+                               "data.name = \"file\"")
     download: bool = setting(False, "allow torchvision to download the dataset into root (opt-in)")
     num_examples: int | None = setting(None, "size of a synthetic dataset (default 50000)", ge=1)
     dim: int | None = setting(None, "dimension of a synthetic dataset (see mstar list datasets)", ge=1)

@@ -1,0 +1,64 @@
+"""Generate the checked-in reference documents, so they cannot drift from the code.
+
+``python -m mstar_cli.docs`` rewrites ``docs/cli.md`` (the ``--help`` of every command) and
+``docs/spec-reference.toml`` (every spec key from the attrs schema); ``--check`` only reports
+stale files (exit 1). A test runs the check.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mstar_cli.main import cli
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+WIDTH = 100
+
+
+def cli_markdown() -> str:
+    """Every command's help text, in the order ``mstar --help`` lists them."""
+    root = click.Context(cli, info_name="mstar", terminal_width=WIDTH, max_content_width=WIDTH,
+                         **cli.context_settings)
+    parts = ["# mstar commands", "",
+             "Generated from the click commands by `python -m mstar_cli.docs`; do not edit by hand.", "",
+             _block(cli.get_help(root))]
+    for name in cli.list_commands(root):
+        command = cli.get_command(root, name)
+        ctx = click.Context(command, info_name=name, parent=root, terminal_width=WIDTH, max_content_width=WIDTH)
+        parts += [f"## mstar {name}", "", _block(command.get_help(ctx))]
+    return "\n".join(parts)
+
+
+def documents() -> dict[Path, str]:
+    from mstar_engine.spec.reference import reference_toml
+    return {DOCS / "cli.md": cli_markdown(), DOCS / "spec-reference.toml": reference_toml()}
+
+
+def stale() -> list[Path]:
+    """The documents whose checked-in text differs from what the code generates."""
+    return [path for path, text in documents().items() if not path.is_file() or path.read_text() != text]
+
+
+def _block(text: str) -> str:
+    return f"```text\n{text.rstrip()}\n```\n"
+
+
+@click.command()
+@click.option("--check", is_flag=True, help="Only report stale documents (exit 1 when any is).")
+def main(check: bool) -> None:
+    """Rewrite docs/cli.md and docs/spec-reference.toml from the code."""
+    if check:
+        paths = stale()
+        for path in paths:
+            click.echo(f"stale: {path} (run python -m mstar_cli.docs)", err=True)
+        sys.exit(1 if paths else 0)
+    DOCS.mkdir(exist_ok=True)
+    for path, text in documents().items():
+        path.write_text(text)
+        click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

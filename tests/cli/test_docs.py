@@ -1,0 +1,104 @@
+"""The generated reference documents (docs/cli.md, docs/spec-reference.toml) match the code and
+say what the schema says."""
+from __future__ import annotations
+
+import json
+import re
+import typing
+
+import attrs
+from click.testing import CliRunner
+
+from mstar_cli import docs
+from mstar_engine.spec import load_spec, load_spec_text
+from mstar_engine.spec.convert import strip_optional
+from mstar_engine.spec.schema import Distill, Spec
+
+REQUIRED_ONLY = """
+[experiment]
+name = "reference"
+[process]
+family = "gaussian"
+[data]
+name = "gaussian-mixture"
+"""
+
+
+def test_checked_in_documents_are_current():
+    assert docs.stale() == [], "regenerate them: python -m mstar_cli.docs"
+
+
+def test_reference_values_are_the_schema_defaults():
+    written = load_spec(docs.DOCS / "spec-reference.toml", semantic=False).spec
+    assert written == load_spec_text(REQUIRED_ONLY, semantic=False).spec
+
+
+def test_reference_commented_distill_keys_are_its_defaults():
+    lines, inside = [], False
+    for line in (docs.DOCS / "spec-reference.toml").read_text().splitlines():
+        if line.startswith("# ["):
+            inside = line == "# [distill]"
+        if inside and re.match(r"# (\[distill\]|\w+ = )", line) and not line.endswith("= ..."):
+            line = line[2:]
+        lines.append(line)
+    spec = load_spec_text("\n".join(lines), semantic=False).spec
+    assert spec.distill == Distill(to=8)
+
+
+def _leaf_paths(cls: type, path: tuple = ()) -> set[tuple]:
+    out = set()
+    for field in attrs.fields(cls):
+        tp = strip_optional(typing.get_type_hints(cls)[field.name])
+        if attrs.has(tp):
+            out |= _leaf_paths(tp, path + (field.name,))
+        elif typing.get_origin(tp) is not dict:
+            out.add(path + (field.name,))
+    return out
+
+
+def test_reference_names_every_key_of_the_schema_in_its_table():
+    found, table = set(), ()
+    for line in (docs.DOCS / "spec-reference.toml").read_text().splitlines():
+        header = re.fullmatch(r"(?:# )?\[([\w.]+)\]", line)
+        if header:
+            table = tuple(header.group(1).split("."))
+        key = re.match(r"(?:# )?(\w+) = ", line)
+        if key and table != ("compare",):
+            found.add(table + (key.group(1),))
+    assert found == _leaf_paths(Spec)
+
+
+def test_cli_document_has_every_command_and_option():
+    text = (docs.DOCS / "cli.md").read_text()
+    for name, command in docs.cli.commands.items():
+        assert f"## mstar {name}\n" in text
+        for param in command.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("--"):
+                    assert opt in text, (name, opt)
+
+
+def test_check_reports_stale_documents_and_writing_fixes_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(docs, "DOCS", tmp_path / "docs")
+    runner = CliRunner()
+    result = runner.invoke(docs.main, ["--check"])
+    assert result.exit_code == 1
+    assert "stale:" in result.output and "spec-reference.toml" in result.output
+    assert runner.invoke(docs.main, []).exit_code == 0
+    assert runner.invoke(docs.main, ["--check"]).exit_code == 0
+    (tmp_path / "docs" / "cli.md").write_text("edited by hand\n")
+    result = runner.invoke(docs.main, ["--check"])
+    assert result.exit_code == 1 and "cli.md" in result.output and "spec-reference" not in result.output
+
+
+def test_list_keys_prints_the_reference_and_json_rows():
+    from mstar_cli.main import cli
+    from mstar_engine.spec.reference import reference_toml
+    runner = CliRunner()
+    result = runner.invoke(cli, ["list", "keys"])
+    assert result.exit_code == 0 and result.output == reference_toml()
+    rows = {r["key"]: r for r in json.loads(runner.invoke(cli, ["list", "keys", "--json"]).output)}
+    assert set(rows) == {".".join(p) for p in _leaf_paths(Spec)}
+    assert rows["train.lr"]["default"] == 2e-4 and rows["train.betas"]["default"] == [0.9, 0.999]
+    assert rows["process.family"]["default"] == "required" and rows["sample.steps"]["default"] is None
+    assert '"gaussian"' in rows["process.family"]["accepts"]
