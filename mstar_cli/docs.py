@@ -6,6 +6,7 @@ stale files (exit 1). A test runs the check.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -22,13 +23,19 @@ def cli_markdown() -> str:
     root = click.Context(cli, info_name="mstar", terminal_width=WIDTH, max_content_width=WIDTH,
                          **cli.context_settings)
     parts = ["# mstar commands", "",
-             "Generated from the click commands by `python -m mstar_cli.docs`; do not edit by hand.", "",
+             "Generated from the click commands by `python -m mstar_cli.docs`; do not edit by hand "
+             f"(click {click_version()}).", "",
              _block(cli.get_help(root))]
     for name in cli.list_commands(root):
         command = cli.get_command(root, name)
         ctx = click.Context(command, info_name=name, parent=root, terminal_width=WIDTH, max_content_width=WIDTH)
         parts += [f"## mstar {name}", "", _block(command.get_help(ctx))]
     return "\n".join(parts)
+
+
+def click_version() -> str:
+    """The help layout is click's: the exact text is compared only under the version that wrote it."""
+    return importlib.metadata.version("click")
 
 
 def documents() -> dict[Path, str]:

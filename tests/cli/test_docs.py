@@ -7,6 +7,7 @@ import re
 import typing
 
 import attrs
+import click
 from click.testing import CliRunner
 
 from mstar_cli import docs
@@ -25,7 +26,11 @@ name = "gaussian-mixture"
 
 
 def test_checked_in_documents_are_current():
-    assert docs.stale() == [], "regenerate them: python -m mstar_cli.docs"
+    stale = docs.stale()
+    written_with = re.search(r"\(click (\S+)\)\.", (docs.DOCS / "cli.md").read_text()).group(1)
+    if written_with != docs.click_version():  # another click lays help out differently: content is checked below
+        stale = [path for path in stale if path.name != "cli.md"]
+    assert stale == [], "regenerate them: python -m mstar_cli.docs"
 
 
 def test_reference_values_are_the_schema_defaults():
@@ -68,14 +73,17 @@ def test_reference_names_every_key_of_the_schema_in_its_table():
     assert found == _leaf_paths(Spec)
 
 
-def test_cli_document_has_every_command_and_option():
+def test_cli_document_has_every_command_option_and_help_text():
     text = (docs.DOCS / "cli.md").read_text()
     for name, command in docs.cli.commands.items():
-        assert f"## mstar {name}\n" in text
+        section = text.split(f"## mstar {name}\n")[1].split("\n## ")[0]
+        flat = " ".join(section.split())
+        assert " ".join(command.help.split("\n\n")[0].split()) in flat, name
         for param in command.params:
-            for opt in getattr(param, "opts", []):
-                if opt.startswith("--"):
-                    assert opt in text, (name, opt)
+            if isinstance(param, click.Option):
+                assert all(opt in section for opt in param.opts), (name, param.opts)
+            if getattr(param, "help", None):
+                assert " ".join(param.help.split()) in flat, (name, param.name)
 
 
 def test_check_reports_stale_documents_and_writing_fixes_them(tmp_path, monkeypatch):
