@@ -154,8 +154,8 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_
     if dry_run:
         click.echo(render_plan(compile_plan(load_spec(spec, overrides), processes=nproc_per_node)), nl=False)
         return
-    from mstar_engine.compare import comparison_table, execute_all
-    from mstar_engine.evaluate import results_table
+    from mstar_engine.compare import execute_all
+    from mstar_engine.report import comparison_table, results_table
     loaded = load_spec(spec, overrides, ready=not download)
     plan = compile_plan(loaded, processes=nproc_per_node)
     blocking = [w for w in plan.warnings if w.severity == "environment"]
@@ -272,7 +272,7 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
     """
     from mstar_engine.distill import DistillError
     from mstar_engine.distill.pipeline import distill_run
-    from mstar_engine.evaluate import results_table
+    from mstar_engine.report import results_table
     from mstar_engine.runs import RunError
     try:
         results = distill_run(run_dir, to, overrides, resume=resume == "auto",
@@ -305,7 +305,8 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
           checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, download: bool,
           as_json: bool, nproc_per_node: int | None) -> None:
     """Metrics table of RUN over step counts, each beside its noise floor."""
-    from mstar_engine.evaluate import evaluate_run, results_table
+    from mstar_engine.evaluate import evaluate_run
+    from mstar_engine.report import results_table
     from mstar_engine.metrics.catalog import METRICS
     from mstar_engine.metrics.inception import InceptionWeightsMissing
     step_list = _int_list(steps, "--steps") if steps else None
@@ -328,6 +329,28 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
         raise Failure(str(exc)) from None
     if results is not None:  # None in torchrun processes other than rank 0
         click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="RUN_OR_FILE...")
+@click.option("--format", "fmt", type=click.Choice(["github", "latex", "tsv", "json"]), default="github",
+              show_default=True, help="Markdown table, LaTeX (booktabs), tab-separated, or the results as JSON.")
+@click.option("--title", help="Table title (default: the models and their data).")
+@handle_errors
+def results(paths: tuple[str, ...], fmt: str, title: str | None) -> None:
+    """One table of the stored results of several runs, computing nothing: each RUN's results.json
+    (with its [compare] variants) or a FILE written by mstar eval --json."""
+    from mstar_engine.report import ResultsError, models_table, read_results
+    try:
+        models = read_results(list(paths))
+    except ResultsError as exc:
+        raise Failure(str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps([{"model": name, **{k: v for k, v in res.items() if k != "compare"}} for name, res in models], indent=2))
+        return
+    datasets = list(dict.fromkeys(res["data"] for _, res in models))
+    default = f"{len(models)} model{'s' if len(models) > 1 else ''} on {', '.join(datasets)}"
+    click.echo(models_table(models, title or default, fmt))
 
 
 def _int_list(text: str, option: str) -> list[int]:

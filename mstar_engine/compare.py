@@ -1,4 +1,5 @@
-"""Runs with ``[compare]`` variants: train and evaluate the spec and each variant, one table.
+"""Runs with ``[compare]`` variants: train and evaluate the spec and each variant, one table
+(:func:`mstar_engine.report.comparison_table`).
 
 A spec's ``[compare]`` table names other models as overrides of the spec itself::
 
@@ -14,11 +15,10 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from tabulate import tabulate
-
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distributed.launch import log_to_stderr, run_processes
 from mstar_engine.plan import Plan, compile_plan
+from mstar_engine.report import comparison_table
 from mstar_engine.runner import execute
 from mstar_engine.spec import LoadedSpec, load_spec_text, variant_overrides
 
@@ -59,27 +59,3 @@ def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, download
     (plan.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (plan.run_dir / "comparison.txt").write_text(comparison_table(results) + "\n")
     return results
-
-
-def comparison_table(results: dict) -> str:
-    """One row per model (the spec, then its variants), one column per metric and step count,
-    and a last row with each metric's noise floor."""
-    models = [(f"{results['experiment']} (the spec)", results), *results.get("compare", {}).items()]
-
-    def column(r: dict) -> tuple:
-        return r.get("model", "teacher"), r["metric"], r["steps"]
-    columns = [column(r) for r in results["results"]]
-    for _, res in models[1:]:
-        columns += [column(r) for r in res["results"] if column(r) not in columns]
-    rows, floors = [], {}
-    for name, res in models:
-        values = {column(r): r for r in res["results"]}
-        for key, r in values.items():
-            floors.setdefault(key, r["noise_floor"])
-        rows.append([name, res["family"], res["coupling"], res.get("inputs", ""),
-                     *(f"{values[c]['value']:.4f}" if c in values else "-" for c in columns)])
-    rows.append(["noise floor", "", "", "", *(f"{floors[c]:.4f}" if c in floors else "-" for c in columns)])
-    headers = ["model", "family", "coupling", "inputs",
-               *(f"{'student ' if who == 'student' else ''}{m} ({s} steps)" for who, m, s in columns)]
-    return f"{results['experiment']} on {results['data']}: lower is better\n" + \
-        tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)

@@ -10,7 +10,6 @@ import json
 import attrs
 import numpy as np
 import torch
-from tabulate import tabulate
 
 from mstar_engine.distributed.env import process_count, resolve_backend
 from mstar_engine.distributed.group import SINGLE, Group
@@ -21,6 +20,7 @@ from mstar_engine.data.offline import DataError
 from mstar_engine.metrics.catalog import data_mismatch
 from mstar_engine.metrics.anomaly import average_precision, bound_scores
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
+from mstar_engine.report import results_table
 from mstar_engine.runs import Model, Run, load_students
 from mstar_engine.spec.schema import Spec
 
@@ -210,18 +210,6 @@ def write_results(run_dir, results: dict) -> None:
     """``results.json`` and ``results.txt`` (the printed table) in a run directory."""
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (run_dir / "results.txt").write_text(results_table(results) + "\n")
-
-
-def results_table(results: dict) -> str:
-    if not results["results"]:
-        return f"{results['experiment']}: no metrics computed (set eval.metrics, see mstar list metrics)"
-    distilled = any("model" in r for r in results["results"])
-    rows = [((r.get("model", "teacher"),) if distilled else ()) +
-            (r["metric"], r["steps"], f"{r['value']:.4f}", f"{r['noise_floor']:.4f}", r["samples"])
-            for r in results["results"]]
-    headers = (["model"] if distilled else []) + ["metric", "steps", "value", "noise floor", "samples"]
-    title = f"{results['experiment']}: {results['family']} ({results['coupling']} coupling) on {results['data']}"
-    return title + "\n" + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def _evaluate_checkpoint(path: str, checkpoint: str, options: dict, *, group: Group) -> dict | None:

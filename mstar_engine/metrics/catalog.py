@@ -16,6 +16,7 @@ class MetricInfo:
     data: str            # "image", "vector" or "any"
     needs_inception: bool = False
     needs_labels: bool = False
+    higher_is_better: bool = False
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -23,9 +24,10 @@ METRICS: dict[str, MetricInfo] = {
     for m in (
         MetricInfo("fid", "Fréchet Inception distance to the training set (pytorch-fid Inception, pool3)", "image",
                    needs_inception=True),
-        MetricInfo("is", "Inception score (pytorch-fid Inception, logits)", "image", needs_inception=True),
+        MetricInfo("is", "Inception score (pytorch-fid Inception, logits)", "image", needs_inception=True,
+                   higher_is_better=True),
         MetricInfo("auprc", "anomaly-detection AUPRC: per-example bound as score, held-out classes as anomalies",
-                   "any", needs_labels=True),
+                   "any", needs_labels=True, higher_is_better=True),
         MetricInfo("knn-kl", "symmetrised k-nearest-neighbour KL estimate between samples and held-out data "
                              "(SS-DDPM protocol, k = eval.knn_k)", "vector"),
         MetricInfo("mmd", "maximum mean discrepancy, Gaussian kernel (median bandwidth unless eval.mmd_bandwidth)",

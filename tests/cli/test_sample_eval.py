@@ -210,6 +210,24 @@ def test_eval_text_and_json_agree(run_dir):
     assert row[2] == f"{jrow['value']:.4f}" and row[3] == f"{jrow['noise_floor']:.4f}"
 
 
+def test_results_puts_a_run_and_an_eval_file_side_by_side(run_dir, tmp_path):
+    data = invoke("eval", run_dir, "--steps", "4", "--metrics", "energy", "-n", "40", "--json")
+    (tmp_path / "eval.json").write_text(data.output)
+    result = invoke("results", run_dir, tmp_path / "eval.json")
+    assert result.exit_code == 0, result.output
+    stored = json.loads((run_dir / "results.json").read_text())["results"]
+    (evaluated,) = json.loads(data.output)["results"]
+    lines = result.output.splitlines()
+    assert lines[0] == "2 models on dirichlet-mixture: lower is better"
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in lines[3:]}
+    assert list(rows) == [str(run_dir), str(tmp_path / "eval.json"), "noise floor (50 samples)",
+                          "noise floor (40 samples)"]   # the same experiment twice: named by path
+    header = [c.strip() for c in lines[1].strip("|").split("|")]
+    for r in stored:
+        assert rows[str(run_dir)][header.index(f"{r['metric']} ({r['steps']} steps)")] == f"{r['value']:.4f}"
+    assert rows[str(tmp_path / "eval.json")][header.index("energy (4 steps)")] == f"{evaluated['value']:.4f}"
+
+
 @pytest.mark.parametrize("args", [["--metrics", "fid"], ["--fid"], ["--metrics", "energy,is"]])
 def test_eval_image_metrics_are_refused_on_vectors(run_dir, args):
     result = invoke("eval", run_dir, "--steps", "2", "-n", "20", *args)

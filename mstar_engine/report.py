@@ -1,0 +1,140 @@
+"""Results tables: one run's metrics (:func:`results_table`), several models side by side
+(:func:`models_table`, used for ``[compare]`` specs and ``mstar results``), in the formats people
+paste elsewhere: GitHub Markdown, LaTeX (booktabs) and TSV.
+
+A results dict is what ``results.json`` holds: ``experiment``, ``family``, ``data``, ``coupling``,
+``inputs`` and ``results``, a list of rows ``{metric, steps, value, std, noise_floor, samples}``
+(``model`` = teacher/student in a distilled run), and ``compare`` (variant name → results dict)
+for a spec with variants.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from tabulate import tabulate
+
+from mstar_engine.metrics.catalog import METRICS
+
+FORMATS = {"github": "github", "latex": "latex_booktabs", "tsv": "tsv"}
+
+
+class ResultsError(ValueError):
+    """A results file that is missing or not one mstar wrote."""
+
+
+def results_table(results: dict, fmt: str = "github") -> str:
+    """One row per metric and step count, beside its noise floor (↑ marks higher-is-better metrics)."""
+    if not results["results"]:
+        return f"{results['experiment']}: no metrics computed (set eval.metrics, see mstar list metrics)"
+    distilled = any("model" in r for r in results["results"])
+    rows = [((r.get("model", "teacher"),) if distilled else ()) +
+            (_metric(r["metric"]), r["steps"], _value(r), f"{r['noise_floor']:.4f}", r["samples"])
+            for r in results["results"]]
+    headers = (["model"] if distilled else []) + ["metric", "steps", "value", "noise floor", "samples"]
+    title = f"{results['experiment']}: {results['family']} ({results['coupling']} coupling) on {results['data']}"
+    return _titled(title, _tabulate(rows, headers, fmt), fmt)
+
+
+def comparison_table(results: dict, fmt: str = "github") -> str:
+    """The spec's model and each of its ``[compare]`` variants."""
+    models = [(f"{results['experiment']} (the spec)", results), *results.get("compare", {}).items()]
+    return models_table(models, f"{results['experiment']} on {results['data']}", fmt)
+
+
+def models_table(models: list[tuple[str, dict]], title: str, fmt: str = "github") -> str:
+    """One row per model, one column per (model role, metric, step count), then one noise-floor
+    row per dataset (the first model's floor where several have one)."""
+    def column(r: dict) -> tuple:
+        return r.get("model", "teacher"), r["metric"], r["steps"]
+    columns: list[tuple] = []
+    for _, res in models:
+        columns += [column(r) for r in res["results"] if column(r) not in columns]
+    datasets = list(dict.fromkeys(res["data"] for _, res in models))
+    several = len(datasets) > 1
+    rows, floors = [], {}  # (data, samples) -> column -> floor: floors depend on both
+    for name, res in models:
+        values = {column(r): r for r in res["results"]}
+        for key, r in values.items():
+            floors.setdefault((res["data"], r["samples"]), {}).setdefault(key, r["noise_floor"])
+        rows.append([name, *([res["data"]] if several else []), res["family"], res["coupling"], res.get("inputs", ""),
+                     *(_value(values[c]) if c in values else "-" for c in columns)])
+    counts = {n for _, n in floors}
+    for (data, n), floor in floors.items():
+        label = ", ".join([*([data] if several else []), *([f"{n} samples"] if len(counts) > 1 else [])])
+        rows.append([f"noise floor ({label})" if label else "noise floor", *([data] if several else []), "", "", "",
+                     *(f"{floor[c]:.4f}" if c in floor else "-" for c in columns)])
+    headers = ["model", *(["data"] if several else []), "family", "coupling", "inputs",
+               *(f"{'student ' if who == 'student' else ''}{_metric(m)} ({s} steps)" for who, m, s in columns)]
+    every = [r for _, res in models for r in res["results"]]
+    return _titled(title + _direction(every), _tabulate(rows, headers, fmt), fmt)
+
+
+def read_results(paths: list[str | Path]) -> list[tuple[str, dict]]:
+    """(name, results) of each run directory (its ``results.json``) or results file (``mstar eval
+    --json`` output), followed by its ``[compare]`` variants as ``name/variant``. Names that occur
+    twice are replaced by the path they came from."""
+    loaded = [(Path(p), _read(Path(p))) for p in paths]
+    names = [res["experiment"] for _, res in loaded]
+    models = []
+    for (path, res), name in zip(loaded, names):
+        name = str(path) if names.count(name) > 1 else name
+        models.append((name, res))
+        models += [(f"{name}/{variant}", sub) for variant, sub in res.get("compare", {}).items()]
+    return models
+
+
+def _read(path: Path) -> dict:
+    if not path.exists():
+        raise ResultsError(f"{path} does not exist: give run directories (each with a results.json) or files "
+                           "written by mstar eval RUN --json > FILE.json")
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ResultsError(f"{path} has no results.json: a run writes it when it finishes (mstar run SPEC continues "
+                           "an unfinished one); for other settings, mstar eval RUN --json > FILE.json writes a file "
+                           "to give here")
+    try:
+        results = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"cannot read {file} as JSON ({exc}); give a run directory or a file written by "
+                           "mstar eval --json") from None
+    required = {"experiment", "family", "data", "coupling", "results"}
+    if not isinstance(results, dict) or not required <= results.keys() or not isinstance(results["results"], list):
+        raise ResultsError(f"{file} is not an mstar results file (expected the keys {', '.join(sorted(required))}); "
+                           "give a run directory or a file written by mstar eval --json")
+    return results
+
+
+def _value(row: dict) -> str:
+    std = row.get("std", 0.0)
+    return f"{row['value']:.4f}" + (f" ± {std:.4f}" if std else "")
+
+
+def _metric(name: str) -> str:
+    info = METRICS.get(name)
+    return f"{name} ↑" if info is not None and info.higher_is_better else name
+
+
+def _direction(rows: list[dict]) -> str:
+    higher = any(_metric(r["metric"]) != r["metric"] for r in rows)
+    return ": ↑ higher is better, otherwise lower" if higher else ": lower is better"
+
+
+def _tabulate(rows: list, headers: list, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown table format '{fmt}': expected one of {', '.join(FORMATS)}")
+    if fmt == "tsv":  # unpadded, for spreadsheets and scripts
+        out = io.StringIO()
+        csv.writer(out, delimiter="\t", lineterminator="\n").writerows([headers, *rows])
+        return out.getvalue().rstrip("\n")
+    text = tabulate(rows, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+    if fmt == "latex":  # tabulate escapes LaTeX's special characters but leaves these to the font
+        text = text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$")
+    return text
+
+
+def _titled(title: str, table: str, fmt: str) -> str:
+    """The title as a line above the table; a LaTeX comment in LaTeX; none in TSV (a data file)."""
+    return {"github": f"{title}\n{table}", "latex": f"% {title}\n{table}", "tsv": table}[fmt]
