@@ -187,8 +187,9 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_
 @handle_errors
 def bench(spec: str, overrides: tuple[str, ...], steps: int, as_json: bool) -> None:
     """Training and sampling throughput and memory of SPEC, beside a plain PyTorch DDPM training
-    step with the same backbone and batch, measured in the same process."""
-    from mstar_engine.bench import bench as run_bench, bench_table
+    step with the same backbone and batch, measured in the same process; and the time each stage of
+    SPEC's plan would take at that speed on this machine."""
+    from mstar_engine.bench import bench as run_bench, bench_table, estimate
     from mstar_engine.plan import compile_plan
     from mstar_engine.runner import prepare
     from mstar_engine.spec import load_spec
@@ -197,6 +198,7 @@ def bench(spec: str, overrides: tuple[str, ...], steps: int, as_json: bool) -> N
         result = run_bench(plan.spec, prepare(plan.spec, log=lambda line: click.echo(line, err=True)), steps=steps)
     except _run_errors() as exc:
         raise Failure(str(exc)) from None
+    result["estimates"] = estimate(plan, result)
     click.echo(json.dumps(result, indent=2) if as_json else bench_table(result))
 
 

@@ -95,7 +95,7 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
     num_classes = int(getattr(denoiser.backbone, "num_classes", 0))
     ref = reference_step_time(reference.to(device), x0, steps, warmup, num_classes)
     model = Model(prepared.process, ema.eval())
-    n = min(B, 64)
+    n = min(spec.sample.batch_size, spec.sample.num_samples)  # the batch the run will sample with
     start = time.perf_counter()
     model.sample(n, sample_steps, seed=0, batch_size=n)
     _synchronize(device)
@@ -109,6 +109,44 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
         "sample_batch": n, "sample_s_per_network_eval": per_eval, "peak_memory_gib": _peak_memory_gib(device),
         "parameters": sum(p.numel() for p in denoiser.parameters()),
     }
+
+
+def estimate(plan, result: dict) -> list[dict]:
+    """``{stage, seconds, basis}`` for each stage of ``plan`` from the throughput in ``result`` (one
+    process): training from the measured optimiser step, sampling and evaluation from the measured
+    network evaluation (per sample, at the spec's sampling batch). Distillation stages, Inception
+    features and ``[compare]`` variants are not timed: their seconds are None."""
+    spec = plan.spec
+    per_sample_eval = result["sample_s_per_network_eval"] / result["sample_batch"]
+    rows = []
+    for stage in plan.stages:
+        seconds, basis = None, "not timed by mstar bench"
+        if stage.name == "train" and stage.optimizer_steps:
+            seconds = stage.optimizer_steps / result["train_steps_per_s"]
+            basis = f"{stage.optimizer_steps} steps at {result['train_steps_per_s']:.2f} steps/s"
+        elif stage.name == "sample":
+            seconds = spec.sample.num_samples * spec.sample.steps * per_sample_eval
+            basis = f"{spec.sample.num_samples} samples × {spec.sample.steps} evaluations"
+        elif stage.name == "eval":
+            ev = spec.eval
+            seconds = ev.repeats * ev.num_samples * sum(ev.steps) * per_sample_eval
+            basis = f"{ev.repeats} × {ev.num_samples} samples × {'+'.join(map(str, ev.steps))} evaluations"
+            basis += ", without Inception" if any(m in ("fid", "is") for m in ev.metrics) else ""
+        rows.append({"stage": stage.name, "seconds": seconds, "basis": basis})
+    if spec.compare:
+        rows.append({"stage": "compare", "seconds": None, "basis": f"{len(spec.compare)} variants, each a run of "
+                     "its own: not timed (mstar bench SPEC with a variant's overrides times one)"})
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    """``2d 03h``, ``4h 05m``, ``12m 30s`` or ``8.2s``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    return f"{d}d {h:02d}h" if d else f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
 
 
 def _reference_backbone(spec: Spec, prepared, event_shape: tuple[int, ...]) -> torch.nn.Module:
@@ -139,5 +177,9 @@ def bench_table(result: dict) -> str:
         ("parameters", f"{result['parameters']:,}"),
         ("device", f"{result['device']}, {result['threads']} threads"),
     ]
+    for row in result.get("estimates", []):
+        seconds = row["seconds"]
+        rows.append((f"estimated {row['stage']}", row["basis"] if seconds is None else
+                     f"{_duration(seconds)} ({row['basis']})"))
     return f"{result['spec']}: {result['family']} ({result['coupling']} coupling)\n" + \
         tabulate(rows, tablefmt="github", headers=["measure", "value"], disable_numparse=True)

@@ -18,7 +18,7 @@ from tabulate import tabulate
 
 from mstar_engine.metrics.catalog import METRICS
 
-FORMATS = {"github": "github", "latex": "latex_booktabs", "tsv": "tsv"}
+FORMATS = ("github", "latex", "tsv")
 
 
 class ResultsError(ValueError):
@@ -129,7 +129,7 @@ def _tabulate(rows: list, headers: list, fmt: str) -> str:
         out = io.StringIO()
         csv.writer(out, delimiter="\t", lineterminator="\n").writerows([headers, *rows])
         return out.getvalue().rstrip("\n")
-    text = tabulate(rows, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+    text = tabulate(rows, headers=headers, tablefmt="latex_booktabs" if fmt == "latex" else fmt, disable_numparse=True)
     if fmt == "latex":  # tabulate escapes LaTeX's special characters but leaves these to the font
         text = text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$")
     return text

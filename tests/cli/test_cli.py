@@ -243,6 +243,8 @@ def test_bench_reports_training_speed_beside_the_plain_ddpm_step(in_root):
     for key in ("train_examples_per_s", "reference_examples_per_s", "sample_s_per_network_eval", "peak_memory_gib"):
         assert math.isfinite(out[key]) and out[key] > 0, key
     assert out["ratio"] == pytest.approx(out["train_examples_per_s"] / out["reference_examples_per_s"])
+    assert [r["stage"] for r in out["estimates"]] == ["train", "sample", "eval"]
+    assert out["estimates"][0]["seconds"] > 0 and out["estimates"][1]["seconds"] > 0
 
 
 @pytest.mark.parametrize("args", [
