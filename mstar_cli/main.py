@@ -9,8 +9,9 @@ import traceback
 import click
 
 from mstar_cli import listing
+from mstar_engine import interrupt
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: stopped by Ctrl-C (SIGINT)
 
 
 class Failure(Exception):
@@ -38,6 +39,9 @@ def handle_errors(command):
         except Failure as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_FAILED)
+        except interrupt.Interrupted as exc:
+            click.echo(f"interrupted: {exc}", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
@@ -56,6 +60,7 @@ def handle_errors(command):
 @click.version_option(package_name="mstar")
 def cli(debug: bool) -> None:
     """Train, distil and evaluate exponential-family diffusion models from TOML specs."""
+    interrupt.enable()  # Ctrl-C in training or distillation: finish the step, write a checkpoint, stop
 
 
 overrides_arg = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")

@@ -34,6 +34,8 @@ from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
 from mstar_engine.sampling import step_grid
 from mstar_engine.spec.schema import Distill
+from mstar_engine import interrupt
+from mstar_engine.interrupt import graceful_stop
 from mstar_engine.train.checkpoint import differing_keys, latest_checkpoint, load_checkpoint, save_checkpoint
 from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
 
@@ -134,60 +136,68 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
     device = next(student.parameters()).device
     stream = Stream(batches)
     started = time.perf_counter()
-    while step < total:
-        lr = cfg.lr * (1.0 - step / total)
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = lr
-        key = (seed * 1_000_003 + stage.index) * 1_000_003 + step
-        drawn = stream.batch_at(step * cfg.batch_size, cfg.batch_size)
-        x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
-        x0, labels = to_device(x0, device), to_device(labels, device)
-        parts = []
-        for j in built:  # stream j: examples [j·per, (j+1)·per), its own generator
-            g = generator(device, stream_key(key, j))
-            rows = slice(j * per, (j + 1) * per)
-            lab = labels[rows] if labels is not None else None
-            x_a, s_a, t_a = stage_inputs(process, x0[rows], student_grid.to(device), g)
-            parts.append((x_a, s_a, t_a, lab,
-                          distill_targets(family, stream_teacher, s_a, x_a, t_a, length, rho, cfg.target, g, lab)))
-        x_a, s_a, t_a = (torch.cat([p[i] for p in parts]) for i in range(3))
-        labels = torch.cat([p[3] for p in parts]) if labels is not None else None
-        target = torch.cat([p[4] for p in parts])
-        if everything:  # the student learns on this process's shard
-            mine = group.shard(cfg.batch_size)
-            x_a, s_a, t_a, target = x_a[mine], s_a[mine], t_a[mine], target[mine]
-            labels = labels[mine] if labels is not None else None
-        pred = predict(student, s_a, x_a, t_a, labels).to(target.dtype)
-        weights = loss_weights(process, t_a, cfg.weighting).to(device)
-        # the mean over the global batch: this shard's sum over the global batch size
-        loss = (weights * (family.difference(pred, target) ** 2).flatten(1).mean(1)).sum() / cfg.batch_size
-        summed = group.sum_(torch.stack([loss.detach().to(torch.float64),
-                                         torch.tensor(float(not torch.isfinite(loss)), dtype=torch.float64,
-                                                      device=device)]))
-        if summed[1] > 0:
-            raise TrainingDiverged(f"{stage.name}: the distillation loss became {float(summed[0])} at step {step}; "
-                                   f"the last good checkpoint is {latest_checkpoint(stage.directory)}. Lower "
-                                   "distill.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        group.sum_gradients(list(student.parameters()))
-        if clip_grad is not None:
-            nn.utils.clip_grad_norm_(student.parameters(), clip_grad)
-        optimizer.step()
-        step += 1
-        if step % log_every == 0 or step == total:
-            now = time.perf_counter()
-            seconds, started = seconds + now - started, now
-            record = {"stage": stage.student_steps, "step": step, "loss": float(summed[0]), "lr": lr,
-                      "seconds": round(seconds, 2)}
-            if group.main:
-                with metrics_path.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-            log(f"{stage.name}: step {step}/{total}  loss {record['loss']:.4g}  lr {lr:.2e}")
-        if step % checkpoint_every == 0 or step == total:
-            now = time.perf_counter()
-            seconds, started = seconds + now - started, now
-            checkpoint()
+    with graceful_stop():
+        while step < total:
+            lr = cfg.lr * (1.0 - step / total)
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+            key = (seed * 1_000_003 + stage.index) * 1_000_003 + step
+            drawn = stream.batch_at(step * cfg.batch_size, cfg.batch_size)
+            x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
+            x0, labels = to_device(x0, device), to_device(labels, device)
+            parts = []
+            for j in built:  # stream j: examples [j·per, (j+1)·per), its own generator
+                g = generator(device, stream_key(key, j))
+                rows = slice(j * per, (j + 1) * per)
+                lab = labels[rows] if labels is not None else None
+                x_a, s_a, t_a = stage_inputs(process, x0[rows], student_grid.to(device), g)
+                parts.append((x_a, s_a, t_a, lab,
+                              distill_targets(family, stream_teacher, s_a, x_a, t_a, length, rho, cfg.target, g, lab)))
+            x_a, s_a, t_a = (torch.cat([p[i] for p in parts]) for i in range(3))
+            labels = torch.cat([p[3] for p in parts]) if labels is not None else None
+            target = torch.cat([p[4] for p in parts])
+            if everything:  # the student learns on this process's shard
+                mine = group.shard(cfg.batch_size)
+                x_a, s_a, t_a, target = x_a[mine], s_a[mine], t_a[mine], target[mine]
+                labels = labels[mine] if labels is not None else None
+            pred = predict(student, s_a, x_a, t_a, labels).to(target.dtype)
+            weights = loss_weights(process, t_a, cfg.weighting).to(device)
+            # the mean over the global batch: this shard's sum over the global batch size
+            loss = (weights * (family.difference(pred, target) ** 2).flatten(1).mean(1)).sum() / cfg.batch_size
+            # one collective for the loss, the divergence flag and Ctrl-C, so every process stops together
+            summed = group.sum_(torch.stack([loss.detach().to(torch.float64),
+                                             torch.tensor(float(not torch.isfinite(loss)), dtype=torch.float64,
+                                                          device=device),
+                                             torch.tensor(float(interrupt.requested()), dtype=torch.float64,
+                                                          device=device)]))
+            if summed[1] > 0:
+                raise TrainingDiverged(f"{stage.name}: the distillation loss became {float(summed[0])} at step {step}; "
+                                       f"the last good checkpoint is {latest_checkpoint(stage.directory)}. Lower "
+                                       "distill.lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            group.sum_gradients(list(student.parameters()))
+            if clip_grad is not None:
+                nn.utils.clip_grad_norm_(student.parameters(), clip_grad)
+            optimizer.step()
+            step += 1
+            if step % log_every == 0 or step == total:
+                now = time.perf_counter()
+                seconds, started = seconds + now - started, now
+                record = {"stage": stage.student_steps, "step": step, "loss": float(summed[0]), "lr": lr,
+                          "seconds": round(seconds, 2)}
+                if group.main:
+                    with metrics_path.open("a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                log(f"{stage.name}: step {step}/{total}  loss {record['loss']:.4g}  lr {lr:.2e}")
+            if step % checkpoint_every == 0 or step == total or summed[2] > 0:
+                now = time.perf_counter()
+                seconds, started = seconds + now - started, now
+                checkpoint()
+            if summed[2] > 0 and step < total:
+                raise interrupt.Interrupted(f"stopped by Ctrl-C after {stage.name} step {step} of {total}; "
+                                            f"{latest_checkpoint(stage.directory)} holds it: run the same command "
+                                            "again to resume")
     student.eval()
     return student, seconds
 

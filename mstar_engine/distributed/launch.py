@@ -26,6 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mstar_engine.distributed.env import torchrun_world
+from mstar_engine.interrupt import graceful_stop
 from mstar_engine.distributed.group import TIMEOUT, Group
 
 
@@ -37,8 +38,9 @@ def run_processes(fn: Callable, world: int, backend: str, *args, **kwargs):
         context = mp.start_processes(_child, args=(world, _free_port(), backend, fn, args, kwargs, tmp),
                                      nprocs=world, join=False, start_method="spawn")
         try:
-            while not context.join():
-                pass
+            with graceful_stop(announce=False):  # the first Ctrl-C is the processes' to handle
+                while not context.join():
+                    pass
         except mp.ProcessRaisedException as exc:
             raised = _first_error(Path(tmp), world)
             if raised is not None:  # the original exception, with the process's traceback as its cause

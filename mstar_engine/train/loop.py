@@ -35,6 +35,8 @@ from mstar_engine.networks.denoiser import drop_labels
 from mstar_engine.process.losses import step_loss
 from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec.schema import Train
+from mstar_engine import interrupt
+from mstar_engine.interrupt import graceful_stop
 from mstar_engine.train.checkpoint import differing_keys, latest_checkpoint, load_checkpoint, save_checkpoint
 from mstar_engine.train.inputs import ROLLOUT_BLOCK, BlockInputs
 from mstar_engine.train.schedules import ema_decay, learning_rate
@@ -142,83 +144,88 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     def diverged(what: str, fix: str) -> None:
         where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
         raise TrainingDiverged(f"{what} at step {step}; {where}. {fix}")
-    while step < total_steps:
-        lr = learning_rate(step, cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule)
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = coupling_lr if param_group.get("coupling") else lr
-        if not inputs or step % ROLLOUT_BLOCK == 0:
-            block_rho = process.rho()
-            inputs = block(step // ROLLOUT_BLOCK, block_rho)
-        x0, keep, x_k, s_k, labels = inputs[step % ROLLOUT_BLOCK]  # this process's shard; labels of the batch
-        step_generator = generator(device, seed * 1_000_003 + 7919 * step + 1 + 104_729 * group.rank)
-        if labels is not None:  # drawn for the global batch, then sharded like the examples
-            labels = drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
-                                 generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2))
-            labels = to_device(labels.view(b, k)[group.shard(b)].reshape(-1), device)
-        x0_rep = x0.repeat_interleave(k, 0)
-        t = keep.reshape(-1)
-        x_t, s_t = x_k.flatten(0, 1), s_k.flatten(0, 1)
-        optimizer.zero_grad(set_to_none=True)
-        n = x_t.shape[0] * group.world  # (x0, t) pairs in the global batch
-        loss = torch.zeros((), dtype=torch.float64, device=device)
-        bad = None
-        # gradient accumulation: the step's (x0, t) pairs in train.accumulation micro-batches, each
-        # loss weighted by its share, so the gradient is that of the whole batch
-        for part in torch.arange(x_t.shape[0]).chunk(cfg.accumulation):
-            lab = labels[part] if labels is not None else None
-            with autocast:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
-                x0_hat = denoiser(s_t[part], x_t[part], t[part], lab) if lab is not None else \
-                    denoiser(s_t[part], x_t[part], t[part])
-            micro = step_loss(family, x0_rep[part], x0_hat, t[part], process.loss, process.loss_weighting).mean()
-            total = micro
-            if learned is not None:
-                rho = learned()[t[part]]
-                total = total + kernel_kl(family, x_t[part], x0_rep[part], x0_hat.detach(), t[part], rho,
-                                          generator=step_generator).mean()
-            if not torch.isfinite(total):
-                bad = float(total.detach())
-                break
-            (total * (part.numel() / n)).backward()
-            loss = loss + micro.detach() * (part.numel() / n)
-        # one collective for the loss and the divergence flag, so every process stops together
-        summed = group.sum_(torch.stack([loss, torch.tensor(float(bad is not None), dtype=torch.float64,
-                                                             device=device)]))
-        if summed[1] > 0:
-            became = f"became {bad}" if bad is not None else "became non-finite in another process"
-            diverged(f"the loss {became}", "Lower train.lr, set train.clip_grad, or check the data")
-        loss = summed[0]
-        group.sum_gradients([p for g in optimizer.param_groups for p in g["params"]])
-        if cfg.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.clip_grad)
-        if learned is not None and not all(bool(torch.isfinite(p.grad).all()) for p in learned.parameters()
-                                           if p.grad is not None):
-            diverged("the learned coupling's gradient became infinite", "Lower process.coupling.lr or use the ddpm "
-                     "coupling")
-        optimizer.step()
-        step += 1
-        decay = ema_decay(step, cfg.ema, cfg.ema_warmup)
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
-            for e, p in ema_buffers:
-                e.copy_(p)
+    with graceful_stop():
+        while step < total_steps:
+            lr = learning_rate(step, cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule)
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = coupling_lr if param_group.get("coupling") else lr
+            if not inputs or step % ROLLOUT_BLOCK == 0:
+                block_rho = process.rho()
+                inputs = block(step // ROLLOUT_BLOCK, block_rho)
+            x0, keep, x_k, s_k, labels = inputs[step % ROLLOUT_BLOCK]  # this process's shard; labels of the batch
+            step_generator = generator(device, seed * 1_000_003 + 7919 * step + 1 + 104_729 * group.rank)
+            if labels is not None:  # drawn for the global batch, then sharded like the examples
+                labels = drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
+                                     generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2))
+                labels = to_device(labels.view(b, k)[group.shard(b)].reshape(-1), device)
+            x0_rep = x0.repeat_interleave(k, 0)
+            t = keep.reshape(-1)
+            x_t, s_t = x_k.flatten(0, 1), s_k.flatten(0, 1)
+            optimizer.zero_grad(set_to_none=True)
+            n = x_t.shape[0] * group.world  # (x0, t) pairs in the global batch
+            loss = torch.zeros((), dtype=torch.float64, device=device)
+            bad = None
+            # gradient accumulation: the step's (x0, t) pairs in train.accumulation micro-batches, each
+            # loss weighted by its share, so the gradient is that of the whole batch
+            for part in torch.arange(x_t.shape[0]).chunk(cfg.accumulation):
+                lab = labels[part] if labels is not None else None
+                with autocast:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
+                    x0_hat = denoiser(s_t[part], x_t[part], t[part], lab) if lab is not None else \
+                        denoiser(s_t[part], x_t[part], t[part])
+                micro = step_loss(family, x0_rep[part], x0_hat, t[part], process.loss, process.loss_weighting).mean()
+                total = micro
+                if learned is not None:
+                    rho = learned()[t[part]]
+                    total = total + kernel_kl(family, x_t[part], x0_rep[part], x0_hat.detach(), t[part], rho,
+                                              generator=step_generator).mean()
+                if not torch.isfinite(total):
+                    bad = float(total.detach())
+                    break
+                (total * (part.numel() / n)).backward()
+                loss = loss + micro.detach() * (part.numel() / n)
+            # one collective for the loss, the divergence flag and Ctrl-C, so every process stops together
+            flags = torch.tensor([float(bad is not None), float(interrupt.requested())], dtype=torch.float64,
+                                 device=device)
+            summed = group.sum_(torch.cat([loss.reshape(1), flags]))
+            if summed[1] > 0:
+                became = f"became {bad}" if bad is not None else "became non-finite in another process"
+                diverged(f"the loss {became}", "Lower train.lr, set train.clip_grad, or check the data")
+            loss = summed[0]
+            group.sum_gradients([p for g in optimizer.param_groups for p in g["params"]])
+            if cfg.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.clip_grad)
+            if learned is not None and not all(bool(torch.isfinite(p.grad).all()) for p in learned.parameters()
+                                               if p.grad is not None):
+                diverged("the learned coupling's gradient became infinite", "Lower process.coupling.lr or use the ddpm "
+                         "coupling")
+            optimizer.step()
+            step += 1
+            decay = ema_decay(step, cfg.ema, cfg.ema_warmup)
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
+                for e, p in ema_buffers:
+                    e.copy_(p)
 
-        if step % cfg.log_every == 0 or step == total_steps:
-            now = time.perf_counter()
-            speed = (step - last_log_step) * b / max(now - last_log_time, 1e-9)
-            eta = (total_steps - step) * b / max(speed, 1e-9)
-            steps_per_s = speed / b
-            record = {"step": step, "loss": float(loss), "lr": lr, "examples_per_s": round(speed, 1),
-                      "steps_per_s": round(steps_per_s, 2), "seconds": round(now - start, 2)}
-            if learned is not None:
-                record["rho_mean"] = float(learned().detach()[1:].mean())
-            if group.main:
-                with metrics_path.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-            log(f"step {step}/{total_steps}  loss {record['loss']:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
-                f"{steps_per_s:.1f} it/s  ETA {_duration(eta)}")
-            last_log_step, last_log_time = step, now
-        if step % cfg.checkpoint_every == 0 or step == total_steps:
-            last_good = checkpoint()
+            if step % cfg.log_every == 0 or step == total_steps:
+                now = time.perf_counter()
+                speed = (step - last_log_step) * b / max(now - last_log_time, 1e-9)
+                eta = (total_steps - step) * b / max(speed, 1e-9)
+                steps_per_s = speed / b
+                record = {"step": step, "loss": float(loss), "lr": lr, "examples_per_s": round(speed, 1),
+                          "steps_per_s": round(steps_per_s, 2), "seconds": round(now - start, 2)}
+                if learned is not None:
+                    record["rho_mean"] = float(learned().detach()[1:].mean())
+                if group.main:
+                    with metrics_path.open("a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                log(f"step {step}/{total_steps}  loss {record['loss']:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
+                    f"{steps_per_s:.1f} it/s  ETA {_duration(eta)}")
+                last_log_step, last_log_time = step, now
+            if step % cfg.checkpoint_every == 0 or step == total_steps or summed[2] > 0:
+                last_good = checkpoint()
+            if summed[2] > 0 and step < total_steps:
+                raise interrupt.Interrupted(f"stopped by Ctrl-C after training step {step} of {total_steps}; "
+                                            f"{last_good} holds it: run the same command again to resume")
     return ema
 
 

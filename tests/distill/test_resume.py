@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 
 import mstar_engine.distill.loop as loop
 from mstar_cli.main import cli
+from mstar_engine import interrupt
 from mstar_engine.train.checkpoint import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,3 +254,26 @@ def test_mstar_distill_on_a_trained_run_equals_mstar_run_with_distill(tmp_path, 
                                                                     and not o.startswith("distill.to")])
     assert result.exit_code == 0, result.output
     assert_same_students(tmp_path / "b" / NAME, tmp_path / "a" / NAME)
+
+
+def test_ctrl_c_in_a_stage_checkpoints_that_step_and_resumes_exactly(reference, tmp_path, monkeypatch):
+    """Ctrl-C seen at step 7 of stage 16 → 8 (its checkpoints are at 4, 8, 12): that step finishes,
+    is checkpointed, the command exits with 130, and mstar distill continues it exactly."""
+    calls = [0]
+
+    def requested():
+        calls[0] += 1
+        return calls[0] == 7
+    monkeypatch.setattr(loop, "interrupt", SimpleNamespace(requested=requested, Interrupted=interrupt.Interrupted))
+    result = run(tmp_path)
+    assert result.exit_code == 130, result.output
+    assert "interrupted: stopped by Ctrl-C after distill 16→8 step 7 of 12" in result.output
+    run_dir = tmp_path / NAME
+    assert (run_dir / "checkpoints" / "distill-8" / "latest").read_text().strip() == "step-00000007.pt"
+    monkeypatch.undo()
+
+    result = invoke("distill", run_dir, "--to", "4")
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.output and "step 7" in result.output
+    assert_same_students(run_dir, reference)
+    assert log_lines(run_dir) == log_lines(reference)

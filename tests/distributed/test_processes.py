@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -190,6 +193,37 @@ def test_torchrun_launch_equals_the_single_process_run(runs, tmp_path):
     assert done.stdout.count("| knn-kl") == 1  # rank 0 prints the table, once
     run = tmp_path / "quickstart"
     assert max_difference(checkpoint(run, 24)["model"], checkpoint(runs["one"], 24)["model"]) < 1e-5
+
+
+def test_ctrl_c_stops_both_processes_after_one_step_and_the_run_resumes_on_one(tmp_path):
+    """SIGINT to the whole process group (a terminal's Ctrl-C) during a two-process run: both
+    processes finish the same step, rank 0 checkpoints it, the command exits with 130, and one
+    process resumes it to the uninterrupted single-process model."""
+    long = [*TINY, "train.steps=240", "train.log_every=10", "train.checkpoint_every=1000"]
+    command = [sys.executable, "-m", "mstar_cli.main", "run", QUICKSTART, *long]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = subprocess.run([*command, f"experiment.output_dir={tmp_path / 'ref'}"], capture_output=True,
+                               text=True, env=env, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run = tmp_path / "stopped" / "quickstart"
+    proc = subprocess.Popen([*command, f"experiment.output_dir={tmp_path / 'stopped'}", "--nproc-per-node", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (run / "metrics.jsonl").is_file():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and err.count("Ctrl-C: stopping after this step") == 1
+    stopped_at = int(re.search(r"interrupted: stopped by Ctrl-C after training step (\d+) of 240", err).group(1))
+    assert 10 <= stopped_at < 240
+    assert (run / "checkpoints" / "train" / "latest").read_text().strip() == f"step-{stopped_at:08d}.pt"
+    resumed = subprocess.run([*command, f"experiment.output_dir={tmp_path / 'stopped'}"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert resumed.returncode == 0 and f"at step {stopped_at}" in resumed.stderr, resumed.stderr[-3000:]
+    ref = torch.load(tmp_path / "ref" / "quickstart" / "checkpoints" / "train" / "step-00000240.pt", weights_only=True)
+    assert max_difference(checkpoint(run, 240)["model"], ref["model"]) < 1e-5
 
 
 # ------------------------------------------------------------------------------ distillation

@@ -1,10 +1,13 @@
-"""Training loop: exact resume after a crash, atomic checkpoints, divergence, spec mismatch."""
+"""Training loop: exact resume after a crash or Ctrl-C, atomic checkpoints, divergence, spec mismatch."""
+import os
+import signal
 from pathlib import Path
 
 import attrs
 import pytest
 import torch
 
+from mstar_engine import interrupt
 from mstar_engine.data.synthetic import make_synthetic
 from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.process.build import build_process
@@ -139,3 +142,45 @@ def test_gradient_accumulation_equals_the_whole_batch(tmp_path, coupling, monkey
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
     for (name, a), b in zip(whole.named_parameters(), split.parameters()):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
+
+
+# ------------------------------------------------------------------------------ Ctrl-C
+def default_sigint() -> bool:
+    return signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_first_ctrl_c_raises_a_flag_and_the_second_stops_at_once(monkeypatch):
+    assert default_sigint(), "these tests send SIGINT to this process and need Python's default handler"
+    with interrupt.graceful_stop():  # not switched on (a library caller): the handler stays Python's
+        assert default_sigint()
+    monkeypatch.setenv(interrupt.SWITCH, "1")
+    with interrupt.graceful_stop():
+        assert not default_sigint() and not interrupt.requested()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupt.requested()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert default_sigint() and not interrupt.requested()
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_it_and_resumes_exactly(tmp_path, monkeypatch):
+    """SIGINT during step 13 (sent at the step-12 log line): step 13 completes, is checkpointed
+    (between the regular checkpoints at 8 and 16), and resuming gives the uninterrupted run."""
+    assert default_sigint()
+    ref_model, ref_ema, _ = run(tmp_path / "ref")
+    monkeypatch.setenv(interrupt.SWITCH, "1")
+    spec, process, denoiser = setup("ddpm", checkpoint_every=8, log_every=4)
+
+    def log(line):
+        if line.startswith("step 12/"):
+            os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(interrupt.Interrupted, match=r"after training step 13 of 24; .*step-00000013.pt holds it"):
+        train(process, denoiser, batches, spec.train, 24, tmp_path / "stopped", seed=0, fingerprint={"a": 1}, log=log)
+    assert default_sigint()
+    assert latest_checkpoint(tmp_path / "stopped" / "checkpoints" / "train").name == "step-00000013.pt"
+    model, ema, _ = run(tmp_path / "stopped")
+    for ref, got in ((ref_model, model), (ref_ema, ema)):
+        for a, b in zip(ref.state_dict().values(), got.state_dict().values()):
+            assert torch.equal(a, b)
+    assert (tmp_path / "stopped" / "metrics.jsonl").read_text().count("\n") == \
+        (tmp_path / "ref" / "metrics.jsonl").read_text().count("\n")
