@@ -90,7 +90,7 @@ def main() -> None:
         ("naive full tail (torch Beta, all T draws)", naive, naive_bytes / 2**30),
         ("star-shaped tail (mstar rollout, rho = 0)", star, None),
         (f"star-shaped tail per training step (K = {args.per_rollout})", star_k, None),
-        (f"coupled roll-out (ddpm rho), per roll-out", coupled, None),
+        ("coupled roll-out (ddpm rho), per roll-out", coupled, None),
         (f"coupled roll-out per training step (K = {args.per_rollout})", coupled / args.per_rollout, None),
     ]
     print(f"Beta, T = {T}, batch {B} x {shape}, {platform.processor() or platform.machine()}, "

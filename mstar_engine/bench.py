@@ -20,6 +20,7 @@ from pathlib import Path
 import attrs
 import torch
 
+from mstar_engine.clock import duration
 from mstar_engine.runs import Model
 from mstar_engine.spec.schema import Spec
 from mstar_engine.train.loop import train
@@ -139,16 +140,6 @@ def estimate(plan, result: dict) -> list[dict]:
     return rows
 
 
-def _duration(seconds: float) -> str:
-    """``2d 03h``, ``4h 05m``, ``12m 30s`` or ``8.2s``."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    d, h = divmod(h, 24)
-    return f"{d}d {h:02d}h" if d else f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
-
-
 def _reference_backbone(spec: Spec, prepared, event_shape: tuple[int, ...]) -> torch.nn.Module:
     """The same architecture as the spec's backbone, reading the state alone and predicting ε."""
     from mstar_engine.networks.mlp import MLP
@@ -180,6 +171,6 @@ def bench_table(result: dict) -> str:
     for row in result.get("estimates", []):
         seconds = row["seconds"]
         rows.append((f"estimated {row['stage']}", row["basis"] if seconds is None else
-                     f"{_duration(seconds)} ({row['basis']})"))
+                     f"{duration(seconds)} ({row['basis']})"))
     return f"{result['spec']}: {result['family']} ({result['coupling']} coupling)\n" + \
         tabulate(rows, tablefmt="github", headers=["measure", "value"], disable_numparse=True)

@@ -77,14 +77,15 @@ class Model:
                     continue
                 b = min(batch_size, n - start)
                 generator = torch.Generator(device=device).manual_seed(batch_seed(seed, j))
-                denoiser = self.denoiser
                 if classes:  # one class per sample: the requested one, else uniformly drawn
                     labels = torch.full((b,), label, dtype=torch.long, device=device) if label is not None else \
                         torch.randint(0, classes, (b,), generator=generator, device=device)
 
-                    def denoiser(s, x, t, labels=labels):
+                    def net(s, x, t, labels=labels):
                         return self.denoiser(s, x, t, labels.to(x.device), guidance=guidance)
-                out.append(sample(denoiser, family, b, grid, self.sampling_rho(), generator=generator,
+                else:
+                    net = self.denoiser
+                out.append(sample(net, family, b, grid, self.sampling_rho(), generator=generator,
                                   device=device, dtype=torch.float64, final=final).cpu())
         if group.world > 1:  # batch j came from process j mod world: put them back in order
             mine = group.gather(out)

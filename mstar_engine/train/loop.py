@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -36,6 +35,7 @@ from mstar_engine.process.losses import step_loss
 from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec.schema import Train
 from mstar_engine import interrupt
+from mstar_engine.clock import duration
 from mstar_engine.interrupt import graceful_stop
 from mstar_engine.train.checkpoint import differing_keys, latest_checkpoint, load_checkpoint, save_checkpoint
 from mstar_engine.train.inputs import ROLLOUT_BLOCK, BlockInputs
@@ -219,7 +219,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
                     with metrics_path.open("a") as fh:
                         fh.write(json.dumps(record) + "\n")
                 log(f"step {step}/{total_steps}  loss {record['loss']:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
-                    f"{steps_per_s:.1f} it/s  ETA {_duration(eta)}")
+                    f"{steps_per_s:.1f} it/s  ETA {duration(eta)}")
                 last_log_step, last_log_time = step, now
             if step % cfg.checkpoint_every == 0 or step == total_steps or summed[2] > 0:
                 last_good = checkpoint()
@@ -259,10 +259,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in lines))
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

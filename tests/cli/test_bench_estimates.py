@@ -1,11 +1,13 @@
 """``mstar bench``'s time estimate of each stage of a plan, from measured throughput."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
-from mstar_engine.bench import _duration, bench_table, estimate
+from mstar_engine.bench import bench_table, estimate
+from mstar_engine.clock import duration
 from mstar_engine.plan import compile_plan
 from mstar_engine.spec import load_spec
 
@@ -14,9 +16,9 @@ MEASURED = {"train_steps_per_s": 4.0, "sample_s_per_network_eval": 0.5, "sample_
 
 
 @pytest.mark.parametrize("seconds, text", [(8.24, "8.2s"), (750, "12m 30s"), (4 * 3600 + 300, "4h 05m"),
-                                           (2 * 86400 + 3 * 3600 + 59, "2d 03h")])
+                                           (2 * 86400 + 3 * 3600 + 59, "2d 03h"), (math.inf, "?")])
 def test_durations_read_like_a_clock(seconds, text):
-    assert _duration(seconds) == text
+    assert duration(seconds) == text
 
 
 def test_estimates_follow_the_plan_and_the_measured_rates():
