@@ -12,7 +12,7 @@ from mstar_engine.plan import compile_plan
 from mstar_engine.spec import load_spec
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
-MEASURED = {"train_steps_per_s": 4.0, "sample_s_per_network_eval": 0.5, "sample_batch": 250}
+MEASURED = {"train_steps_per_s": 4.0, "sample_s_per_network_eval": 0.5, "sample_s_per_batch": 3.0, "sample_batch": 250}
 
 
 @pytest.mark.parametrize("seconds, text", [(8.24, "8.2s"), (750, "12m 30s"), (4 * 3600 + 300, "4h 05m"),
@@ -27,9 +27,10 @@ def test_estimates_follow_the_plan_and_the_measured_rates():
     spec = plan.spec
     rows = {r["stage"]: r for r in estimate(plan, MEASURED)}
     assert rows["train"]["seconds"] == pytest.approx(spec.train.steps / 4.0)
-    per_sample_eval = 0.5 / 250
-    assert rows["sample"]["seconds"] == pytest.approx(spec.sample.num_samples * spec.sample.steps * per_sample_eval)
-    assert rows["eval"]["seconds"] == pytest.approx(3 * spec.eval.num_samples * 12 * per_sample_eval)
+    batches = spec.sample.num_samples / 250   # a fixed 3 s per batch of 250 plus 0.5 s per evaluation
+    assert rows["sample"]["seconds"] == pytest.approx(batches * (3.0 + 0.5 * spec.sample.steps))
+    batches = spec.eval.num_samples / 250
+    assert rows["eval"]["seconds"] == pytest.approx(3 * batches * ((3.0 + 0.5 * 4) + (3.0 + 0.5 * 8)))
     distill = [r for name, r in rows.items() if name.startswith("distill")]
     assert len(distill) == len(spec.distill.stages) and all(r["seconds"] is None for r in distill)
     assert "compare" not in rows
