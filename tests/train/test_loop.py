@@ -150,6 +150,7 @@ def default_sigint() -> bool:
 
 def test_first_ctrl_c_raises_a_flag_and_the_second_stops_at_once(monkeypatch):
     assert default_sigint(), "these tests send SIGINT to this process and need Python's default handler"
+    monkeypatch.delenv(interrupt.SWITCH, raising=False)  # in-process CLI tests switch it on for the process
     with interrupt.graceful_stop():  # not switched on (a library caller): the handler stays Python's
         assert default_sigint()
     monkeypatch.setenv(interrupt.SWITCH, "1")
