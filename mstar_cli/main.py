@@ -132,11 +132,12 @@ def _run_errors() -> tuple[type[BaseException], ...]:
     from mstar_engine.data.offline import DataError
     from mstar_engine.distributed.launch import ProcessStopped
     from mstar_engine.families import DomainError
+    from mstar_engine.metrics.image_statistics import ReferenceStatisticsError
     from mstar_engine.metrics.inception import InceptionWeightsMissing
     from mstar_engine.train.checkpoint import CheckpointError
     from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
     return (DataError, DomainError, CheckpointError, CheckpointMismatch, TrainingDiverged, NotImplementedError,
-            ImportError, InceptionWeightsMissing, ProcessStopped)
+            ImportError, InceptionWeightsMissing, ReferenceStatisticsError, ProcessStopped)
 
 
 @cli.command()
@@ -303,14 +304,17 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
 @click.option("--fid", is_flag=True, help="Fréchet Inception distance (images).")
 @click.option("--is", "inception_score", is_flag=True, help="Inception score (images).")
 @click.option("--auprc", is_flag=True, help="Anomaly-detection AUPRC (images).")
+@click.option("--fid-reference", type=click.Path(dir_okay=False),
+              help="FID reference statistics (.npz with mu and sigma, pytorch-fid's format) instead of the "
+                   "training images'.")
 @click.option("--download", is_flag=True, help="Allow downloading the Inception weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), help="Share the sampling out over this many "
               "processes (one per GPU); the results do not change. Under torchrun, its count is used.")
 @handle_errors
 def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int | None, repeats: int | None,
-          checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, download: bool,
-          as_json: bool, nproc_per_node: int | None) -> None:
+          checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, fid_reference: str | None,
+          download: bool, as_json: bool, nproc_per_node: int | None) -> None:
     """Metrics table of RUN over step counts, each beside its noise floor."""
     from mstar_engine.evaluate import evaluate_run
     from mstar_engine.report import results_table
@@ -331,7 +335,7 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
         raise click.BadParameter(f"{max(step_list)} exceeds the run's T = {T} steps", param_hint="--steps")
     try:
         results = evaluate_run(run, steps=step_list, metrics=metric_list, num_samples=num_samples, repeats=repeats,
-                               download=download, processes=nproc_per_node)
+                               fid_reference=fid_reference, download=download, processes=nproc_per_node)
     except (ValueError, InceptionWeightsMissing) as exc:  # ValueError includes DataError
         raise Failure(str(exc)) from None
     if results is not None:  # None in torchrun processes other than rank 0

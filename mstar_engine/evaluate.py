@@ -95,11 +95,12 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
 
 def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int,
                    download: bool = False, group: Group = SINGLE):
-    """FID (against the training images' pool3 statistics) and IS of every sampler at its step
-    count; noise floors: the FID between held-out and training images and the IS of the held-out
-    images (the real-data level)."""
+    """FID (against the training images' pool3 statistics, or ``eval.fid_reference``) and IS of
+    every sampler at its step count; noise floors: the FID of the held-out images and their IS (the
+    real-data level). The real images' statistics come from mstar's cache after the first time."""
     from mstar_engine.metrics.frechet import activation_statistics, frechet_distance
-    from mstar_engine.metrics.inception import activations, inception_score, load_inception
+    from mstar_engine.metrics.image_statistics import image_statistics, load_reference
+    from mstar_engine.metrics.inception import activations, inception_score, load_inception, weights_path
     ev = spec.eval
     wanted = [m for m in ev.metrics if m in INCEPTION_METRICS]
     device = next(runs[0][1].denoiser.parameters()).device
@@ -109,12 +110,18 @@ def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.T
         x = x.float()
         return ((x + 1) / 2 if spec.data.range == "symmetric" else x).clamp(0, 1)
 
+    def statistics(images: torch.Tensor) -> dict:
+        return image_statistics(net, unit(images), weights_path(ev.inception_weights), batch_size=ev.batch_size)
+
     n = min(ev.num_samples, train_data.shape[0])
-    ref_pool, _ = activations(net, unit(train_data[:n]), ev.batch_size)
-    mu_ref, sigma_ref = activation_statistics(ref_pool)
-    real_pool, real_logits = activations(net, unit(held_out[:n]), ev.batch_size)
-    floor = {"fid": frechet_distance(*activation_statistics(real_pool), mu_ref, sigma_ref),
-             "is": inception_score(real_logits)[0]}
+    if ev.fid_reference:
+        mu_ref, sigma_ref = load_reference(ev.fid_reference)
+    else:
+        reference = statistics(train_data[:n])
+        mu_ref, sigma_ref = reference["mu"], reference["sigma"]
+    real = statistics(held_out[:n])
+    floor = {"fid": frechet_distance(real["mu"], real["sigma"], mu_ref, sigma_ref),
+             "is": float(real["inception_score"])}
     for who, sampler, steps in runs:
         values = {name: [] for name in wanted}
         for r in range(ev.repeats):
@@ -148,13 +155,13 @@ def anomaly_row(model: Model, spec: Spec, seed: int) -> dict:
 
 
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,
-                 num_samples: int | None = None, repeats: int | None = None, download: bool = False,
-                 processes: int | None = None, group: Group | None = None) -> dict | None:
+                 num_samples: int | None = None, repeats: int | None = None, fid_reference: str | None = None,
+                 download: bool = False, processes: int | None = None, group: Group | None = None) -> dict | None:
     """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
     with the spec's ``[eval]`` settings unless given here. ``processes`` > 1 (or torchrun) shares
     the sampling out over that many processes (same results; None in processes other than rank 0)."""
     options = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats,
-               "download": download}
+               "fid_reference": fid_reference, "download": download}
     world = process_count(processes, 1)
     if group is None and world > 1:
         from mstar_engine.distributed.launch import run_processes
@@ -165,7 +172,8 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     ev = run.spec.eval
     if steps is None and run.model.steps is not None:  # a student: at the evaluations it was made for
         steps = [run.model.steps]
-    changes = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats}
+    changes = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats,
+               "fid_reference": fid_reference}
     ev = attrs.evolve(ev, **{k: v for k, v in changes.items() if v is not None})
     if not ev.metrics:
         raise ValueError("no metrics to compute: pass --metrics (mstar list metrics) or set eval.metrics in the spec")

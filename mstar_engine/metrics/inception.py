@@ -71,10 +71,15 @@ class InceptionFeatures(nn.Module):
         return pool, self.net.fc(pool)
 
 
+def weights_path(path: str | Path | None = None) -> Path:
+    """The weights file ``path`` names, or pytorch-fid's cache file."""
+    return Path(path).expanduser() if path else default_inception_path()
+
+
 def load_inception(path: str | Path | None = None, *, download: bool = False,
                    device: torch.device | str = "cpu") -> InceptionFeatures:
     """The Inception network with weights from ``path`` (default: pytorch-fid's cache file)."""
-    path = Path(path).expanduser() if path else default_inception_path()
+    path = weights_path(path)
     if not path.is_file():
         if not download:
             raise InceptionWeightsMissing(

@@ -284,6 +284,10 @@ def check_eval(c: Checker) -> None:
                   f"Inception weights not found at {weights}",
                   "place pt_inception-2015-12-05-6726825d.pth (the pytorch-fid file) there, set "
                   "eval.inception_weights, or fetch it with mstar eval --download", "environment")
+    if ev.fid_reference and "fid" in ev.metrics and not expand_path(ev.fid_reference).is_file():
+        c.add(("eval", "fid_reference"), f"FID reference statistics not found at {expand_path(ev.fid_reference)}",
+              "give an .npz with mu and sigma (python -m pytorch_fid --save-stats writes one), or unset it to use "
+              "the training images", "environment")
     n_classes = info.num_classes
     for i, k in enumerate(ev.anomaly_classes or []):
         if n_classes > 0 and k >= n_classes:

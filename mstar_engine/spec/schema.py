@@ -191,6 +191,8 @@ class Eval:
     mmd_bandwidth: float | None = setting(None, "MMD kernel bandwidth (default: median heuristic)", gt=0.0)
     inception_weights: str | None = setting(None, "pytorch-fid Inception weights (default: "
                                             "$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth)")
+    fid_reference: str | None = setting(None, "FID reference statistics: an .npz with mu and sigma (pytorch-fid's "
+                                        "format, e.g. published dataset statistics) instead of the training images'")
     anomaly_classes: list[int] | None = setting(None, "classes treated as anomalies by auprc "
                                                 "(default: every class not in data.classes)", min_length=1, ge=0)
 

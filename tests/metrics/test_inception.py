@@ -97,21 +97,31 @@ def test_activations_batch_independent(weights):
     assert a.dtype == np.float64 and la.shape == (3, 1008)
 
 
-def test_eval_fid_and_is_on_digits(weights, tmp_path):
+@pytest.fixture(scope="module")
+def digits_run(weights, tmp_path_factory) -> Path:
+    """A tiny digits run whose resolved spec names the stand-in Inception weights."""
     pytest.importorskip("sklearn")
-    runner = CliRunner()
+    out = tmp_path_factory.mktemp("digits")
     tiny = ["process.steps=4", "network.unet.channels=8", "network.unet.channel_mult=[1, 2]",
             "network.unet.res_blocks=1", "network.unet.attention_resolutions=[4]", "network.unet.head_channels=8",
             "train.batch_size=8", "train.steps=2", "sample.num_samples=4", "sample.batch_size=4",
-            "eval.metrics=[]", f"experiment.output_dir={tmp_path}"]
-    result = runner.invoke(cli, ["run", str(ROOT / "specs" / "digits.toml"), *tiny])
+            "eval.metrics=[]", f"experiment.output_dir={out}"]
+    result = CliRunner().invoke(cli, ["run", str(ROOT / "specs" / "digits.toml"), *tiny])
     assert result.exit_code == 0, result.output
-    run = tmp_path / "digits"
+    run = out / "digits"
     text = (run / "spec.resolved.toml").read_text()
     (run / "spec.resolved.toml").write_text(text.replace("[eval]\n", f'[eval]\ninception_weights = "{weights}"\n', 1))
-    result = runner.invoke(cli, ["eval", str(run), "--fid", "--is", "-n", "6", "--steps", "2", "--json"])
+    return run
+
+
+def eval_rows(run: Path, *args: str) -> dict:
+    result = CliRunner().invoke(cli, ["eval", str(run), "--fid", "--is", "-n", "6", "--steps", "2", "--json", *args])
     assert result.exit_code == 0, result.output
-    rows = {r["metric"]: r for r in json.loads(result.output)["results"]}
+    return {r["metric"]: r for r in json.loads(result.output)["results"]}
+
+
+def test_eval_fid_and_is_on_digits(digits_run):
+    rows = eval_rows(digits_run)
     assert set(rows) == {"fid", "is"}
     assert all(np.isfinite(r["value"]) and np.isfinite(r["noise_floor"]) for r in rows.values())
     assert rows["is"]["value"] >= 1.0 - 1e-9 and rows["fid"]["samples"] == 6

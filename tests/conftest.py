@@ -1,11 +1,12 @@
-"""Every schedule test writes its on-disk cache into one temporary folder for the session."""
+"""Every test writes mstar's on-disk cache (schedules, Inception statistics) into one temporary
+folder for the session, never into the user's ~/.cache."""
 import os
 
 import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def schedule_cache_dir(tmp_path_factory):
+def mstar_cache_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("mstar-cache")
     old = os.environ.get("MSTAR_CACHE_DIR")
     os.environ["MSTAR_CACHE_DIR"] = str(path)

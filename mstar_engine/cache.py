@@ -1,10 +1,11 @@
-"""On-disk cache of schedules that are expensive to build (``snr-matched``, ``beta-cosine``,
-``categorical-d3pm``).
+"""On-disk cache of results that are expensive to build: schedules (``snr-matched``,
+``beta-cosine``, ``categorical-d3pm``) and Inception statistics of image sets (FID references and
+noise floors).
 
 Location: ``$MSTAR_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/mstar``, else ``~/.cache/mstar``;
-files live under ``schedules/`` there, one ``.npz`` per key. The key names everything the result
-depends on (schedule, family, T, data shape, reference, options) plus :data:`VERSION`, which is
-bumped whenever an algorithm changes so that stale entries are never read.
+each kind of result has its folder there (``schedules/``, ``inception/``), one ``.npz`` per key.
+The key names everything the result depends on plus :data:`VERSION` (and the caller's own version
+entries), bumped whenever an algorithm changes so that stale entries are never read.
 
 Writes are atomic: the arrays go to a temporary file in the same folder, which is then renamed
 over the target with ``os.replace``, so concurrent builders (several ranks, several runs) never
@@ -28,28 +29,28 @@ VERSION = 1
 STATS: Counter = Counter()
 
 
-def cache_dir() -> Path:
-    """The schedule cache folder (not created here)."""
+def cache_dir(folder: str = "schedules") -> Path:
+    """The cache folder of one kind of result (not created here)."""
     root = os.environ.get("MSTAR_CACHE_DIR")
     if root:
-        return Path(root).expanduser() / "schedules"
+        return Path(root).expanduser() / folder
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "mstar" / "schedules"
+    return base / "mstar" / folder
 
 
-def cache_path(key: dict) -> Path:
+def cache_path(key: dict, folder: str = "schedules") -> Path:
     """File of a key: a readable prefix plus a hash of the full key."""
     items = sorted({**key, "version": VERSION}.items())
     text = ";".join(f"{k}={v!r}" for k, v in items)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    prefix = "-".join(str(key.get(k)) for k in ("schedule", "family", "steps") if k in key)
+    prefix = "-".join(str(key.get(k)) for k in ("schedule", "family", "steps", "what") if k in key)
     prefix = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in prefix)
-    return cache_dir() / f"{prefix}-{digest}.npz"
+    return cache_dir(folder) / f"{prefix}-{digest}.npz"
 
 
-def load(key: dict) -> dict[str, np.ndarray] | None:
-    path = cache_path(key)
+def load(key: dict, folder: str = "schedules") -> dict[str, np.ndarray] | None:
+    path = cache_path(key, folder)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: np.array(data[name], dtype=np.float64) for name in data.files}
@@ -58,9 +59,9 @@ def load(key: dict) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def save(key: dict, arrays: dict[str, np.ndarray]) -> Path:
+def save(key: dict, arrays: dict[str, np.ndarray], folder: str = "schedules") -> Path:
     """Write ``arrays`` atomically (temporary file + os.replace) and return the path."""
-    path = cache_path(key)
+    path = cache_path(key, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda fh: np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}),
                  suffix=".tmp.npz", shared=True)
@@ -68,14 +69,15 @@ def save(key: dict, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def cached(key: dict, build: Callable[[], dict[str, np.ndarray]], use_cache: bool = True) -> dict[str, np.ndarray]:
-    """Return the cached arrays for ``key``, building and storing them on a miss.
+def cached(key: dict, build: Callable[[], dict[str, np.ndarray]], use_cache: bool = True,
+           folder: str = "schedules") -> dict[str, np.ndarray]:
+    """Return the cached arrays for ``key`` in ``folder``, building and storing them on a miss.
 
     A cache folder that cannot be written (read-only home, full disk) does not fail the build:
     the result is returned uncached.
     """
     if use_cache:
-        hit = load(key)
+        hit = load(key, folder)
         if hit is not None:
             STATS["hits"] += 1
             return hit
@@ -83,7 +85,7 @@ def cached(key: dict, build: Callable[[], dict[str, np.ndarray]], use_cache: boo
     arrays = build()
     if use_cache:
         try:
-            save(key, arrays)
+            save(key, arrays, folder)
         except OSError:
             STATS["write_errors"] += 1
     return arrays
