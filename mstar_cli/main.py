@@ -347,12 +347,23 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
 @click.option("--format", "fmt", type=click.Choice(["github", "latex", "tsv", "json"]), default="github",
               show_default=True, help="Markdown table, LaTeX (booktabs), tab-separated, or the results as JSON.")
 @click.option("--title", help="Table title (default: the models and their data).")
+@click.option("--during-training", is_flag=True,
+              help="The evaluations during training instead (eval.jsonl of runs with train.eval_every): one row "
+                   "per run and optimiser step.")
 @handle_errors
-def results(paths: tuple[str, ...], fmt: str, title: str | None) -> None:
+def results(paths: tuple[str, ...], fmt: str, title: str | None, during_training: bool) -> None:
     """One table of the stored results of several runs, computing nothing: each RUN's results.json
     (with its [compare] variants) or a FILE written by mstar eval --json."""
-    from mstar_engine.report import ResultsError, models_table, read_results
+    from mstar_engine.report import ResultsError, curve_table, models_table, read_curves, read_results
     try:
+        if during_training:
+            curves = read_curves(list(paths))
+            if fmt == "json":
+                click.echo(json.dumps([{"model": name, "evaluations": rows} for name, rows in curves], indent=2))
+            else:
+                names = ", ".join(name for name, _ in curves)
+                click.echo(curve_table(curves, title or f"{names}: evaluations during training", fmt))
+            return
         models = read_results(list(paths))
     except ResultsError as exc:
         raise Failure(str(exc)) from None

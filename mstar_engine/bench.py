@@ -136,6 +136,10 @@ def estimate(plan, result: dict) -> list[dict]:
     def sampling(samples: int, evaluations: int) -> float:
         n = result["sample_batch"]
         return samples / n * (result["sample_s_per_batch"] + evaluations * result["sample_s_per_network_eval"])
+    ev = spec.eval
+    evaluation = (ev.repeats * sum(sampling(ev.num_samples, k) for k in ev.steps),
+                  f"{ev.repeats} × {ev.num_samples} samples × {'+'.join(map(str, ev.steps))} evaluations" +
+                  (", without Inception" if any(m in ("fid", "is") for m in ev.metrics) else ""))
     rows = []
     for stage in plan.stages:
         seconds, basis = None, "not timed by mstar bench"
@@ -146,11 +150,12 @@ def estimate(plan, result: dict) -> list[dict]:
             seconds = sampling(spec.sample.num_samples, spec.sample.steps)
             basis = f"{spec.sample.num_samples} samples × {spec.sample.steps} evaluations"
         elif stage.name == "eval":
-            ev = spec.eval
-            seconds = ev.repeats * sum(sampling(ev.num_samples, k) for k in ev.steps)
-            basis = f"{ev.repeats} × {ev.num_samples} samples × {'+'.join(map(str, ev.steps))} evaluations"
-            basis += ", without Inception" if any(m in ("fid", "is") for m in ev.metrics) else ""
+            seconds, basis = evaluation
         rows.append({"stage": stage.name, "seconds": seconds, "basis": basis})
+        if stage.name == "train" and spec.train.eval_every and stage.optimizer_steps:
+            times = (stage.optimizer_steps - 1) // spec.train.eval_every
+            rows.append({"stage": "eval during training", "seconds": times * evaluation[0],
+                         "basis": f"{times} × the eval stage (train.eval_every = {spec.train.eval_every})"})
     if spec.compare:
         rows.append({"stage": "compare", "seconds": None, "basis": f"{len(spec.compare)} variants, each a run of "
                      "its own: not timed (mstar bench SPEC with a variant's overrides times one)"})

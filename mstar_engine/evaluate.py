@@ -6,6 +6,8 @@ Used at the end of ``mstar run`` and by ``mstar eval RUN`` (:func:`evaluate_run`
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Callable
 
 import attrs
 import numpy as np
@@ -23,6 +25,7 @@ from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinat
 from mstar_engine.report import results_table
 from mstar_engine.runs import Model, Run, load_students
 from mstar_engine.spec.schema import Spec
+from mstar_engine.train.loop import truncate_log
 
 
 SCORE_METRICS = ("auprc",)  # computed from the model's bound, not from samples
@@ -152,6 +155,47 @@ def anomaly_row(model: Model, spec: Spec, seed: int) -> dict:
     scores = bound_scores(model, x, batch_size=ev.batch_size, seed=seed + 12)
     return {"metric": "auprc", "steps": model.process.family.steps, "value": average_precision(scores, is_anomaly),
             "std": 0.0, "noise_floor": float(is_anomaly.mean()), "samples": int(x.shape[0])}
+
+
+class DuringTraining:
+    """``train.eval_every``: the spec's evaluation of the EMA weights every ``every`` optimiser
+    steps, one line per metric and step count in ``eval.jsonl`` (``{"step": ..., "metric": ...,
+    "steps": ..., "value": ..., "noise_floor": ...}``) and one status line. A
+    :class:`~mstar_engine.train.loop.Periodic` of the training loop."""
+
+    def __init__(self, spec: Spec, process, held_out: torch.Tensor, train_data: torch.Tensor, run_dir,
+                 log: Callable[[str], None], group: Group = SINGLE) -> None:
+        self.every = spec.train.eval_every
+        self.spec, self.process, self.held_out, self.train_data = spec, process, held_out, train_data
+        self.path, self.log, self.group = Path(run_dir) / "eval.jsonl", log, group
+
+    def resumed(self, step: int) -> None:
+        if self.group.main:
+            truncate_log(self.path, step)
+
+    def __call__(self, step: int, ema: torch.nn.Module) -> None:
+        was = ema.training
+        ema.eval()
+        try:
+            results = evaluate(Model(self.process, ema), self.spec, self.held_out, self.train_data,
+                               self.spec.experiment.seed, group=self.group)
+        finally:
+            ema.train(was)
+        if self.group.main:
+            self._write(step, results["results"])
+            self.log(f"eval at step {step}: " + ", ".join(f"{r['metric']} ({r['steps']} steps) {r['value']:.4f}"
+                                                          for r in results["results"]))
+
+    def finished(self, step: int, results: dict) -> None:
+        """The evaluation after training ends the curve (its trained-model rows, once)."""
+        truncate_log(self.path, step - 1)
+        self._write(step, [r for r in results["results"] if r.get("model", "teacher") == "teacher"
+                           and r["steps"] in self.spec.eval.steps])
+
+    def _write(self, step: int, rows: list[dict]) -> None:
+        with self.path.open("a") as fh:
+            for row in rows:
+                fh.write(json.dumps({"step": step, **{k: v for k, v in row.items() if k != "model"}}) + "\n")
 
 
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,

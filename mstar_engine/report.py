@@ -72,6 +72,40 @@ def models_table(models: list[tuple[str, dict]], title: str, fmt: str = "github"
     return _titled(title + _direction(every), _tabulate(rows, headers, fmt), fmt)
 
 
+def curve_table(curves: list[tuple[str, list[dict]]], title: str, fmt: str = "github") -> str:
+    """Evaluations during training (``eval.jsonl`` rows) of one or more runs: one row per run and
+    optimiser step, one column per metric and step count."""
+    columns = list(dict.fromkeys((r["metric"], r["steps"]) for _, rows in curves for r in rows))
+    table = []
+    for name, rows in curves:
+        by_step: dict[int, dict] = {}
+        for r in rows:
+            by_step.setdefault(r["step"], {})[(r["metric"], r["steps"])] = r
+        for step, values in sorted(by_step.items()):
+            table.append([*([name] if len(curves) > 1 else []), step,
+                          *(_value(values[c]) if c in values else "-" for c in columns)])
+    headers = [*(["model"] if len(curves) > 1 else []), "optimiser step",
+               *(f"{_metric(m)} ({k} steps)" for m, k in columns)]
+    every = [r for _, rows in curves for r in rows]
+    return _titled(title + _direction(every), _tabulate(table, headers, fmt), fmt)
+
+
+def read_curves(paths: list[str | Path]) -> list[tuple[str, list[dict]]]:
+    """(name, rows of ``eval.jsonl``) of each run directory."""
+    out = []
+    for path in map(Path, paths):
+        file = path / "eval.jsonl"
+        if not file.is_file():
+            raise ResultsError(f"{path} has no eval.jsonl: runs write one when train.eval_every is set (the "
+                               "evaluations during training)")
+        try:
+            rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ResultsError(f"cannot read {file} ({exc})") from None
+        out.append((path.name if len(paths) == len({Path(p).name for p in paths}) else str(path), rows))
+    return out
+
+
 def read_results(paths: list[str | Path]) -> list[tuple[str, dict]]:
     """(name, results) of each run directory (its ``results.json``) or results file (``mstar eval
     --json`` output), followed by its ``[compare]`` variants as ``name/variant``. Names that occur

@@ -27,7 +27,7 @@ from mstar_engine.devices import training_device
 from mstar_engine.distributed.env import silent
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distill.pipeline import distill_model
-from mstar_engine.evaluate import check_evaluable, evaluate, write_results
+from mstar_engine.evaluate import DuringTraining, check_evaluable, evaluate, write_results
 from mstar_engine.plan import Plan, render_plan
 from mstar_engine.plots import loss_curve_svg, trajectory_grid
 from mstar_engine.plan.compile import flatten
@@ -112,9 +112,11 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     total = plan.stages[0].optimizer_steps
     if total is None:
         total = math.ceil(spec.train.epochs * data.train.shape[0] / spec.train.batch_size)
+    periodic = DuringTraining(spec, process, data.held_out, data.train, plan.run_dir, log, group) \
+        if spec.train.eval_every else None
     ema = train(process, p.denoiser, p.source, spec.train, total, plan.run_dir, seed=seed,
                 fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout, group=group,
-                streams=spec.devices.processes)
+                streams=spec.devices.processes, periodic=periodic)
     model = Model(process, ema.eval())
     students, seconds = {}, {}
     if spec.distill is not None:
@@ -135,5 +137,7 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
                        download=download, group=group)
     if not group.main:
         return None
+    if periodic is not None:
+        periodic.finished(total, results)
     write_results(plan.run_dir, results)
     return results

@@ -264,6 +264,9 @@ def halving_problem(steps: int, to: int) -> str:
 
 def check_eval(c: Checker) -> None:
     ev, info = c.spec.eval, DATASETS[c.spec.data.name]
+    if c.spec.train.eval_every is not None and not ev.metrics:
+        c.add(("train", "eval_every"), "eval_every evaluates eval.metrics during training, and eval.metrics is empty",
+              'set eval.metrics (e.g. ["mmd"]; mstar list metrics) or remove train.eval_every')
     for i, name in enumerate(ev.metrics):
         metric = METRICS[name]
         mismatch = data_mismatch(name, info.name, info.is_image)

@@ -21,7 +21,7 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -42,6 +42,16 @@ from mstar_engine.train.inputs import ROLLOUT_BLOCK, BlockInputs
 from mstar_engine.train.schedules import ema_decay, learning_rate
 
 
+class Periodic(Protocol):
+    """Something done with the EMA model every ``every`` optimiser steps during training."""
+    every: int
+
+    def __call__(self, step: int, ema: nn.Module) -> None: ...
+
+    def resumed(self, step: int) -> None:
+        """The run resumed at ``step``: forget what was recorded after it."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -53,12 +63,14 @@ class CheckpointMismatch(RuntimeError):
 def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int], Iterator],
           cfg: Train, total_steps: int, run_dir: Path, *, seed: int = 0, fingerprint: dict | None = None,
           resume: bool = True, log: Callable[[str], None] = print, label_dropout: float = 0.0,
-          group: Group = SINGLE, streams: int = 1) -> nn.Module:
+          group: Group = SINGLE, streams: int = 1, periodic: Periodic | None = None) -> nn.Module:
     """Train ``denoiser`` (and a learned coupling) for ``total_steps`` optimiser steps; return the
     EMA model. ``batches(start_example)`` yields batches of x0 — or (x0, labels) pairs for a class-
     conditional denoiser — from that example position on. Labels are replaced by the "no label"
     entry with probability ``label_dropout`` (classifier-free guidance training). ``group``: this
-    process's place in a multi-process run; only its rank 0 writes checkpoints and logs."""
+    process's place in a multi-process run; only its rank 0 writes checkpoints and logs.
+    ``periodic``: called with the EMA model every ``periodic.every`` steps before the last (an
+    evaluation during training), outside the training's random streams, so it changes nothing."""
     family = process.family
     device = next(denoiser.parameters()).device
     ema = copy.deepcopy(denoiser).requires_grad_(False)
@@ -101,7 +113,9 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         else:  # resumed with another number of processes
             torch.manual_seed(_rank_seed(seed, group.rank, step))
         if group.main:
-            _truncate_metrics(metrics_path, step)
+            truncate_log(metrics_path, step)
+        if periodic is not None:
+            periodic.resumed(step)
         log(f"resumed from {latest} at step {step}")
 
     def checkpoint() -> Path | None:
@@ -223,6 +237,11 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
                 last_log_step, last_log_time = step, now
             if step % cfg.checkpoint_every == 0 or step == total_steps or summed[2] > 0:
                 last_good = checkpoint()
+            if periodic is not None and step % periodic.every == 0 and step < total_steps and not summed[2] > 0:
+                began = time.perf_counter()
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    periodic(step, ema)
+                last_log_time += time.perf_counter() - began  # the status line's speed is training's
             if summed[2] > 0 and step < total_steps:
                 raise interrupt.Interrupted(f"stopped by Ctrl-C after training step {step} of {total_steps}; "
                                             f"{last_good} holds it: run the same command again to resume")
@@ -253,7 +272,7 @@ def _fast_update(module: nn.Module) -> dict:
     return {"fused": True} if fused_ok else {"foreach": True}
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint being resumed (they will be written again)."""
     if not path.is_file():
         return

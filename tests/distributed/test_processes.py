@@ -25,8 +25,8 @@ import probes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "specs" / "quickstart.toml")
-TINY = ["train.steps=24", "train.log_every=8", "train.checkpoint_every=8", "sample.num_samples=50",
-        "eval.num_samples=50", "process.steps=16", "compare={}", "data.num_examples=2000",
+TINY = ["train.steps=24", "train.log_every=8", "train.checkpoint_every=8", "train.eval_every=12",
+        "sample.num_samples=50", "eval.num_samples=50", "process.steps=16", "compare={}", "data.num_examples=2000",
         "network.mlp.hidden=64", "network.mlp.blocks=1", "sample.batch_size=16", "eval.batch_size=16"]
 
 
@@ -118,6 +118,10 @@ def test_two_processes_train_the_single_process_model(runs, other):
     rows = [json.loads((runs[n] / "results.json").read_text())["results"] for n in ("one", other)]
     assert [(r["metric"], r["steps"]) for r in rows[0]] == [(r["metric"], r["steps"]) for r in rows[1]]
     assert [r["value"] for r in rows[1]] == pytest.approx([r["value"] for r in rows[0]], rel=1e-3)
+    curves = [[json.loads(line) for line in (runs[n] / "eval.jsonl").read_text().splitlines()] for n in ("one", other)]
+    assert [(r["step"], r["metric"]) for r in curves[1]] == [(r["step"], r["metric"]) for r in curves[0]]
+    assert [r["step"] for r in curves[0]][0] == 12   # evaluated during training too, every process taking part
+    assert [r["value"] for r in curves[1]] == pytest.approx([r["value"] for r in curves[0]], rel=1e-3)
 
 
 def test_sampling_batches_shared_out_over_processes_are_the_single_process_samples(runs):
