@@ -15,7 +15,7 @@ from mstar_engine.metrics import image_statistics as stats_module
 from mstar_engine.metrics.frechet import activation_statistics, frechet_distance
 from mstar_engine.metrics.image_statistics import (ReferenceStatisticsError, image_statistics, load_reference)
 from mstar_engine.metrics.inception import activations, inception_score, load_inception
-from tests.metrics.test_inception import digits_run, eval_rows, weights  # noqa: F401 - fixtures
+from tests.metrics.test_inception import eval_rows
 
 
 @pytest.fixture

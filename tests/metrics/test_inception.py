@@ -22,23 +22,9 @@ from click.testing import CliRunner
 from scipy import stats
 
 from mstar_cli.main import cli
-from mstar_engine.metrics.inception import (InceptionWeightsMissing, activations, fid_inception_network,
-                                            inception_score, load_inception)
+from mstar_engine.metrics.inception import InceptionWeightsMissing, activations, inception_score, load_inception
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    net = fid_inception_network()
-    for m in net.modules():  # non-trivial normalisation statistics, so that every layer matters
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
-    path = tmp_path_factory.mktemp("inception") / "pt_inception-2015-12-05-6726825d.pth"
-    torch.save(net.state_dict(), path)
-    return path
 
 
 def test_features_equal_pytorch_fid_and_logits_equal_torchvision(weights):
@@ -95,23 +81,6 @@ def test_activations_batch_independent(weights):
     b, lb = activations(net, x, batch_size=2)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert a.dtype == np.float64 and la.shape == (3, 1008)
-
-
-@pytest.fixture(scope="module")
-def digits_run(weights, tmp_path_factory) -> Path:
-    """A tiny digits run whose resolved spec names the stand-in Inception weights."""
-    pytest.importorskip("sklearn")
-    out = tmp_path_factory.mktemp("digits")
-    tiny = ["process.steps=4", "network.unet.channels=8", "network.unet.channel_mult=[1, 2]",
-            "network.unet.res_blocks=1", "network.unet.attention_resolutions=[4]", "network.unet.head_channels=8",
-            "train.batch_size=8", "train.steps=2", "sample.num_samples=4", "sample.batch_size=4",
-            "eval.metrics=[]", f"experiment.output_dir={out}"]
-    result = CliRunner().invoke(cli, ["run", str(ROOT / "specs" / "digits.toml"), *tiny])
-    assert result.exit_code == 0, result.output
-    run = out / "digits"
-    text = (run / "spec.resolved.toml").read_text()
-    (run / "spec.resolved.toml").write_text(text.replace("[eval]\n", f'[eval]\ninception_weights = "{weights}"\n', 1))
-    return run
 
 
 def eval_rows(run: Path, *args: str) -> dict:
