@@ -145,6 +145,7 @@ class Train:
     accumulation: int = setting(1, "gradient accumulation micro-batches per optimiser step", ge=1)
     t_per_rollout: int = setting(1, "training steps t drawn from one forward roll-out", ge=1)
     checkpoint_every: int = setting(1000, "optimiser steps between checkpoints", ge=1)
+    keep_checkpoints: int = setting(3, "training checkpoints kept (the newest); 0 keeps every one", ge=0)
     eval_every: int | None = setting(None, "optimiser steps between evaluations of the EMA weights during training "
                                      "(eval.metrics at eval.steps, one line per metric in eval.jsonl); unset: only "
                                      "after training", ge=1)

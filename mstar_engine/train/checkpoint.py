@@ -21,7 +21,8 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
-    """Write ``state`` as ``step-NNNNNNNN.pt`` and point ``latest`` at it; keep the newest ``keep``."""
+    """Write ``state`` as ``step-NNNNNNNN.pt`` and point ``latest`` at it; keep the newest ``keep``
+    (0: every one)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:08d}.pt"
@@ -33,7 +34,7 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
         raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}; {kept}. Free space (or fix "
                               "the folder's permissions) and run again with --resume auto") from None
-    for old in sorted(directory.glob("step-*.pt"))[:-keep]:
+    for old in sorted(directory.glob("step-*.pt"))[:-keep] if keep else ():
         old.unlink(missing_ok=True)
     return path
 

@@ -126,7 +126,8 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             "step": step, "model": denoiser.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
             "torch_rng": rng[0], "torch_rng_ranks": rng if group.world > 1 else [], "block_rho": block_rho,
-            "fingerprint": fingerprint, "event_shape": list(family.event_shape), "num_classes": null_label})
+            "fingerprint": fingerprint, "event_shape": list(family.event_shape), "num_classes": null_label},
+            keep=cfg.keep_checkpoints)
 
     k = cfg.t_per_rollout
     null_label = int(getattr(getattr(denoiser, "backbone", denoiser), "num_classes", 0))

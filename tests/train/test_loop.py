@@ -184,3 +184,11 @@ def test_ctrl_c_finishes_the_step_checkpoints_it_and_resumes_exactly(tmp_path, m
             assert torch.equal(a, b)
     assert (tmp_path / "stopped" / "metrics.jsonl").read_text().count("\n") == \
         (tmp_path / "ref" / "metrics.jsonl").read_text().count("\n")
+
+
+@pytest.mark.parametrize("keep, kept", [(None, [24, 32, 40]), (1, [40]), (0, [8, 16, 24, 32, 40])])
+def test_keep_checkpoints(tmp_path, keep, kept):
+    run(tmp_path, total=40, **({} if keep is None else {"keep_checkpoints": keep}))
+    files = sorted((tmp_path / "checkpoints" / "train").glob("step-*.pt"))
+    assert [int(f.stem.split("-")[1]) for f in files] == kept
+    assert latest_checkpoint(tmp_path / "checkpoints" / "train").name == "step-00000040.pt"
