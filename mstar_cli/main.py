@@ -375,6 +375,38 @@ def results(paths: tuple[str, ...], fmt: str, title: str | None, during_training
     click.echo(models_table(models, title or default, fmt))
 
 
+@cli.command()
+@click.argument("folder", default="runs", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the overview as JSON.")
+@handle_errors
+def runs(folder: str, as_json: bool) -> None:
+    """The run directories in FOLDER (default: runs) and their [compare] variants: what each
+    trains, how far it got, its distillation stages, its first results."""
+    from pathlib import Path
+    from mstar_engine.overview import ago, overview
+    if not Path(folder).is_dir():
+        raise Failure(f"{folder} is not a folder: give the experiment.output_dir of your specs (default: runs)")
+    entries = overview(folder)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        click.echo(f"no run directories in {folder} (each holds spec.resolved.toml; mstar run SPEC writes one)")
+        return
+    from tabulate import tabulate
+    rows = []
+    for e in entries:
+        if "family" not in e:
+            rows.append((e["run"], "", "", "", "", e["status"], "", "", ""))
+            continue
+        total = e["steps"] if e["steps"] is not None else "?"
+        results = "; ".join(f"{r['metric']} {r['value']:.4f} ({r['steps']} steps)" for r in e["results"])
+        rows.append((e["run"], e["family"], e["data"], e["coupling"], f"{e['step']}/{total}", e["status"],
+                     ", ".join(map(str, e["distilled"])) or "-", results or "-", ago(e["updated"])))
+    click.echo(tabulate(rows, headers=["run", "family", "data", "coupling", "trained", "status", "distilled to",
+                                       "results", "updated"], tablefmt="simple", disable_numparse=True))
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
