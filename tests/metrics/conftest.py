@@ -14,7 +14,7 @@ from mstar_engine.metrics.inception import fid_inception_network
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     net = fid_inception_network()
@@ -27,7 +27,7 @@ def weights(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits_run(weights, tmp_path_factory) -> Path:
     """A tiny digits run whose resolved spec names the stand-in Inception weights."""
     pytest.importorskip("sklearn")

@@ -73,35 +73,31 @@ def test_reference_file_round_trip_and_clear_errors(tmp_path):
         load_reference(tmp_path / "text.npz")
 
 
-def test_eval_reads_the_real_images_statistics_from_the_cache_the_second_time(digits_run, monkeypatch, tmp_path):
-    monkeypatch.setenv("MSTAR_CACHE_DIR", str(tmp_path))
-    before = dict(cache.STATS)
-    first = eval_rows(digits_run)
-    middle = dict(cache.STATS)
-    second = eval_rows(digits_run)
-    assert middle.get("misses", 0) - before.get("misses", 0) == 2           # training and held-out images
-    assert cache.STATS["misses"] == middle.get("misses", 0)                 # none the second time
-    assert cache.STATS["hits"] - middle.get("hits", 0) == 2
-    assert first == second
-
-
-def test_eval_against_a_reference_file(digits_run, tmp_path, monkeypatch):
-    """A reference file replaces the training images' statistics: the noise floor becomes the
+def test_eval_caches_the_real_images_statistics_and_reads_a_reference_file(digits_run, monkeypatch, tmp_path):
+    """The second evaluation reads the training and held-out images' statistics from the cache.
+    A reference file then replaces the training images' statistics: the noise floor becomes the
     Fréchet distance of the held-out statistics (one of the two cached entries) to the file's, here
     a reference with every mean moved by 1 (about 2048 away instead of about 0); a bad file is a
     clear error."""
     monkeypatch.setenv("MSTAR_CACHE_DIR", str(tmp_path / "cache"))
-    default = eval_rows(digits_run)
+    before = dict(cache.STATS)
+    first = eval_rows(digits_run)
+    middle = dict(cache.STATS)
+    assert middle.get("misses", 0) - before.get("misses", 0) == 2           # training and held-out images
+    assert eval_rows(digits_run) == first
+    assert cache.STATS["misses"] == middle.get("misses", 0)                 # none the second time
+    assert cache.STATS["hits"] - middle.get("hits", 0) == 2
+
     entries = [np.load(p) for p in cache.cache_dir("inception").glob("*.npz")]
-    assert len(entries) == 2   # the training and the held-out images of this run
+    assert len(entries) == 2
     mu, sigma = entries[0]["mu"] + 1.0, entries[0]["sigma"]
     np.savez(tmp_path / "moved.npz", mu=mu, sigma=sigma)
     rows = eval_rows(digits_run, "--fid-reference", str(tmp_path / "moved.npz"))
     candidates = [frechet_distance(e["mu"], e["sigma"], mu, sigma) for e in entries]
     assert any(rows["fid"]["noise_floor"] == pytest.approx(c, rel=1e-9) for c in candidates)
-    assert rows["fid"]["noise_floor"] > default["fid"]["noise_floor"] + 1000
-    assert rows["fid"]["value"] > default["fid"]["value"] + 1000
-    assert rows["is"] == default["is"]   # the Inception score does not use the reference
+    assert rows["fid"]["noise_floor"] > first["fid"]["noise_floor"] + 1000
+    assert rows["fid"]["value"] > first["fid"]["value"] + 1000
+    assert rows["is"] == first["is"]   # the Inception score does not use the reference
     np.savez(tmp_path / "bad.npz", mu=np.zeros(3), sigma=np.eye(3))
     result = CliRunner().invoke(cli, ["eval", str(digits_run), "--fid", "-n", "6", "--steps", "2",
                                       "--fid-reference", str(tmp_path / "bad.npz")])
