@@ -1,8 +1,8 @@
 """Generate the checked-in reference documents, so they cannot drift from the code.
 
-``python -m mstar_cli.docs`` rewrites ``docs/cli.md`` (the ``--help`` of every command) and
-``docs/spec-reference.toml`` (every spec key from the attrs schema); ``--check`` only reports
-stale files (exit 1). A test runs the check.
+``python -m mstar_cli.docs`` (from the repository root) rewrites ``docs/cli.md`` (the ``--help``
+of every command) and ``docs/spec-reference.toml`` (every spec key from the attrs schema);
+``--check`` only reports stale files (exit 1). A test runs the check on the checkout's docs/.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import click
 
 from mstar_cli.main import cli
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 WIDTH = 100
 
 
@@ -38,14 +37,14 @@ def click_version() -> str:
     return importlib.metadata.version("click")
 
 
-def documents() -> dict[Path, str]:
+def documents(folder: Path) -> dict[Path, str]:
     from mstar_engine.spec.reference import reference_toml
-    return {DOCS / "cli.md": cli_markdown(), DOCS / "spec-reference.toml": reference_toml()}
+    return {folder / "cli.md": cli_markdown(), folder / "spec-reference.toml": reference_toml()}
 
 
-def stale() -> list[Path]:
-    """The documents whose checked-in text differs from what the code generates."""
-    return [path for path, text in documents().items() if not path.is_file() or path.read_text() != text]
+def stale(folder: Path) -> list[Path]:
+    """The documents in ``folder`` whose text differs from what the code generates."""
+    return [path for path, text in documents(folder).items() if not path.is_file() or path.read_text() != text]
 
 
 def _block(text: str) -> str:
@@ -54,15 +53,17 @@ def _block(text: str) -> str:
 
 @click.command()
 @click.option("--check", is_flag=True, help="Only report stale documents (exit 1 when any is).")
-def main(check: bool) -> None:
+@click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True,
+              help="Where the documents are (the repository's docs/).")
+def main(check: bool, folder: Path) -> None:
     """Rewrite docs/cli.md and docs/spec-reference.toml from the code."""
     if check:
-        paths = stale()
+        paths = stale(folder)
         for path in paths:
             click.echo(f"stale: {path} (run python -m mstar_cli.docs)", err=True)
         sys.exit(1 if paths else 0)
-    DOCS.mkdir(exist_ok=True)
-    for path, text in documents().items():
+    folder.mkdir(exist_ok=True)
+    for path, text in documents(folder).items():
         path.write_text(text)
         click.echo(f"wrote {path}")
 

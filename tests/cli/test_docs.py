@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import typing
+from pathlib import Path
 
 import attrs
 import click
@@ -15,6 +16,7 @@ from mstar_engine.spec import load_spec, load_spec_text
 from mstar_engine.spec.convert import strip_optional
 from mstar_engine.spec.schema import Distill, Spec
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"   # the checkout's, wherever mstar is installed
 REQUIRED_ONLY = """
 [experiment]
 name = "reference"
@@ -26,21 +28,21 @@ name = "gaussian-mixture"
 
 
 def test_checked_in_documents_are_current():
-    stale = docs.stale()
-    written_with = re.search(r"\(click (\S+)\)\.", (docs.DOCS / "cli.md").read_text()).group(1)
+    stale = docs.stale(DOCS)
+    written_with = re.search(r"\(click (\S+)\)\.", (DOCS / "cli.md").read_text()).group(1)
     if written_with != docs.click_version():  # another click lays help out differently: content is checked below
         stale = [path for path in stale if path.name != "cli.md"]
     assert stale == [], "regenerate them: python -m mstar_cli.docs"
 
 
 def test_reference_values_are_the_schema_defaults():
-    written = load_spec(docs.DOCS / "spec-reference.toml", semantic=False).spec
+    written = load_spec(DOCS / "spec-reference.toml", semantic=False).spec
     assert written == load_spec_text(REQUIRED_ONLY, semantic=False).spec
 
 
 def test_reference_commented_distill_keys_are_its_defaults():
     lines, inside = [], False
-    for line in (docs.DOCS / "spec-reference.toml").read_text().splitlines():
+    for line in (DOCS / "spec-reference.toml").read_text().splitlines():
         if line.startswith("# ["):
             inside = line == "# [distill]"
         if inside and re.match(r"# (\[distill\]|\w+ = )", line) and not line.endswith("= ..."):
@@ -63,7 +65,7 @@ def _leaf_paths(cls: type, path: tuple = ()) -> set[tuple]:
 
 def test_reference_names_every_key_of_the_schema_in_its_table():
     found, table = set(), ()
-    for line in (docs.DOCS / "spec-reference.toml").read_text().splitlines():
+    for line in (DOCS / "spec-reference.toml").read_text().splitlines():
         header = re.fullmatch(r"(?:# )?\[([\w.]+)\]", line)
         if header:
             table = tuple(header.group(1).split("."))
@@ -74,7 +76,7 @@ def test_reference_names_every_key_of_the_schema_in_its_table():
 
 
 def test_cli_document_has_every_command_option_and_help_text():
-    text = (docs.DOCS / "cli.md").read_text()
+    text = (DOCS / "cli.md").read_text()
     for name, command in docs.cli.commands.items():
         section = text.split(f"## mstar {name}\n")[1].split("\n## ")[0]
         flat = " ".join(section.split())
@@ -86,16 +88,16 @@ def test_cli_document_has_every_command_option_and_help_text():
                 assert " ".join(param.help.split()) in flat, (name, param.name)
 
 
-def test_check_reports_stale_documents_and_writing_fixes_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(docs, "DOCS", tmp_path / "docs")
+def test_check_reports_stale_documents_and_writing_fixes_them(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(docs.main, ["--check"])
+    where = ["--folder", str(tmp_path / "docs")]
+    result = runner.invoke(docs.main, ["--check", *where])
     assert result.exit_code == 1
     assert "stale:" in result.output and "spec-reference.toml" in result.output
-    assert runner.invoke(docs.main, []).exit_code == 0
-    assert runner.invoke(docs.main, ["--check"]).exit_code == 0
+    assert runner.invoke(docs.main, where).exit_code == 0
+    assert runner.invoke(docs.main, ["--check", *where]).exit_code == 0
     (tmp_path / "docs" / "cli.md").write_text("edited by hand\n")
-    result = runner.invoke(docs.main, ["--check"])
+    result = runner.invoke(docs.main, ["--check", *where])
     assert result.exit_code == 1 and "cli.md" in result.output and "spec-reference" not in result.output
 
 
