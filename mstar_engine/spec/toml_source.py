@@ -40,6 +40,9 @@ def syntax_issue(exc: Exception, text: str, file: str) -> Issue:
     msg = str(getattr(exc, "msg", None) or exc)
     line = getattr(exc, "lineno", None)
     col = getattr(exc, "colno", None)
+    if _LOC_EOF.search(str(exc)):  # at the last character written, not past the final newline (tomli ≥ 2.1)
+        line = None
+        msg = str(exc)
     if line is None:
         m = _LOC_IN_MSG.search(msg)
         if m:
