@@ -1,5 +1,6 @@
-"""Pictures of a run without a plotting dependency: the loss curve as SVG (from ``metrics.jsonl``)
-and denoising trajectories as a PNG grid (torchvision's ``save_image``)."""
+"""Pictures of a run without a plotting dependency: the loss curve (from ``metrics.jsonl``) and
+the evaluations during training (from ``eval.jsonl``) as SVG line charts, and denoising
+trajectories as a PNG grid (torchvision's ``save_image``)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,9 @@ import torch
 WIDTH, HEIGHT, PAD = 640, 360, 48
 
 
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+
 def loss_curve_svg(metrics: str | Path, out: str | Path) -> Path | None:
     """Write the training loss against the optimiser step (log-scale loss when it spans more than
     a decade) as an SVG line chart; None when there is nothing to plot."""
@@ -18,26 +22,59 @@ def loss_curve_svg(metrics: str | Path, out: str | Path) -> Path | None:
     points = [(r["step"], r["loss"]) for r in rows if math.isfinite(r.get("loss", math.nan))]
     if len(points) < 2:
         return None
-    steps, losses = zip(*points)
-    log = min(losses) > 0 and max(losses) / min(losses) > 10
-    ys = [math.log10(v) for v in losses] if log else list(losses)
-    x0, x1, y0, y1 = min(steps), max(steps), min(ys), max(ys)
+    return _write(out, line_chart_svg([("loss", points)], "loss"))
+
+
+def eval_curve_svgs(evaluations: str | Path, folder: str | Path) -> list[Path]:
+    """One chart per metric of ``eval.jsonl`` (``train.eval_every``): its value against the
+    optimiser step, one line per number of network evaluations; ``eval-<metric>.svg``."""
+    path = Path(evaluations)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    written = []
+    for metric in dict.fromkeys(r["metric"] for r in rows):
+        series = {}
+        for r in rows:
+            if r["metric"] == metric and math.isfinite(r["value"]):
+                series.setdefault(f"{r['steps']} steps", []).append((r["step"], r["value"]))
+        if max((len(p) for p in series.values()), default=0) >= 2:
+            written.append(_write(Path(folder) / f"eval-{metric}.svg", line_chart_svg(list(series.items()), metric)))
+    return written
+
+
+def line_chart_svg(series: list[tuple[str, list[tuple[float, float]]]], label: str) -> str:
+    """SVG of one polyline per (name, points) over shared axes: log10 values when all are positive
+    and span more than a decade; a legend when there are several lines."""
+    values = [v for _, points in series for _, v in points]
+    log = min(values) > 0 and max(values) / min(values) > 10
+    steps = [s for _, points in series for s, _ in points]
+    x0, x1 = min(steps), max(steps)
+    ys = [math.log10(v) for v in values] if log else values
+    y0, y1 = min(ys), max(ys)
     y1 = y1 if y1 > y0 else y0 + 1
 
     def px(s: float, v: float) -> tuple[float, float]:
+        v = math.log10(v) if log else v
         return (PAD + (s - x0) / max(x1 - x0, 1) * (WIDTH - 2 * PAD),
                 HEIGHT - PAD - (v - y0) / (y1 - y0) * (HEIGHT - 2 * PAD))
 
-    line = " ".join(f"{a:.1f},{b:.1f}" for a, b in (px(s, v) for s, v in zip(steps, ys)))
-    label = "log10 loss" if log else "loss"
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" '
-           f'font-size="12">\n<rect width="100%" height="100%" fill="white"/>\n'
-           f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{line}"/>\n'
-           f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="black"/>\n'
-           f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="black"/>\n'
-           f'<text x="{WIDTH / 2}" y="{HEIGHT - 12}" text-anchor="middle">optimiser step ({x0}–{x1})</text>\n'
-           f'<text x="14" y="{HEIGHT / 2}" transform="rotate(-90 14 {HEIGHT / 2})" text-anchor="middle">'
-           f'{label} ({y0:.3g} – {y1:.3g})</text>\n</svg>\n')
+    lines = []
+    for i, (name, points) in enumerate(series):
+        colour = COLOURS[i % len(COLOURS)]
+        coords = " ".join(f"{a:.1f},{b:.1f}" for a, b in (px(s, v) for s, v in points))
+        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{coords}"/>\n')
+        if len(series) > 1:
+            lines.append(f'<text x="{WIDTH - PAD}" y="{PAD + 14 * i}" text-anchor="end" fill="{colour}">{name}</text>\n')
+    axis = f"log10 {label}" if log else label
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" '
+            f'font-size="12">\n<rect width="100%" height="100%" fill="white"/>\n' + "".join(lines) +
+            f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="black"/>\n'
+            f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="black"/>\n'
+            f'<text x="{WIDTH / 2}" y="{HEIGHT - 12}" text-anchor="middle">optimiser step ({x0}–{x1})</text>\n'
+            f'<text x="14" y="{HEIGHT / 2}" transform="rotate(-90 14 {HEIGHT / 2})" text-anchor="middle">'
+            f'{axis} ({y0:.3g} – {y1:.3g})</text>\n</svg>\n')
+
+
+def _write(out: str | Path, svg: str) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(svg)

@@ -29,7 +29,7 @@ from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distill.pipeline import distill_model
 from mstar_engine.evaluate import DuringTraining, check_evaluable, evaluate, write_results
 from mstar_engine.plan import Plan, render_plan
-from mstar_engine.plots import loss_curve_svg, trajectory_grid
+from mstar_engine.plots import eval_curve_svgs, loss_curve_svg, trajectory_grid
 from mstar_engine.plan.compile import flatten
 from mstar_engine.process.build import build_process
 from mstar_engine.process.normalise import TailNorm
@@ -140,5 +140,6 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
         return None
     if periodic is not None:
         periodic.finished(total, results)
+        eval_curve_svgs(plan.run_dir / "eval.jsonl", plan.run_dir)
     write_results(plan.run_dir, results)
     return results

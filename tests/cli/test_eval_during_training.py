@@ -49,6 +49,9 @@ def test_curve_has_every_interval_and_ends_with_the_final_results(runs):
     final = json.loads((runs["evaluated"] / "results.json").read_text())["results"]
     assert [{k: v for k, v in r.items() if k != "step"} for r in rows if r["step"] == 30] == final
     assert len({r["value"] for r in rows if r["metric"] == "energy" and r["steps"] == 8}) == 3  # it moves
+    for metric in ("knn-kl", "energy"):   # and a chart of each metric
+        assert (runs["evaluated"] / f"eval-{metric}.svg").read_text().count("<polyline") == 2
+    assert not list(runs["plain"].glob("eval-*.svg"))
 
 
 def test_evaluating_during_training_changes_nothing_in_the_training(runs):
