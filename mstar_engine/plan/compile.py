@@ -123,6 +123,8 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None, processes: i
         how = f"{train.epochs} epochs of {n_train} examples"
     else:
         steps, how = None, f"{train.epochs} epochs (dataset size counted at run time)"
+    if train.eval_every:
+        how += f", evaluated every {train.eval_every}"
     stages.append(Stage("train", f"{spec.process.family} {spec.process.coupling.kind} coupling, {how}", steps,
                         f"{T} steps", steps * train.batch_size if steps else None, str(ckpt / "train")))
 
