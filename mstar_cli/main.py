@@ -1,58 +1,14 @@
 """The ``mstar`` command: parse arguments, call the engine, print tables. No maths here."""
 from __future__ import annotations
 
-import functools
 import json
 import sys
-import traceback
 
 import click
 
-from mstar_cli import listing
+from mstar_cli import reports
+from mstar_cli.errors import EXIT_USAGE, Failure, handle_errors, run_errors
 from mstar_engine import interrupt
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: stopped by Ctrl-C (SIGINT)
-
-
-class Failure(Exception):
-    """A run that cannot go on: printed as one paragraph, exit code 1."""
-
-
-def handle_errors(command):
-    """Print a clear paragraph instead of a traceback (unless --debug) and set the exit code."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        ctx = click.get_current_context()
-        debug = ctx.find_root().params.get("debug", False)
-        from mstar_engine.spec import SpecError
-        try:
-            return command(*args, **kwargs)
-        except SpecError as exc:
-            for issue in exc.warnings:
-                click.echo(str(issue), err=True)
-            for issue in exc.issues:
-                click.echo(f"error: {issue}", err=True)
-            n = len(exc.issues)
-            click.echo(f"{n} error{'s' if n != 1 else ''} in the spec", err=True)
-            ctx.exit(EXIT_USAGE)
-        except Failure as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_FAILED)
-        except interrupt.Interrupted as exc:
-            click.echo(f"interrupted: {exc}", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
-            if debug:
-                traceback.print_exc()
-            else:
-                click.echo(f"error: {type(exc).__name__}: {exc}\n(run with mstar --debug ... for the traceback)",
-                           err=True)
-            ctx.exit(EXIT_FAILED)
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,36 +66,6 @@ def plan(spec: str, overrides: tuple[str, ...], no_settings: bool) -> None:
     click.echo(render_plan(compile_plan(load_spec(spec, overrides)), settings=not no_settings), nl=False)
 
 
-@cli.command(name="list")
-@click.argument("what", type=click.Choice(list(listing.TABLES)))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
-def list_(what: str, as_json: bool) -> None:
-    """What a spec can name: families, datasets, schedules or metrics; keys prints every spec key
-    with its default as an annotated TOML file (docs/spec-reference.toml)."""
-    headers, rows = listing.TABLES[what]()
-    if as_json:
-        click.echo(json.dumps([dict(zip(headers, row)) for row in rows], indent=2))
-    elif what == "keys":
-        from mstar_engine.spec.reference import reference_toml
-        click.echo(reference_toml(), nl=False)
-    else:
-        from tabulate import tabulate
-        click.echo(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
-
-
-def _run_errors() -> tuple[type[BaseException], ...]:
-    from mstar_engine.data.offline import DataError
-    from mstar_engine.distributed.launch import ProcessStopped
-    from mstar_engine.families import DomainError
-    from mstar_engine.metrics.image_statistics import ReferenceStatisticsError
-    from mstar_engine.metrics.inception import InceptionWeightsMissing
-    from mstar_engine.train.checkpoint import CheckpointError
-    from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
-    return (DataError, DomainError, CheckpointError, CheckpointMismatch, TrainingDiverged, NotImplementedError,
-            ImportError, InceptionWeightsMissing, ReferenceStatisticsError, ProcessStopped)
-
-
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @overrides_arg
@@ -175,7 +101,7 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_
     try:
         results = execute_all(plan, loaded, resume=resume == "auto", download=download,
                               log=lambda line: click.echo(line, err=True))
-    except _run_errors() as exc:
+    except run_errors() as exc:
         raise Failure(str(exc)) from None
     if results is None:  # a process other than rank 0 of a torchrun launch: rank 0 prints
         return
@@ -202,7 +128,7 @@ def bench(spec: str, overrides: tuple[str, ...], steps: int, as_json: bool) -> N
     plan = compile_plan(load_spec(spec, overrides, ready=True))
     try:
         result = run_bench(plan.spec, prepare(plan.spec, log=lambda line: click.echo(line, err=True)), steps=steps)
-    except _run_errors() as exc:
+    except run_errors() as exc:
         raise Failure(str(exc)) from None
     result["estimates"] = estimate(plan, result)
     click.echo(json.dumps(result, indent=2) if as_json else bench_table(result))
@@ -287,7 +213,7 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
                               log=lambda line: click.echo(line, err=True), processes=nproc_per_node)
     except (DistillError, RunError) as exc:
         raise Failure(str(exc)) from None
-    except _run_errors() as exc:
+    except run_errors() as exc:
         raise Failure(str(exc)) from None
     if results is not None:  # None in torchrun processes other than rank 0
         click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
@@ -342,71 +268,6 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
         click.echo(json.dumps(results, indent=2) if as_json else results_table(results))
 
 
-@cli.command()
-@click.argument("paths", nargs=-1, required=True, metavar="RUN_OR_FILE...")
-@click.option("--format", "fmt", type=click.Choice(["github", "latex", "tsv", "json"]), default="github",
-              show_default=True, help="Markdown table, LaTeX (booktabs), tab-separated, or the results as JSON.")
-@click.option("--title", help="Table title (default: the models and their data).")
-@click.option("--during-training", is_flag=True,
-              help="The evaluations during training instead (eval.jsonl of runs with train.eval_every): one row "
-                   "per run and optimiser step.")
-@handle_errors
-def results(paths: tuple[str, ...], fmt: str, title: str | None, during_training: bool) -> None:
-    """One table of the stored results of several runs, computing nothing: each RUN's results.json
-    (with its [compare] variants) or a FILE written by mstar eval --json."""
-    from mstar_engine.report import ResultsError, curve_table, models_table, read_curves, read_results
-    try:
-        if during_training:
-            curves = read_curves(list(paths))
-            if fmt == "json":
-                click.echo(json.dumps([{"model": name, "evaluations": rows} for name, rows in curves], indent=2))
-            else:
-                names = ", ".join(name for name, _ in curves)
-                click.echo(curve_table(curves, title or f"{names}: evaluations during training", fmt))
-            return
-        models = read_results(list(paths))
-    except ResultsError as exc:
-        raise Failure(str(exc)) from None
-    if fmt == "json":
-        click.echo(json.dumps([{"model": name, **{k: v for k, v in res.items() if k != "compare"}} for name, res in models], indent=2))
-        return
-    datasets = list(dict.fromkeys(res["data"] for _, res in models))
-    default = f"{len(models)} model{'s' if len(models) > 1 else ''} on {', '.join(datasets)}"
-    click.echo(models_table(models, title or default, fmt))
-
-
-@cli.command()
-@click.argument("folder", default="runs", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the overview as JSON.")
-@handle_errors
-def runs(folder: str, as_json: bool) -> None:
-    """The run directories in FOLDER (default: runs) and their [compare] variants: what each
-    trains, how far it got, its distillation stages, its first results."""
-    from pathlib import Path
-    from mstar_engine.overview import ago, overview
-    if not Path(folder).is_dir():
-        raise Failure(f"{folder} is not a folder: give the experiment.output_dir of your specs (default: runs)")
-    entries = overview(folder)
-    if as_json:
-        click.echo(json.dumps(entries, indent=2))
-        return
-    if not entries:
-        click.echo(f"no run directories in {folder} (each holds spec.resolved.toml; mstar run SPEC writes one)")
-        return
-    from tabulate import tabulate
-    rows = []
-    for e in entries:
-        if "family" not in e:
-            rows.append((e["run"], "", "", "", "", e["status"], "", "", ""))
-            continue
-        total = e["steps"] if e["steps"] is not None else "?"
-        results = "; ".join(f"{r['metric']} {r['value']:.4f} ({r['steps']} steps)" for r in e["results"])
-        rows.append((e["run"], e["family"], e["data"], e["coupling"], f"{e['step']}/{total}", e["status"],
-                     ", ".join(map(str, e["distilled"])) or "-", results or "-", ago(e["updated"])))
-    click.echo(tabulate(rows, headers=["run", "family", "data", "coupling", "trained", "status", "distilled to",
-                                       "results", "updated"], tablefmt="simple", disable_numparse=True))
-
-
 def _int_list(text: str, option: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
@@ -416,6 +277,10 @@ def _int_list(text: str, option: str) -> list[int]:
     if any(v < 1 for v in values):
         raise click.BadParameter(f"step counts must be at least 1, got {text!r}", param_hint=option)
     return values
+
+
+for command in (reports.list_, reports.results, reports.runs):
+    cli.add_command(command)
 
 
 def main() -> None:

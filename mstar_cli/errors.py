@@ -1,0 +1,66 @@
+"""How the ``mstar`` commands fail: one clear paragraph and an exit code, never a traceback
+(unless ``mstar --debug``)."""
+from __future__ import annotations
+
+import functools
+import traceback
+
+import click
+
+from mstar_engine import interrupt
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: stopped by Ctrl-C (SIGINT)
+
+
+class Failure(Exception):
+    """A run that cannot go on: printed as one paragraph, exit code 1."""
+
+
+def handle_errors(command):
+    """Print a clear paragraph instead of a traceback (unless --debug) and set the exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        debug = ctx.find_root().params.get("debug", False)
+        from mstar_engine.spec import SpecError
+        try:
+            return command(*args, **kwargs)
+        except SpecError as exc:
+            for issue in exc.warnings:
+                click.echo(str(issue), err=True)
+            for issue in exc.issues:
+                click.echo(f"error: {issue}", err=True)
+            n = len(exc.issues)
+            click.echo(f"{n} error{'s' if n != 1 else ''} in the spec", err=True)
+            ctx.exit(EXIT_USAGE)
+        except Failure as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_FAILED)
+        except interrupt.Interrupted as exc:
+            click.echo(f"interrupted: {exc}", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
+            if debug:
+                traceback.print_exc()
+            else:
+                click.echo(f"error: {type(exc).__name__}: {exc}\n(run with mstar --debug ... for the traceback)",
+                           err=True)
+            ctx.exit(EXIT_FAILED)
+
+    return wrapper
+
+
+def run_errors() -> tuple[type[BaseException], ...]:
+    """The engine's errors that stop a run with a message of their own (printed, exit 1)."""
+    from mstar_engine.data.offline import DataError
+    from mstar_engine.distributed.launch import ProcessStopped
+    from mstar_engine.families import DomainError
+    from mstar_engine.metrics.image_statistics import ReferenceStatisticsError
+    from mstar_engine.metrics.inception import InceptionWeightsMissing
+    from mstar_engine.train.checkpoint import CheckpointError
+    from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
+    return (DataError, DomainError, CheckpointError, CheckpointMismatch, TrainingDiverged, NotImplementedError,
+            ImportError, InceptionWeightsMissing, ReferenceStatisticsError, ProcessStopped)
