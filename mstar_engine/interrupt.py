@@ -52,7 +52,11 @@ def graceful_stop(announce: bool = True) -> Iterator[None]:
         yield
         return
 
+    owner = os.getpid()
+
     def handler(signum, frame):
+        if os.getpid() != owner:  # a forked child (a DataLoader worker): its parent decides
+            return
         if _FLAG.raised:
             raise KeyboardInterrupt
         _FLAG.raised = True

@@ -1,6 +1,7 @@
 """Training loop: exact resume after a crash or Ctrl-C, atomic checkpoints, divergence, spec mismatch."""
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,24 @@ def test_first_ctrl_c_raises_a_flag_and_the_second_stops_at_once(monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert default_sigint() and not interrupt.requested()
+
+
+def _interrupt_self() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # a KeyboardInterrupt would end this process with exit code 1
+
+
+def test_forked_children_leave_ctrl_c_to_their_parent(monkeypatch):
+    """A DataLoader worker forked inside the block ignores Ctrl-C (it keeps serving batches until
+    its parent stops) and does not raise the parent's flag."""
+    import multiprocessing
+    assert default_sigint()
+    monkeypatch.setenv(interrupt.SWITCH, "1")
+    with interrupt.graceful_stop():
+        child = multiprocessing.get_context("fork").Process(target=_interrupt_self)
+        child.start()
+        child.join(10)
+        assert child.exitcode == 0 and not interrupt.requested()
 
 
 def test_ctrl_c_finishes_the_step_checkpoints_it_and_resumes_exactly(tmp_path, monkeypatch):
