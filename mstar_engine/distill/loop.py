@@ -26,6 +26,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from mstar_engine import interrupt
 from mstar_engine.data.load import Stream
 from mstar_engine.devices import generator, to_device
 from mstar_engine.distributed.group import SINGLE, Group, stream_key
@@ -34,8 +35,6 @@ from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
 from mstar_engine.sampling import step_grid
 from mstar_engine.spec.schema import Distill
-from mstar_engine import interrupt
-from mstar_engine.interrupt import graceful_stop
 from mstar_engine.train.checkpoint import differing_keys, latest_checkpoint, load_checkpoint, save_checkpoint
 from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
 
@@ -136,7 +135,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
     device = next(student.parameters()).device
     stream = Stream(batches)
     started = time.perf_counter()
-    with graceful_stop():
+    with interrupt.graceful_stop():
         while step < total:
             lr = cfg.lr * (1.0 - step / total)
             for param_group in optimizer.param_groups:

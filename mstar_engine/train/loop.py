@@ -26,6 +26,8 @@ from typing import Callable, Iterator, Protocol
 import torch
 from torch import nn
 
+from mstar_engine import interrupt
+from mstar_engine.clock import duration
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.devices import generator, to_device
 from mstar_engine.process.build import DiffusionProcess
@@ -34,9 +36,6 @@ from mstar_engine.networks.denoiser import drop_labels
 from mstar_engine.process.losses import step_loss
 from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec.schema import Train
-from mstar_engine import interrupt
-from mstar_engine.clock import duration
-from mstar_engine.interrupt import graceful_stop
 from mstar_engine.train.checkpoint import differing_keys, latest_checkpoint, load_checkpoint, save_checkpoint
 from mstar_engine.train.inputs import ROLLOUT_BLOCK, BlockInputs
 from mstar_engine.train.schedules import ema_decay, learning_rate
@@ -159,7 +158,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     def diverged(what: str, fix: str) -> None:
         where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
         raise TrainingDiverged(f"{what} at step {step}; {where}. {fix}")
-    with graceful_stop():
+    with interrupt.graceful_stop():
         while step < total_steps:
             lr = learning_rate(step, cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule)
             for param_group in optimizer.param_groups:

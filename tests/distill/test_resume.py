@@ -264,7 +264,8 @@ def test_ctrl_c_in_a_stage_checkpoints_that_step_and_resumes_exactly(reference, 
     def requested():
         calls[0] += 1
         return calls[0] == 7
-    monkeypatch.setattr(loop, "interrupt", SimpleNamespace(requested=requested, Interrupted=interrupt.Interrupted))
+    monkeypatch.setattr(loop, "interrupt", SimpleNamespace(requested=requested, Interrupted=interrupt.Interrupted,
+                                                           graceful_stop=interrupt.graceful_stop))
     result = run(tmp_path)
     assert result.exit_code == 130, result.output
     assert "interrupted: stopped by Ctrl-C after distill 16→8 step 7 of 12" in result.output
