@@ -20,6 +20,9 @@ def cli(debug: bool) -> None:
 
 
 overrides_arg = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+precision_option = click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+                                help="Autocast precision of the network while sampling (default: the run's "
+                                     "sample.precision); the chain stays float64.")
 
 
 @cli.command()
@@ -154,11 +157,13 @@ def _load_run(run_dir: str, checkpoint: str | None):
 @click.option("--class", "label", type=click.IntRange(min=0), help="Sample this class (class-conditional runs).")
 @click.option("--guidance", type=click.FloatRange(min=0.0), help="Classifier-free guidance scale with --class "
               "(1 = conditional model, > 1 stronger; default: the spec's sample.guidance).")
+@precision_option
 @click.option("--nproc-per-node", type=click.IntRange(min=1), help="Share the sampling batches out over this many "
               "processes (one per GPU); the samples do not change. Under torchrun, its count is used.")
 @handle_errors
 def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, seed: int,
-           checkpoint: str | None, label: int | None, guidance: float | None, nproc_per_node: int | None) -> None:
+           checkpoint: str | None, label: int | None, guidance: float | None, precision: str | None,
+           nproc_per_node: int | None) -> None:
     """Draw samples from the EMA weights of RUN's latest checkpoint (an image run can also write
     a .png grid)."""
     from mstar_engine.runs import SAMPLE_SUFFIXES
@@ -177,7 +182,7 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
     default = f"{run_dir}/samples/samples-{num_samples}-{steps}" + (f"-class{label}" if label is not None else "")
     try:
         written = run.sample_to_file(out or default + ".npz", num_samples, steps, seed=seed, label=label,
-                                     guidance=guidance, processes=nproc_per_node)
+                                     guidance=guidance, precision=precision, processes=nproc_per_node)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--class") from None
     if written is None:  # a torchrun process other than rank 0
@@ -233,6 +238,7 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
 @click.option("--fid-reference", type=click.Path(dir_okay=False),
               help="FID reference statistics (.npz with mu and sigma, pytorch-fid's format) instead of the "
                    "training images'.")
+@precision_option
 @click.option("--download", is_flag=True, help="Allow downloading the Inception weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), help="Share the sampling out over this many "
@@ -240,7 +246,7 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
 @handle_errors
 def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int | None, repeats: int | None,
           checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, fid_reference: str | None,
-          download: bool, as_json: bool, nproc_per_node: int | None) -> None:
+          precision: str | None, download: bool, as_json: bool, nproc_per_node: int | None) -> None:
     """Metrics table of RUN over step counts, each beside its noise floor."""
     from mstar_engine.evaluate import evaluate_run
     from mstar_engine.report import results_table
@@ -261,7 +267,8 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
         raise click.BadParameter(f"{max(step_list)} exceeds the run's T = {T} steps", param_hint="--steps")
     try:
         results = evaluate_run(run, steps=step_list, metrics=metric_list, num_samples=num_samples, repeats=repeats,
-                               fid_reference=fid_reference, download=download, processes=nproc_per_node)
+                               fid_reference=fid_reference, precision=precision, download=download,
+                               processes=nproc_per_node)
     except (ValueError, InceptionWeightsMissing) as exc:  # ValueError includes DataError
         raise Failure(str(exc)) from None
     if results is not None:  # None in torchrun processes other than rank 0

@@ -97,7 +97,8 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
     ref = reference_step_time(reference.to(device), x0, steps, warmup, num_classes)
     model = Model(prepared.process, ema.eval())
     n = min(spec.sample.batch_size, spec.sample.num_samples)  # the batch the run will sample with
-    per_eval, per_batch = _sampling_costs(model, n, min(sample_steps, prepared.process.family.steps), device)
+    per_eval, per_batch = _sampling_costs(model, n, min(sample_steps, prepared.process.family.steps), device,
+                                          spec.sample.precision)
     return {
         "spec": spec.experiment.name, "family": family.name, "coupling": prepared.process.coupling_kind,
         "batch_size": B, "t_per_rollout": spec.train.t_per_rollout, "device": str(device),
@@ -110,14 +111,14 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
     }
 
 
-def _sampling_costs(model: Model, n: int, k: int, device: torch.device) -> tuple[float, float]:
+def _sampling_costs(model: Model, n: int, k: int, device: torch.device, precision: str) -> tuple[float, float]:
     """Seconds per network evaluation and per batch of ``n`` samples besides them (the prior draw
     and the T kernel steps of the reverse chain, made whatever the number of evaluations): two
     timed draws, with 1 and ``k`` evaluations (the fastest of three each), after a warm-up."""
     def timed(evaluations: int) -> float:
         _synchronize(device)
         start = time.perf_counter()
-        model.sample(n, evaluations, seed=0, batch_size=n)
+        model.sample(n, evaluations, seed=0, batch_size=n, precision=precision)
         _synchronize(device)
         return time.perf_counter() - start
     timed(1)  # warm-up: first-call allocations

@@ -7,6 +7,7 @@ to the CPU numbers. Host batches are pinned and copied asynchronously.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -36,3 +37,11 @@ def to_device(x: torch.Tensor | None, device: torch.device) -> torch.Tensor | No
     if device.type == "cuda" and x.device.type == "cpu":
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)
+
+
+def autocast(precision: str, device: torch.device):
+    """``torch.autocast`` for a precision setting (bf16 on CPU or GPU, fp16 on GPU), else a no-op."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -85,7 +85,8 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
     for who, sampler, steps in runs if ev.metrics else ():
         values = {name: [] for name in ev.metrics}
         for r in range(ev.repeats):
-            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size, group=group).flatten(1)
+            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size,
+                               precision=spec.sample.precision, group=group).flatten(1)
             x = drop_last_coordinate_if_simplex(x, simplex)
             for name in ev.metrics:
                 values[name].append(_metric(name, x, reference, ev))
@@ -128,7 +129,8 @@ def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.T
     for who, sampler, steps in runs:
         values = {name: [] for name in wanted}
         for r in range(ev.repeats):
-            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size, group=group)
+            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size,
+                               precision=spec.sample.precision, group=group)
             pool, logits = activations(net, unit(x), ev.batch_size)
             if "fid" in values:
                 values["fid"].append(frechet_distance(*activation_statistics(pool), mu_ref, sigma_ref))
@@ -200,12 +202,13 @@ class DuringTraining:
 
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,
                  num_samples: int | None = None, repeats: int | None = None, fid_reference: str | None = None,
-                 download: bool = False, processes: int | None = None, group: Group | None = None) -> dict | None:
+                 precision: str | None = None, download: bool = False, processes: int | None = None,
+                 group: Group | None = None) -> dict | None:
     """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
     with the spec's ``[eval]`` settings unless given here. ``processes`` > 1 (or torchrun) shares
     the sampling out over that many processes (same results; None in processes other than rank 0)."""
     options = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats,
-               "fid_reference": fid_reference, "download": download}
+               "fid_reference": fid_reference, "precision": precision, "download": download}
     world = process_count(processes, 1)
     if group is None and world > 1:
         from mstar_engine.distributed.launch import run_processes
@@ -233,6 +236,8 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     if too_many:
         raise ValueError(f"step counts {too_many} exceed the run's T = {T}; use counts between 1 and {T}")
     spec = attrs.evolve(run.spec, eval=ev)
+    if precision is not None:
+        spec = attrs.evolve(spec, sample=attrs.evolve(spec.sample, precision=precision))
     data = load_data(spec.data, spec.experiment.seed)
     check_evaluable(spec, data.held_out.shape[0])
     model, students = run.model, {}

@@ -126,7 +126,8 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     served = students.get(spec.sample.steps, model)  # sample with the student made for sample.steps
     samples = served.sample(spec.sample.num_samples, spec.sample.steps, seed=seed + 3,
                            batch_size=spec.sample.batch_size, final=spec.sample.final,
-                           label=spec.sample.class_label, guidance=spec.sample.guidance, group=group)
+                           label=spec.sample.class_label, guidance=spec.sample.guidance,
+                           precision=spec.sample.precision, group=group)
     if group.main:
         loss_curve_svg(plan.run_dir / "metrics.jsonl", plan.run_dir / "loss.svg")
         save_samples(plan.run_dir / "samples" / "samples.npz", samples)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.devices import training_device
+from mstar_engine.devices import autocast, training_device
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.networks.denoiser import build_unet_denoiser
@@ -53,11 +53,12 @@ class Model:
         return self.rho if self.rho is not None else self.process.rho()
 
     def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int = 1000,
-               final: str = "x0", label: int | None = None, guidance: float = 1.0,
+               final: str = "x0", label: int | None = None, guidance: float = 1.0, precision: str = "fp32",
                group: Group = SINGLE) -> torch.Tensor:
         """``n`` samples with ``steps`` network evaluations (T when None; the block rule below T).
         A class-conditional model samples class ``label`` (default: a uniformly drawn class per
-        sample) with classifier-free guidance scale ``guidance`` (1: the conditional model).
+        sample) with classifier-free guidance scale ``guidance`` (1: the conditional model). The
+        network runs under autocast at ``precision`` (fp32, bf16, fp16); the chain in float64.
 
         Batch j of ``batch_size`` samples draws from its own generator (seeded by ``seed`` and j),
         so with several processes (``group``) the batches are shared out round robin and gathered:
@@ -77,14 +78,16 @@ class Model:
                     continue
                 b = min(batch_size, n - start)
                 generator = torch.Generator(device=device).manual_seed(batch_seed(seed, j))
+                labels = None
                 if classes:  # one class per sample: the requested one, else uniformly drawn
                     labels = torch.full((b,), label, dtype=torch.long, device=device) if label is not None else \
                         torch.randint(0, classes, (b,), generator=generator, device=device)
 
-                    def net(s, x, t, labels=labels):
+                def net(s, x, t, labels=labels):
+                    with autocast(precision, device):
+                        if labels is None:
+                            return self.denoiser(s, x, t)
                         return self.denoiser(s, x, t, labels.to(x.device), guidance=guidance)
-                else:
-                    net = self.denoiser
                 out.append(sample(net, family, b, grid, self.sampling_rho(), generator=generator,
                                   device=device, dtype=torch.float64, final=final).cpu())
         if group.world > 1:  # batch j came from process j mod world: put them back in order
@@ -110,19 +113,22 @@ class Run:
 
     def sample(self, n: int, steps: int | None = None, *, seed: int = 0, batch_size: int | None = None,
                final: str | None = None, label: int | None = None, guidance: float | None = None,
-               group: Group = SINGLE) -> torch.Tensor:
+               precision: str | None = None, group: Group = SINGLE) -> torch.Tensor:
         """``n`` samples with ``steps`` network evaluations (default: the run's ``sample.steps``),
-        of class ``label`` with guidance scale ``guidance`` (defaults: ``sample.class_label`` and
-        ``sample.guidance``). The samples are a function of the checkpoint, ``seed`` and
-        ``batch_size`` (default: the run's ``sample.batch_size``, as ``mstar sample`` uses)."""
+        of class ``label`` with guidance scale ``guidance``, the network at ``precision``
+        (defaults: ``sample.class_label``, ``sample.guidance``, ``sample.precision``). The samples
+        are a function of the checkpoint, ``seed``, ``precision`` and ``batch_size`` (default: the
+        run's ``sample.batch_size``, as ``mstar sample`` uses)."""
         cfg = self.spec.sample
-        return self.model.sample(n, steps or self.model.steps or cfg.steps, seed=seed, batch_size=batch_size or cfg.batch_size,
-                                 final=final or cfg.final, label=cfg.class_label if label is None else label,
-                                 guidance=cfg.guidance if guidance is None else guidance, group=group)
+        return self.model.sample(n, steps or self.model.steps or cfg.steps, seed=seed,
+                                 batch_size=batch_size or cfg.batch_size, final=final or cfg.final,
+                                 label=cfg.class_label if label is None else label,
+                                 guidance=cfg.guidance if guidance is None else guidance,
+                                 precision=precision or cfg.precision, group=group)
 
     def sample_to_file(self, target: str | Path, n: int, steps: int | None = None, *, seed: int = 0,
-                       label: int | None = None, guidance: float | None = None, processes: int | None = None,
-                       group: Group | None = None) -> tuple[Path, tuple[int, ...]] | None:
+                       label: int | None = None, guidance: float | None = None, precision: str | None = None,
+                       processes: int | None = None, group: Group | None = None) -> tuple[Path, tuple[int, ...]] | None:
         """``mstar sample``: draw ``n`` samples and write them to ``target`` (a ``.png`` grid, or
         arrays by the suffix); returns the path and the shape of one sample. ``processes`` > 1 (or
         torchrun) shares the batches out over that many processes; the samples do not change."""
@@ -133,9 +139,9 @@ class Run:
             device = next(self.model.denoiser.parameters()).device.type
             return run_processes(_sample_checkpoint, world, resolve_backend(self.spec.devices.backend, device),
                                  str(self.path), str(self.checkpoint), str(target), n, steps,
-                                 {"seed": seed, "label": label, "guidance": guidance})
+                                 {"seed": seed, "label": label, "guidance": guidance, "precision": precision})
         group = group or SINGLE
-        x = self.sample(n, steps, seed=seed, label=label, guidance=guidance, group=group)
+        x = self.sample(n, steps, seed=seed, label=label, guidance=guidance, precision=precision, group=group)
         if not group.main:
             return None
         target = str(target)

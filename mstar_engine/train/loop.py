@@ -16,7 +16,6 @@ drawn per process: equal in law, not number for number).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import time
@@ -29,7 +28,7 @@ from torch import nn
 from mstar_engine import interrupt
 from mstar_engine.clock import duration
 from mstar_engine.distributed.group import SINGLE, Group
-from mstar_engine.devices import generator, to_device
+from mstar_engine.devices import autocast, generator, to_device
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.kernel_kl import kernel_kl
 from mstar_engine.networks.denoiser import drop_labels
@@ -138,7 +137,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     if step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with
         block_rho = state["block_rho"]
         inputs = block(step // ROLLOUT_BLOCK, block_rho)
-    autocast = _autocast(cfg.precision, next(denoiser.parameters()).device)
+    mixed = autocast(cfg.precision, next(denoiser.parameters()).device)
     if cfg.channels_last and getattr(denoiser.backbone, "spatial", False):
         denoiser.backbone.to(memory_format=torch.channels_last)
     if cfg.compile and not getattr(denoiser.backbone, "compiled", False):
@@ -183,7 +182,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             # loss weighted by its share, so the gradient is that of the whole batch
             for part in torch.arange(x_t.shape[0]).chunk(cfg.accumulation):
                 lab = labels[part] if labels is not None else None
-                with autocast:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
+                with mixed:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
                     x0_hat = denoiser(s_t[part], x_t[part], t[part], lab) if lab is not None else \
                         denoiser(s_t[part], x_t[part], t[part])
                 micro = step_loss(family, x0_rep[part], x0_hat, t[part], process.loss, process.loss_weighting).mean()
@@ -251,14 +250,6 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
 def _rank_seed(seed: int, rank: int, step: int) -> int:
     """The torch seed of process ``rank`` (> 0) when it starts or resumes at ``step``."""
     return (int(seed) * 1_000_003 + 15_485_863 * rank + step) % 2**63
-
-
-def _autocast(precision: str, device: torch.device):
-    """``torch.autocast`` for ``train.precision`` (bf16 on CPU or GPU, fp16 on GPU), else a no-op."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _fast_update(module: nn.Module) -> dict:
