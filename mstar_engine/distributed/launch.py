@@ -41,18 +41,26 @@ def run_processes(fn: Callable, world: int, backend: str, *args, **kwargs):
             with graceful_stop(announce=False):  # the first Ctrl-C is the processes' to handle
                 while not context.join():
                     pass
-        except mp.ProcessRaisedException as exc:
-            raised = _first_error(Path(tmp), world)
-            if raised is not None:  # the original exception, with the process's traceback as its cause
-                raise raised from ProcessTraceback(str(exc))
-            raise
-        except mp.ProcessExitedException as exc:
-            # The first process to end did so without a Python error. The errors the others may have
-            # written (a peer's connection reset mid-collective) are its consequences, not the cause.
-            raise ProcessStopped(f"{exc} (one of {world} processes, without a Python error: killed, or out of "
-                                 "memory?); the others were stopped. Checkpoints already written are intact: run the "
-                                 "same command again to resume") from None
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+            if _all_done(Path(tmp), world):  # the work was finished and synchronised; one process failed
+                return _load(Path(tmp) / "result.pkl")  # while shutting down (gloo can abort at exit)
+            _raise_first(exc, Path(tmp), world)
         return _load(Path(tmp) / "result.pkl")
+
+
+def _raise_first(exc: BaseException, tmp: Path, world: int) -> None:
+    """The error that stopped a launch: the first Python exception raised in a process, or, when
+    the first process to end did so without one (a signal, a crash), a clear ProcessStopped. The
+    errors the others may have written then (a peer's connection reset mid-collective) are its
+    consequences, not the cause."""
+    if isinstance(exc, mp.ProcessRaisedException):
+        raised = _first_error(tmp, world)
+        if raised is not None:  # the original exception, with the process's traceback as its cause
+            raise raised from ProcessTraceback(str(exc))
+        raise exc
+    raise ProcessStopped(f"{exc} (one of {world} processes, without a Python error: killed, or out of memory?); "
+                         "the others were stopped. Checkpoints already written are intact: run the same command "
+                         "again to resume") from None
 
 
 class ProcessStopped(RuntimeError):
@@ -93,6 +101,7 @@ def _child(rank: int, world: int, port: int, backend: str, fn: Callable, args: t
         if rank == 0:
             _dump(Path(tmp) / "result.pkl", result)
         dist.barrier()  # leave together: a process that tears down early can abort its peers' transport
+        (Path(tmp) / f"done-{rank}").touch()  # the work is finished and synchronised
     except BaseException as exc:
         _dump(Path(tmp) / f"error-{rank}.pkl", (time.time_ns(), exc))
         raise
@@ -129,6 +138,12 @@ def _dump(path: Path, obj: object) -> None:
 
 def _load(path: Path):
     return pickle.loads(path.read_bytes()) if path.is_file() else None
+
+
+def _all_done(tmp: Path, world: int) -> bool:
+    """Whether every process finished its work and passed the final barrier (and rank 0's result
+    was written): a failure after that is one of shutting down."""
+    return all((tmp / f"done-{rank}").is_file() for rank in range(world)) and (tmp / "result.pkl").is_file()
 
 
 def _first_error(tmp: Path, world: int) -> BaseException | None:

@@ -36,3 +36,13 @@ def killed_on(rank: int, *, group):
         os.kill(os.getpid(), signal.SIGKILL)
     group.barrier()
     return "finished"
+
+
+def aborts_at_exit(rank: int, *, group):
+    """Finishes its work, then process ``rank`` aborts while shutting down (as gloo sometimes does:
+    "terminate called without an active exception")."""
+    if group.rank == rank:
+        import atexit
+        import os
+        atexit.register(os.abort)
+    return "finished"

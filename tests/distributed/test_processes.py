@@ -91,6 +91,10 @@ def test_a_killed_process_stops_the_others_with_a_clear_error():
         run_processes(probes.killed_on, 2, "gloo", 1)
 
 
+def test_a_process_that_aborts_while_shutting_down_after_the_work_is_done_is_not_a_failure():
+    assert run_processes(probes.aborts_at_exit, 2, "gloo", 1) == "finished"
+
+
 # ------------------------------------------------------------------------------ training
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
