@@ -8,6 +8,7 @@ import click
 
 from mstar_cli import listing
 from mstar_cli.errors import Failure, handle_errors
+from mstar_engine.report import FORMATS
 
 
 @click.command(name="list")
@@ -30,7 +31,7 @@ def list_(what: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="RUN_OR_FILE...")
-@click.option("--format", "fmt", type=click.Choice(["github", "latex", "tsv", "json"]), default="github",
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="github",
               show_default=True, help="Markdown table, LaTeX (booktabs), tab-separated, or the results as JSON.")
 @click.option("--title", help="Table title (default: the models and their data).")
 @click.option("--during-training", is_flag=True,

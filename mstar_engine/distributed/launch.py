@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -48,7 +48,7 @@ def run_processes(fn: Callable, world: int, backend: str, *args, **kwargs):
         return _load(Path(tmp) / "result.pkl")
 
 
-def _raise_first(exc: BaseException, tmp: Path, world: int) -> None:
+def _raise_first(exc: BaseException, tmp: Path, world: int) -> NoReturn:
     """The error that stopped a launch: the first Python exception raised in a process, or, when
     the first process to end did so without one (a signal, a crash), a clear ProcessStopped. The
     errors the others may have written then (a peer's connection reset mid-collective) are its
