@@ -52,20 +52,19 @@ def _entry(run: Path, folder: Path, now: float) -> dict:
         status = "stopped (the same mstar run resumes it)"
     else:
         status = "finished" if results is not None else "trained, not evaluated"
-    distilled = []
-    for stage in sorted((run / "checkpoints").glob("distill-*"), key=lambda p: -int(p.name.split("-")[-1])):
-        if spec.distill is not None and _stage_done(run, int(stage.name.split("-")[-1]), spec.distill.steps_per_stage):
-            distilled.append(int(stage.name.split("-")[-1]))
+    done = _finished_stages(run, spec.distill.steps_per_stage) if spec.distill is not None else set()
+    present = {int(p.name.split("-")[-1]) for p in (run / "checkpoints").glob("distill-*")}
+    distilled = sorted(present & done, reverse=True)
     changed = max((p.stat().st_mtime for p in run.iterdir()), default=now)
     return {**entry, "family": spec.process.family, "data": spec.data.name, "coupling": spec.process.coupling.kind,
             "step": step, "steps": total, "status": status, "distilled": distilled,
             "results": (results or {}).get("results", [])[:2], "updated": max(0.0, now - changed)}
 
 
-def _stage_done(run: Path, evaluations: int, per_stage: int) -> bool:
-    """Whether distill.jsonl logged the last step of the stage making ``evaluations``."""
+def _finished_stages(run: Path, per_stage: int) -> set[int]:
+    """The evaluation counts of the stages whose last step distill.jsonl logged."""
     lines = (run / "distill.jsonl").read_text().splitlines() if (run / "distill.jsonl").is_file() else []
-    return any(r.get("stage") == evaluations and r.get("step") == per_stage for r in map(_loads, lines) if r)
+    return {r.get("stage") for r in map(_loads, lines) if r and r.get("step") == per_stage}
 
 
 def _read_json(path: Path) -> dict | None:

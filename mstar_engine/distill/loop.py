@@ -169,6 +169,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
                                                           device=device),
                                              torch.tensor(float(interrupt.requested()), dtype=torch.float64,
                                                           device=device)]))
+            stopping = bool(summed[2] > 0)  # Ctrl-C in any process: every process stops after this step
             if summed[1] > 0:
                 raise TrainingDiverged(f"{stage.name}: the distillation loss became {float(summed[0])} at step {step}; "
                                        f"the last good checkpoint is {latest_checkpoint(stage.directory)}. Lower "
@@ -189,11 +190,11 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
                     with metrics_path.open("a") as fh:
                         fh.write(json.dumps(record) + "\n")
                 log(f"{stage.name}: step {step}/{total}  loss {record['loss']:.4g}  lr {lr:.2e}")
-            if step % checkpoint_every == 0 or step == total or summed[2] > 0:
+            if step % checkpoint_every == 0 or step == total or stopping:
                 now = time.perf_counter()
                 seconds, started = seconds + now - started, now
                 checkpoint()
-            if summed[2] > 0 and step < total:
+            if stopping and step < total:
                 raise interrupt.Interrupted(f"stopped by Ctrl-C after {stage.name} step {step} of {total}; "
                                             f"{latest_checkpoint(stage.directory)} holds it: run the same command "
                                             "again to resume")

@@ -200,6 +200,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             flags = torch.tensor([float(bad is not None), float(interrupt.requested())], dtype=torch.float64,
                                  device=device)
             summed = group.sum_(torch.cat([loss.reshape(1), flags]))
+            stopping = bool(summed[2] > 0)  # Ctrl-C in any process: every process stops after this step
             if summed[1] > 0:
                 became = f"became {bad}" if bad is not None else "became non-finite in another process"
                 diverged(f"the loss {became}", "Lower train.lr, set train.clip_grad, or check the data")
@@ -234,14 +235,14 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
                 log(f"step {step}/{total_steps}  loss {record['loss']:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
                     f"{steps_per_s:.1f} it/s  ETA {duration(eta)}")
                 last_log_step, last_log_time = step, now
-            if step % cfg.checkpoint_every == 0 or step == total_steps or summed[2] > 0:
+            if step % cfg.checkpoint_every == 0 or step == total_steps or stopping:
                 last_good = checkpoint()
-            if periodic is not None and step % periodic.every == 0 and step < total_steps and not summed[2] > 0:
+            if periodic is not None and step % periodic.every == 0 and step < total_steps and not stopping:
                 began = time.perf_counter()
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                     periodic(step, ema)
                 last_log_time += time.perf_counter() - began  # the status line's speed is training's
-            if summed[2] > 0 and step < total_steps:
+            if stopping and step < total_steps:
                 raise interrupt.Interrupted(f"stopped by Ctrl-C after training step {step} of {total_steps}; "
                                             f"{last_good} holds it: run the same command again to resume")
     return ema
