@@ -60,7 +60,13 @@ def run_errors() -> tuple[type[BaseException], ...]:
     from mstar_engine.families import DomainError
     from mstar_engine.metrics.image_statistics import ReferenceStatisticsError
     from mstar_engine.metrics.inception import InceptionWeightsMissing
+    from mstar_engine.rundir.claim import RunExists
+    from mstar_engine.rundir.files import OutputError
+    from mstar_engine.rundir.lock import RunLocked
+    from mstar_engine.rundir.records import RecordError
+    from mstar_engine.runs import NonFiniteSamples
     from mstar_engine.train.checkpoint import CheckpointError
     from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
     return (DataError, DomainError, CheckpointError, CheckpointMismatch, TrainingDiverged, NotImplementedError,
-            ImportError, InceptionWeightsMissing, ReferenceStatisticsError, ProcessStopped)
+            ImportError, InceptionWeightsMissing, ReferenceStatisticsError, ProcessStopped, RunLocked, RunExists,
+            RecordError, OutputError, NonFiniteSamples)

@@ -73,7 +73,10 @@ def plan(spec: str, overrides: tuple[str, ...], no_settings: bool) -> None:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @overrides_arg
 @click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
-              help="Continue from the latest checkpoint of the run directory.")
+              help="auto: continue from the newest usable checkpoint of the run directory; never: start afresh "
+                   "(refused over an existing run unless --overwrite).")
+@click.option("--overwrite", is_flag=True, help="Start afresh: move an existing run directory aside "
+              "(RUN.replaced-DATE-TIME, still loadable; nothing is deleted).")
 @click.option("--download", is_flag=True, help="Allow downloading a missing torchvision dataset.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (as mstar plan) and stop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -81,8 +84,8 @@ def plan(spec: str, overrides: tuple[str, ...], no_settings: bool) -> None:
               "torch.distributed (default: devices.processes); the results do not depend on it. Under torchrun, "
               "its count is used.")
 @handle_errors
-def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_run: bool, as_json: bool,
-        nproc_per_node: int | None) -> None:
+def run(spec: str, overrides: tuple[str, ...], resume: str, overwrite: bool, download: bool, dry_run: bool,
+        as_json: bool, nproc_per_node: int | None) -> None:
     """Run SPEC: train, distil, sample and evaluate as its plan says."""
     from mstar_engine.plan import compile_plan, render_plan
     from mstar_engine.spec import load_spec
@@ -102,7 +105,8 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, download: bool, dry_
             click.echo(str(warning), err=True)
         click.echo(f"run directory: {plan.run_dir}", err=True)
     try:
-        results = execute_all(plan, loaded, resume=resume == "auto", download=download,
+        results = execute_all(plan, loaded, resume=resume == "auto" and not overwrite, overwrite=overwrite,
+                              download=download,
                               log=lambda line: click.echo(line, err=True))
     except run_errors() as exc:
         raise Failure(str(exc)) from None
@@ -140,7 +144,7 @@ def bench(spec: str, overrides: tuple[str, ...], steps: int, as_json: bool) -> N
 def _load_run(run_dir: str, checkpoint: str | None):
     from mstar_engine.runs import RunError, load_run
     try:
-        return load_run(run_dir, checkpoint)
+        return load_run(run_dir, checkpoint, warn=lambda line: click.echo(line, err=True))
     except RunError as exc:
         raise Failure(str(exc)) from None
 
@@ -166,7 +170,13 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
            nproc_per_node: int | None) -> None:
     """Draw samples from the EMA weights of RUN's latest checkpoint (an image run can also write
     a .png grid)."""
-    from mstar_engine.runs import SAMPLE_SUFFIXES
+    from mstar_engine.rundir.files import OutputError, check_output
+    from mstar_engine.runs import SAMPLE_SUFFIXES, NonFiniteSamples
+    if out is not None:
+        try:
+            check_output(out)
+        except OutputError as exc:
+            raise click.BadParameter(str(exc), param_hint="--out") from None
     run = _load_run(run_dir, checkpoint)
     T = run.model.process.family.steps
     steps = steps or run.model.steps or run.spec.sample.steps
@@ -183,6 +193,8 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
     try:
         written = run.sample_to_file(out or default + ".npz", num_samples, steps, seed=seed, label=label,
                                      guidance=guidance, precision=precision, processes=nproc_per_node)
+    except (OutputError, NonFiniteSamples) as exc:  # a read-only folder, a full disk; a diverged model
+        raise Failure(str(exc)) from None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--class") from None
     if written is None:  # a torchrun process other than rank 0
@@ -252,6 +264,7 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
     from mstar_engine.report import results_table
     from mstar_engine.metrics.catalog import METRICS
     from mstar_engine.metrics.inception import InceptionWeightsMissing
+    from mstar_engine.runs import NonFiniteSamples
     step_list = _int_list(steps, "--steps") if steps else None
     metric_list = [m.strip() for m in metrics.split(",")] if metrics else None
     for flag, name in ((fid, "fid"), (inception_score, "is"), (auprc, "auprc")):
@@ -269,7 +282,7 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
         results = evaluate_run(run, steps=step_list, metrics=metric_list, num_samples=num_samples, repeats=repeats,
                                fid_reference=fid_reference, precision=precision, download=download,
                                processes=nproc_per_node)
-    except (ValueError, InceptionWeightsMissing) as exc:  # ValueError includes DataError
+    except (ValueError, InceptionWeightsMissing, NonFiniteSamples) as exc:  # ValueError includes DataError
         raise Failure(str(exc)) from None
     if results is not None:  # None in torchrun processes other than rank 0
         click.echo(json.dumps(results, indent=2) if as_json else results_table(results))

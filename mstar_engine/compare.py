@@ -13,12 +13,17 @@ Each variant is a complete run of its own in ``RUN/compare/<name>/`` (resumable,
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from typing import Callable
 
+from mstar_engine.distributed.env import secondary_process
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distributed.launch import log_to_stderr, run_processes
 from mstar_engine.plan import Plan, compile_plan
 from mstar_engine.report import comparison_table
+from mstar_engine.rundir.claim import claim
+from mstar_engine.rundir.files import write_text
+from mstar_engine.rundir.records import write_json
 from mstar_engine.runner import execute
 from mstar_engine.spec import LoadedSpec, load_spec_text, variant_overrides
 
@@ -29,18 +34,30 @@ def variant_spec(plan: Plan, loaded: LoadedSpec, name: str, *, ready: bool = Tru
     return load_spec_text(loaded.text, loaded.file, (*variant_overrides(loaded, name), *place), ready=ready)
 
 
-def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, download: bool = False,
-                log: Callable[[str], None] = print, group: Group | None = None) -> dict:
+def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, overwrite: bool = False,
+                download: bool = False, log: Callable[[str], None] = print, group: Group | None = None) -> dict:
     """Execute the spec, then each ``[compare]`` variant; returns the main results with a
     ``compare`` entry (variant name → its results) when there are variants.
-
+    The run directory (and each variant's) is locked for the whole call; ``resume`` False starts
+    afresh, refused over an existing run unless ``overwrite`` moves it aside
+    (:func:`~mstar_engine.rundir.claim.claim`).
     With ``devices.processes > 1`` (or under torchrun) this starts the processes and runs in each
     of them (``group``); their log lines go to standard error from rank 0."""
+    if group is not None:
+        return _execute_all(plan, loaded, resume=resume, download=download, log=log, group=group)
     world = plan.devices.processes  # the spec's, or torchrun's
-    if group is None and world > 1:
-        return run_processes(execute_all, world, plan.devices.backend, plan, loaded, resume=resume,
-                             download=download, log=log_to_stderr)
-    group = group or SINGLE
+    variants = [plan.run_dir / "compare" / name for name in plan.spec.compare or {}]
+    held = nullcontext() if secondary_process() else \
+        claim(plan.run_dir, "run", resume=resume, overwrite=overwrite, also=variants, log=log)
+    with held:
+        if world > 1:
+            return run_processes(_execute_all, world, plan.devices.backend, plan, loaded, resume=resume,
+                                 download=download, log=log_to_stderr)
+        return _execute_all(plan, loaded, resume=resume, download=download, log=log, group=SINGLE)
+
+
+def _execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool, download: bool, log: Callable[[str], None],
+                 group: Group) -> dict | None:
     results = execute(plan, loaded, resume=resume, log=log, download=download, group=group)
     if not plan.spec.compare:
         return results
@@ -56,6 +73,6 @@ def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, download
             results["compare"][name] = out
     if not group.main:
         return None
-    (plan.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (plan.run_dir / "comparison.txt").write_text(comparison_table(results) + "\n")
+    write_json(plan.run_dir / "results.json", results)
+    write_text(plan.run_dir / "comparison.txt", comparison_table(results) + "\n")
     return results

@@ -5,7 +5,7 @@ Used at the end of ``mstar run`` and by ``mstar eval RUN`` (:func:`evaluate_run`
 """
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +23,9 @@ from mstar_engine.metrics.catalog import data_mismatch
 from mstar_engine.metrics.anomaly import average_precision, bound_scores
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
 from mstar_engine.report import results_table
-from mstar_engine.runs import Model, Run, load_students
+from mstar_engine.rundir.files import write_text
+from mstar_engine.rundir.records import append_jsonl, write_json
+from mstar_engine.runs import Model, NonFiniteSamples, Run, load_students
 from mstar_engine.spec.schema import Spec
 from mstar_engine.train.loop import truncate_log
 
@@ -66,6 +68,10 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
     runs = [("teacher", model, k) for k in teacher_steps] + [("student", m, k) for k, m in students.items()]
 
     def add(row: dict, who: str) -> None:
+        if not math.isfinite(row["value"]):  # never reported: a NaN in a table reads as a result
+            raise NonFiniteSamples(f"{row['metric']} of the {who} at {row['steps']} network evaluations is "
+                                   f"{row['value']}: the samples are too far from the data for the metric (a "
+                                   "diverged model?). Sample an earlier checkpoint, or retrain with a lower train.lr")
         if students:
             row["model"] = who
             if who == "student" and row["steps"] in seconds:
@@ -173,7 +179,7 @@ class DuringTraining:
 
     def resumed(self, step: int) -> None:
         if self.group.main:
-            truncate_log(self.path, step)
+            truncate_log(self.path, step, self.log)
 
     def __call__(self, step: int, ema: torch.nn.Module) -> None:
         was = ema.training
@@ -195,9 +201,7 @@ class DuringTraining:
                            and r["steps"] in self.spec.eval.steps])
 
     def _write(self, step: int, rows: list[dict]) -> None:
-        with self.path.open("a") as fh:
-            for row in rows:
-                fh.write(json.dumps({"step": step, **{k: v for k, v in row.items() if k != "model"}}) + "\n")
+        append_jsonl(self.path, [{"step": step, **{k: v for k, v in row.items() if k != "model"}} for row in rows])
 
 
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,
@@ -265,8 +269,8 @@ def _metric(name: str, a, b, ev) -> float:
 
 def write_results(run_dir, results: dict) -> None:
     """``results.json`` and ``results.txt`` (the printed table) in a run directory."""
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (run_dir / "results.txt").write_text(results_table(results) + "\n")
+    write_json(run_dir / "results.json", results)
+    write_text(run_dir / "results.txt", results_table(results) + "\n")
 
 
 def _evaluate_checkpoint(path: str, checkpoint: str, options: dict, *, group: Group) -> dict | None:

@@ -15,6 +15,7 @@ process trains (and distils) its shard of each batch, and the sampling batches a
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable
 
 import attrs
@@ -36,7 +37,9 @@ from mstar_engine.process.normalise import TailNorm
 from mstar_engine.runs import Model, build_denoiser, save_grid, save_samples
 from mstar_engine.spec import LoadedSpec
 from mstar_engine.spec.schema import Spec
-from mstar_engine.train.loop import train
+from mstar_engine.rundir.files import write_text
+from mstar_engine.train.checkpoint import differing_keys, find_checkpoint
+from mstar_engine.train.loop import CheckpointMismatch, train
 
 #: Keys that may change between a run and its resumption without invalidating the checkpoint.
 RESUMABLE_CHANGES = ("experiment.description", "compare", "train.steps", "train.epochs", "train.checkpoint_every",
@@ -53,12 +56,36 @@ def fingerprint(spec: Spec) -> dict[str, str]:
 
 
 def write_run_files(plan: Plan, loaded: LoadedSpec) -> None:
+    """The spec as given, resolved, and the plan; each written atomically, resolved spec last (it
+    marks a run directory)."""
     run_dir = plan.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.toml").write_text(loaded.text)
+    write_text(run_dir / "spec.toml", loaded.text)
+    write_text(run_dir / "plan.txt", render_plan(plan))
     resolved = attrs.asdict(plan.spec, filter=lambda _, v: v is not None)
-    (run_dir / "spec.resolved.toml").write_text(tomli_w.dumps(resolved))
-    (run_dir / "plan.txt").write_text(render_plan(plan))
+    write_text(run_dir / "spec.resolved.toml", tomli_w.dumps(resolved))
+
+
+def check_resumable(plan: Plan, resume: bool, log: Callable[[str], None]) -> None:
+    """Refuse, before anything is written, a spec whose settings differ from those of the newest
+    usable training checkpoint in the run directory (resuming would mix two models). Unusable newer
+    checkpoints are set aside (``*.pt.bad``) with a warning. Called with the run's lock held."""
+    if not resume:
+        return
+    found = find_checkpoint(plan.run_dir / "checkpoints" / "train", warn=log, set_aside=True)
+    if found is None:
+        return
+    path, state = found
+    differing = differing_keys(fingerprint(plan.spec), state.get("fingerprint", {}))
+    if differing:
+        raise CheckpointMismatch(mismatch_message(path, differing))
+
+
+def mismatch_message(path: Path, differing: list[str]) -> str:
+    shown = ", ".join(differing[:8]) + (f" and {len(differing) - 8} more" if len(differing) > 8 else "")
+    return (f"{path} was written by a different spec (differing keys: {shown}); the run directory is left as it "
+            "was. To train with these settings, give the run another experiment.name, or run with --overwrite to "
+            "move this run aside (it stays loadable there) and start afresh")
 
 
 @attrs.frozen
@@ -104,6 +131,7 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     spec = plan.spec
     seed = spec.experiment.seed
     if group.main:
+        check_resumable(plan, resume, log)
         write_run_files(plan, loaded)
     else:
         log = silent

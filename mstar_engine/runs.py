@@ -14,7 +14,9 @@ the batch size (one generator runs through the batches; the default is the run's
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
+from typing import Callable
 
 import attrs
 import numpy as np
@@ -27,13 +29,19 @@ from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.networks.denoiser import build_unet_denoiser
 from mstar_engine.process.build import DiffusionProcess, build_process
 from mstar_engine.process.normalise import TailNorm
+from mstar_engine.atomic import atomic_write
+from mstar_engine.rundir.files import OutputError, check_output
 from mstar_engine.sampling import sample, step_grid
 from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec import SpecError, load_spec
 from mstar_engine.spec.schema import Spec
-from mstar_engine.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from mstar_engine.train.checkpoint import CheckpointError, checkpoint_files, find_checkpoint, load_checkpoint
 
 SAMPLE_SUFFIXES = (".npz", ".pt", ".npy")
+
+
+class NonFiniteSamples(RuntimeError):
+    """Sampling gave NaN or infinite values; nothing is written or reported from them."""
 
 
 class RunError(RuntimeError):
@@ -93,7 +101,13 @@ class Model:
         if group.world > 1:  # batch j came from process j mod world: put them back in order
             mine = group.gather(out)
             out = [mine[j % group.world][j // group.world] for j in range(sum(len(m) for m in mine))]
-        return torch.cat(out) if out else torch.empty((0, *family.event_shape), dtype=torch.float64)
+        x = torch.cat(out) if out else torch.empty((0, *family.event_shape), dtype=torch.float64)
+        bad = int((~torch.isfinite(x.flatten(1))).any(1).sum()) if x.numel() else 0
+        if bad:
+            raise NonFiniteSamples(f"{bad} of {x.shape[0]} samples ({len(grid)} network evaluations) hold NaN or "
+                                   "infinite values: the model diverged although its weights are finite. Sample an "
+                                   "earlier checkpoint (--checkpoint), or retrain with a lower train.lr")
+        return x
 
 
 def batch_seed(seed: int, batch: int) -> int:
@@ -133,6 +147,7 @@ class Run:
         arrays by the suffix); returns the path and the shape of one sample. ``processes`` > 1 (or
         torchrun) shares the batches out over that many processes; the samples do not change."""
         from mstar_engine.distributed.env import process_count, resolve_backend
+        check_output(target)  # before sampling: a path that cannot take the samples fails at once
         world = process_count(processes, 1)
         if group is None and world > 1:
             from mstar_engine.distributed.launch import run_processes
@@ -156,32 +171,43 @@ def _sample_checkpoint(path: str, checkpoint: str, target: str, n: int, steps: i
 
 
 def save_samples(path: str | Path, samples: torch.Tensor) -> Path:
-    """Write samples as ``.npz`` (key ``samples``), ``.npy`` or ``.pt``, chosen by the suffix."""
-    path = Path(path)
+    """Write samples as ``.npz`` (key ``samples``), ``.npy`` or ``.pt``, chosen by the suffix,
+    atomically; :class:`~mstar_engine.rundir.files.OutputError` when the file would replace a run's
+    own files or cannot be written (a read-only folder, a full disk)."""
+    path = check_output(path)
     if path.suffix not in SAMPLE_SUFFIXES:
-        raise ValueError(f"cannot write samples to {path}: the file name must end in "
-                         f"{', '.join(SAMPLE_SUFFIXES)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise OutputError(f"cannot write samples to {path}: the file name must end in "
+                          f"{', '.join(SAMPLE_SUFFIXES)}")
+    x = samples.detach().cpu()
     if path.suffix == ".pt":
-        torch.save(samples.cpu(), path)
+        write = lambda fh: torch.save(x, fh)  # noqa: E731
     elif path.suffix == ".npy":
-        np.save(path, samples.cpu().numpy())
+        write = lambda fh: np.save(fh, x.numpy())  # noqa: E731
     else:
-        np.savez_compressed(path, samples=samples.cpu().numpy())
-    return path
+        write = lambda fh: np.savez_compressed(fh, samples=x.numpy())  # noqa: E731
+    return _write_output(path, write)
 
 
 def save_grid(path: str | Path, images: torch.Tensor, data_range: str = "symmetric", nrow: int | None = None,
               limit: int = 64) -> Path:
-    """The first ``limit`` images as one PNG grid (torchvision ``save_image``); ``data_range`` is
-    the spec's ``data.range`` (symmetric [-1, 1] or unit (0, 1))."""
+    """The first ``limit`` images as one PNG grid (torchvision ``save_image``), written atomically;
+    ``data_range`` is the spec's ``data.range`` (symmetric [-1, 1] or unit (0, 1))."""
     from torchvision.utils import save_image
     x = images[:limit].detach().float().cpu()
     if data_range == "symmetric":
         x = (x + 1) / 2
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(x.clamp(0, 1), path, nrow=nrow or max(1, int(math.sqrt(x.shape[0]))))
+    path = check_output(path)
+    return _write_output(path, lambda fh: save_image(x.clamp(0, 1), fh, format="png",
+                                                     nrow=nrow or max(1, int(math.sqrt(x.shape[0])))))
+
+
+def _write_output(path: Path, write: Callable) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, write, shared=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose another --out (a folder you can "
+                          "write to, on a disk with space)") from None
     return path
 
 
@@ -198,10 +224,14 @@ def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None 
                               num_classes)
 
 
-def load_run(path: str | Path, checkpoint: str | Path | None = None, device: str | torch.device = "auto") -> Run:
-    """Load a run directory written by ``mstar run`` (or one of its checkpoints) onto ``device``
-    (auto: a GPU when one is visible, else the CPU)."""
+def load_run(path: str | Path, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
+             warn: Callable[[str], None] | None = None) -> Run:
+    """Load a run directory written by ``mstar run`` (or one of its checkpoints, or a checkpoint
+    folder such as ``checkpoints/distill-8``) onto ``device`` (auto: a GPU when one is visible,
+    else the CPU). Without ``checkpoint``, the newest training checkpoint that loads and holds
+    finite weights; each newer one skipped is named through ``warn`` (default: standard error)."""
     path = Path(path)
+    warn = warn or _to_stderr
     resolved = path / "spec.resolved.toml"
     if not resolved.is_file():
         raise RunError(f"{path} is not a run directory: {resolved.name} is missing. Give the folder that "
@@ -210,39 +240,61 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None, device: str
         spec = load_spec(resolved, semantic=False).spec
     except SpecError as exc:
         raise RunError(f"{resolved} cannot be read: {exc}") from None
-    if checkpoint is not None and Path(checkpoint).is_dir():  # a checkpoint folder: its latest file
-        checkpoint = latest_checkpoint(checkpoint) or Path(checkpoint) / "latest"
-    ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(path / "checkpoints" / "train")
-    if ckpt is None:
-        raise RunError(f"{path} has no training checkpoint yet (checkpoints/train/latest is missing); "
-                       "run mstar run on its spec first")
+    folder = Path(checkpoint) if checkpoint is not None and Path(checkpoint).is_dir() else \
+        (path / "checkpoints" / "train" if checkpoint is None else None)
     try:
-        state = load_checkpoint(ckpt)
+        if folder is not None:
+            found = find_checkpoint(folder, warn=warn)
+            if found is None:
+                what = "no usable checkpoint (every step-*.pt was skipped, see the warnings above)" if \
+                    checkpoint_files(folder) else "no training checkpoint yet (no step-*.pt file)"
+                raise RunError(f"{folder} holds {what}; " + ("run mstar run on the run's spec to train it"
+                                                             if checkpoint is None else "give another checkpoint"))
+            ckpt, state = found
+        else:
+            ckpt, state = Path(checkpoint), load_checkpoint(checkpoint)
     except CheckpointError as exc:
-        raise RunError(str(exc)) from None
+        raise RunError(f"cannot use checkpoint {exc}") from None
+    return _build(path, spec, ckpt, state, device)
+
+
+def _build(path: Path, spec: Spec, ckpt: Path, state: dict, device: str | torch.device) -> Run:
+    """The run of ``spec`` with the weights of the checkpoint ``state``; :class:`RunError` when the
+    checkpoint does not fit the spec (missing entries, other shapes)."""
+    student = "sampling_rho" in state  # a distilled student: its own weights (no EMA) and coupling
+    needed = ["model", "evaluations"] if student else ["ema", "step"]
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise RunError(f"{ckpt} is not a checkpoint of an mstar run: it lacks {', '.join(map(repr, missing))}")
     event_shape = tuple(int(n) for n in state["event_shape"]) if "event_shape" in state else \
         DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
     process = build_process(spec.process, event_shape)
-    student = "sampling_rho" in state  # a distilled student: its own weights (no EMA) and coupling
     model = Model(process, build_denoiser(spec, process, num_classes=int(state.get("num_classes", 0))),
                   rho=state["sampling_rho"] if student else None,
                   steps=int(state["evaluations"]) if student else None)
-    model.denoiser.load_state_dict(state["model"] if student else state["ema"])
+    try:
+        model.denoiser.load_state_dict(state["model"] if student else state["ema"])
+        if isinstance(model.process.coupling, LearnedCoupling):
+            model.process.coupling.load_state_dict(state["coupling"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = [line.strip() for line in str(exc).splitlines() if line.strip()][1:2] or [str(exc)]
+        raise RunError(f"{ckpt} does not fit the run's spec {path / 'spec.resolved.toml'} ({first[0]}); it was "
+                       "written by another spec (a changed network?). Give the checkpoint's own run directory") from None
     model.denoiser.eval().to(training_device(device) if isinstance(device, str) else device)
-    if isinstance(model.process.coupling, LearnedCoupling):
-        model.process.coupling.load_state_dict(state["coupling"])
     return Run(path, spec, model, ckpt, int(state["step"]))
 
 
-def load_students(path: str | Path, device: str | torch.device = "auto") -> dict[int, Model]:
+def load_students(path: str | Path, device: str | torch.device = "auto",
+                  warn: Callable[[str], None] | None = None) -> dict[int, Model]:
     """The distilled students of a run (``checkpoints/distill-N``, completed stages only), by their
     number of network evaluations."""
     out = {}
     for folder in sorted(Path(path, "checkpoints").glob("distill-*")):
-        ckpt = latest_checkpoint(folder)
-        if ckpt is None:
-            continue
-        state = load_checkpoint(ckpt)
-        if state.get("complete"):
-            out[int(state["evaluations"])] = load_run(path, ckpt, device).model
+        found = find_checkpoint(folder, warn=warn or _to_stderr)
+        if found is not None and found[1].get("complete"):
+            out[int(found[1]["evaluations"])] = load_run(path, found[0], device).model
     return dict(sorted(out.items(), reverse=True))
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)

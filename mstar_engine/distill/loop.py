@@ -17,7 +17,6 @@ the single-process one up to floating-point summation order.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,7 +34,10 @@ from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
 from mstar_engine.sampling import step_grid
 from mstar_engine.spec.schema import Distill
-from mstar_engine.train.checkpoint import differing_keys, latest_checkpoint, load_checkpoint, save_checkpoint
+from mstar_engine.rundir.files import set_aside
+from mstar_engine.rundir.records import append_jsonl, keep_records
+from mstar_engine.train.checkpoint import (checkpoint_files, differing_keys, find_checkpoint, latest_checkpoint,
+                                           nonfinite, save_checkpoint)
 from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
 
 
@@ -94,20 +96,23 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
                        batch_size=str(cfg.batch_size), weighting=cfg.weighting, target=cfg.target,
                        coupling=cfg.coupling)
     step, seconds = 0, 0.0
-    if not resume:  # start afresh: older checkpoints must not outlive new ones
-        _clear(stage.directory)
-    latest = latest_checkpoint(stage.directory)
-    state = load_checkpoint(latest) if latest is not None else None
-    if state is not None and state["fingerprint"].get("teacher") != fingerprint["teacher"]:
+    if not resume and group.main:  # start afresh: the earlier students are set aside, not deleted
+        _set_aside(stage, "--resume never", log)
+    group.barrier()
+    found = find_checkpoint(stage.directory, warn=log if group.main else None)
+    latest, state = found if found is not None else (None, None)
+    if state is not None and state.get("fingerprint", {}).get("teacher") != fingerprint["teacher"]:
         log(f"{stage.name}: the teacher changed since {latest} was written (trained further?); distilling again")
-        _clear(stage.directory)
+        group.barrier()  # every process has read the folder before rank 0 moves it
+        if group.main:
+            _set_aside(stage, "a new teacher", log)
         latest = state = None
     if state is not None:
-        differing = differing_keys(fingerprint, state["fingerprint"])
+        differing = differing_keys(fingerprint, state.get("fingerprint", {}))
         if differing:
             raise CheckpointMismatch(f"{latest} was written with different distillation settings "
-                                     f"({', '.join(differing)}); run mstar distill with --resume never (or delete "
-                                     f"{stage.directory}) to distil it afresh")
+                                     f"({', '.join(differing)}); run mstar distill with --resume never to distil "
+                                     "it afresh (the earlier students are moved to checkpoints/replaced/)")
         student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, seconds = int(state["step"]), float(state["seconds"])
@@ -115,9 +120,14 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
             log(f"{stage.name}: resumed from {latest} at step {step}")
     metrics_path = stage.directory.parent.parent / "distill.jsonl"
     if step < total and group.main:
-        _truncate(metrics_path, stage.student_steps, step)
+        _truncate(metrics_path, stage.student_steps, step, log)
 
     def checkpoint() -> Path | None:
+        bad = nonfinite({"model": student.state_dict()})
+        if bad:  # never written (equal in every process): the last good checkpoint stays the newest
+            raise TrainingDiverged(f"{stage.name}: the student's weights became non-finite ({bad}) at step {step}; "
+                                   f"the last good checkpoint is {latest_checkpoint(stage.directory)}. Lower "
+                                   "distill.lr or set train.clip_grad")
         if not group.main:
             return None
         return save_checkpoint(stage.directory, step, {
@@ -125,7 +135,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
             "fingerprint": fingerprint, "seconds": seconds, "complete": step >= total,
             "evaluations": stage.student_steps, "teacher_evaluations": stage.teacher_steps,
             "sampling_rho": rho.detach().cpu(), "event_shape": list(family.event_shape),
-            "num_classes": int(getattr(getattr(student, "backbone", student), "num_classes", 0))})
+            "num_classes": int(getattr(getattr(student, "backbone", student), "num_classes", 0))}, protect=[latest])
 
     teacher.eval()
     per = cfg.batch_size // streams
@@ -187,8 +197,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
                 record = {"stage": stage.student_steps, "step": step, "loss": float(summed[0]), "lr": lr,
                           "seconds": round(seconds, 2)}
                 if group.main:
-                    with metrics_path.open("a") as fh:
-                        fh.write(json.dumps(record) + "\n")
+                    append_jsonl(metrics_path, [record])
                 log(f"{stage.name}: step {step}/{total}  loss {record['loss']:.4g}  lr {lr:.2e}")
             if step % checkpoint_every == 0 or step == total or stopping:
                 now = time.perf_counter()
@@ -224,15 +233,13 @@ def weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _clear(directory: Path) -> None:
-    for old in (*directory.glob("step-*.pt"), directory / "latest"):
-        old.unlink(missing_ok=True)
+def _set_aside(stage: Stage, why: str, log: Callable[[str], None]) -> None:
+    """Move a stage's checkpoints to ``checkpoints/replaced/`` (never deleted: they are models)."""
+    if checkpoint_files(stage.directory):
+        moved = set_aside(stage.directory, into=stage.directory.parent / "replaced")
+        log(f"{stage.name}: {why}: moved the earlier checkpoints to {moved}")
 
 
-def _truncate(path: Path, stage: int, step: int) -> None:
-    """Drop this stage's log lines written after the checkpoint being resumed."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line and not (json.loads(line)["stage"] == stage and json.loads(line)["step"] > step)]
-    path.write_text("".join(line + "\n" for line in keep))
+def _truncate(path: Path, stage: int, step: int, warn: Callable[[str], None] | None = None) -> None:
+    """Drop this stage's log lines written after the checkpoint being resumed (atomically)."""
+    keep_records(path, lambda r: not (r.get("stage") == stage and r.get("step", 0) > step), warn)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from mstar_engine.distill.loop import Stage, distill_stage
 from mstar_engine.distill.stages import DistillError, derive_stages
-from mstar_engine.distributed.env import process_count, resolve_backend, silent
+from mstar_engine.distributed.env import process_count, resolve_backend, secondary_process, silent
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.runs import Model, build_denoiser
@@ -117,15 +117,27 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
                 group: Group | None = None) -> dict | None:
     """``mstar distill RUN --to K``: distil a trained run's teacher stage by stage, evaluate the
     teacher beside every student, write the results and return them. ``processes`` (default: the
-    run's ``devices.processes``, or torchrun's count) distil data-parallel; rank 0 evaluates."""
-    import tomli_w
+    run's ``devices.processes``, or torchrun's count) distil data-parallel; rank 0 evaluates.
+    The run directory is locked for the whole command."""
+    from mstar_engine.runs import load_run
+    run_dir = Path(run_dir)
+    if group is None and not secondary_process():  # the whole command holds the run's lock
+        from mstar_engine.rundir.claim import claim
+        if not (run_dir / "spec.resolved.toml").is_file():
+            load_run(run_dir)  # says what is missing, before a lock file is created there
+        with claim(run_dir, "distill", log=log):
+            return _distill_run(run_dir, to, overrides, resume=resume, log=log, processes=processes, group=None)
+    return _distill_run(run_dir, to, overrides, resume=resume, log=log, processes=processes, group=group)
 
+
+def _distill_run(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str], *, resume: bool,
+                 log: Callable[[str], None], processes: int | None, group: Group | None) -> dict | None:
+    import tomli_w
     from mstar_engine.atomic import atomic_write
     from mstar_engine.data.load import load_data
     from mstar_engine.evaluate import evaluate, write_results
     from mstar_engine.runner import fingerprint
     from mstar_engine.runs import RunError, load_run
-    run_dir = Path(run_dir)
     run = load_run(run_dir)
     spec = distill_spec(run_dir, to, overrides)
     total = spec.train.steps
@@ -136,7 +148,7 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
     if group is None and world > 1:
         from mstar_engine.distributed.launch import log_to_stderr, run_processes
         accelerator = next(run.model.denoiser.parameters()).device.type
-        return run_processes(distill_run, world, resolve_backend(spec.devices.backend, accelerator), run_dir, to,
+        return run_processes(_distill_run, world, resolve_backend(spec.devices.backend, accelerator), run_dir, to,
                              overrides, resume=resume, log=log_to_stderr, processes=world)
     group = group or SINGLE
     data = load_data(spec.data, spec.experiment.seed)

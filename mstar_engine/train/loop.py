@@ -17,7 +17,6 @@ drawn per process: equal in law, not number for number).
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -35,7 +34,8 @@ from mstar_engine.networks.denoiser import drop_labels
 from mstar_engine.process.losses import step_loss
 from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec.schema import Train
-from mstar_engine.train.checkpoint import differing_keys, latest_checkpoint, load_checkpoint, save_checkpoint
+from mstar_engine.rundir.records import append_jsonl, keep_records
+from mstar_engine.train.checkpoint import differing_keys, find_checkpoint, nonfinite, save_checkpoint
 from mstar_engine.train.inputs import ROLLOUT_BLOCK, BlockInputs
 from mstar_engine.train.schedules import ema_decay, learning_rate
 
@@ -89,14 +89,15 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     step = 0
     if group.rank:  # dropout masks differ between processes
         torch.manual_seed(_rank_seed(seed, group.rank, 0))
-    latest = latest_checkpoint(ckpt_dir) if resume else None
-    if latest is not None:
-        state = load_checkpoint(latest)
-        differing = differing_keys(fingerprint, state["fingerprint"])
+    found = find_checkpoint(ckpt_dir, warn=log if group.main else None) if resume else None
+    latest = found[0] if found is not None else None
+    if found is not None:
+        state = found[1]
+        differing = differing_keys(fingerprint, state.get("fingerprint", {}))
         if differing:
-            raise CheckpointMismatch(f"{latest} was written by a different spec; differing keys: "
-                                     f"{', '.join(differing)}. Use another experiment.name or output_dir, "
-                                     "or run with --resume never to start afresh in a new directory")
+            raise CheckpointMismatch(f"{latest} was written by a different spec (differing keys: "
+                                     f"{', '.join(differing)}); give the run another experiment.name, or run with "
+                                     "--overwrite to move this run aside (it stays loadable there) and start afresh")
         denoiser.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -111,13 +112,17 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         else:  # resumed with another number of processes
             torch.manual_seed(_rank_seed(seed, group.rank, step))
         if group.main:
-            truncate_log(metrics_path, step)
+            truncate_log(metrics_path, step, log)
         if periodic is not None:
             periodic.resumed(step)
         log(f"resumed from {latest} at step {step}")
 
     def checkpoint() -> Path | None:
         rng = group.gather(torch.get_rng_state())  # collective: every process takes part
+        bad = nonfinite({"model": denoiser.state_dict(), "ema": ema.state_dict(),
+                         "coupling": learned.state_dict() if learned is not None else {}})
+        if bad:  # never written (the weights are equal in every process): the last good checkpoint stays
+            diverged(f"the weights became non-finite ({bad})", "Lower train.lr, set train.clip_grad, or check the data")
         if not group.main:
             return last_good
         return save_checkpoint(ckpt_dir, step, {
@@ -125,7 +130,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             "optimizer": optimizer.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
             "torch_rng": rng[0], "torch_rng_ranks": rng if group.world > 1 else [], "block_rho": block_rho,
             "fingerprint": fingerprint, "event_shape": list(family.event_shape), "num_classes": null_label},
-            keep=cfg.keep_checkpoints)
+            keep=cfg.keep_checkpoints, protect=[latest])
 
     k = cfg.t_per_rollout
     null_label = int(getattr(getattr(denoiser, "backbone", denoiser), "num_classes", 0))
@@ -230,8 +235,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
                 if learned is not None:
                     record["rho_mean"] = float(learned().detach()[1:].mean())
                 if group.main:
-                    with metrics_path.open("a") as fh:
-                        fh.write(json.dumps(record) + "\n")
+                    append_jsonl(metrics_path, [record])
                 log(f"step {step}/{total_steps}  loss {record['loss']:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
                     f"{steps_per_s:.1f} it/s  ETA {duration(eta)}")
                 last_log_step, last_log_time = step, now
@@ -264,9 +268,7 @@ def _fast_update(module: nn.Module) -> dict:
     return {"fused": True} if fused_ok else {"foreach": True}
 
 
-def truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint being resumed (they will be written again)."""
-    if not path.is_file():
-        return
-    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in lines))
+def truncate_log(path: Path, step: int, warn: Callable[[str], None] | None = None) -> None:
+    """Drop log lines written after the checkpoint being resumed (they will be written again), and
+    a torn last line (with a warning through ``warn``); the log is rewritten atomically."""
+    keep_records(path, lambda record: record.get("step", 0) <= step, warn)

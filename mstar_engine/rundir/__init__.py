@@ -1,0 +1,8 @@
+"""The run directory as a store that our commands cannot corrupt.
+
+- :mod:`.records`: JSON and JSONL files (logs, results) read with the file and line of any problem;
+  a torn last line (a kill during an append) is dropped with a warning; rewrites are atomic.
+- :mod:`.files`: atomic text writes, setting a run (or a stage) aside instead of deleting it, torn
+  temporary files cleaned, and the guard that keeps outputs away from a run's own files.
+- :mod:`.lock`: one lock per run directory for every command that writes to it.
+"""
