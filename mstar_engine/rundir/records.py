@@ -58,15 +58,35 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
 
 
 def append_jsonl(path: str | Path, records: Iterable[dict]) -> None:
-    """Append ``records`` to ``path``, flushed; a torn line after a crash is dropped by the readers.
-    A line left torn by an earlier crash is ended first, so that it stays the only bad line."""
+    """Append ``records`` to ``path``, flushed. A line left torn by an earlier crash (the file does
+    not end with a newline) is cut off first, so the log never holds a bad line before good ones."""
     path = Path(path)
     text = "".join(json.dumps(r) + "\n" for r in records)
     with path.open("ab") as fh:
-        if fh.tell() > 0 and not _ends_with_newline(path):
-            text = "\n" + text
+        end = fh.tell()
+        if end:
+            cut = _torn_tail(path, end)
+            if cut < end:
+                fh.truncate(cut)
         fh.write(text.encode())
         fh.flush()
+
+
+def _torn_tail(path: Path, end: int, chunk: int = 1 << 16) -> int:
+    """The length of ``path`` without a last line that lacks its newline."""
+    with path.open("rb") as fh:
+        position = end
+        while position > 0:
+            start = max(0, position - chunk)
+            fh.seek(start)
+            block = fh.read(position - start)
+            if position == end and block.endswith(b"\n"):
+                return end
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            position = start
+    return 0
 
 
 def keep_records(path: str | Path, keep: Callable[[dict], bool], warn: Callable[[str], None] | None = None) -> None:
@@ -95,12 +115,6 @@ def write_json(path: str | Path, document: object) -> None:
     """Write ``document`` to ``path`` atomically (indented, one trailing newline)."""
     text = json.dumps(document, indent=2) + "\n"
     atomic_write(Path(path), lambda fh: fh.write(text.encode()), shared=True)
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as fh:
-        fh.seek(-1, 2)
-        return fh.read(1) == b"\n"
 
 
 def _reason(exc: ValueError) -> str:

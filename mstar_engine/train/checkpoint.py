@@ -125,8 +125,10 @@ def nonfinite(state: dict[str, Any]) -> str:
 
 
 def differing_keys(expected: dict, stored: dict) -> list[str]:
-    """The fingerprint keys whose values differ between a run's settings and a checkpoint's."""
-    return sorted(k for k in set(expected) | set(stored) if expected.get(k) != stored.get(k))
+    """The fingerprint keys whose values differ between a run's settings and a checkpoint's (keys
+    the checkpoint holds but the settings no longer name, such as a folder that moved, are not
+    compared)."""
+    return sorted(k for k in expected if expected[k] != stored.get(k))
 
 
 def _torch_reason(exc: Exception) -> str:

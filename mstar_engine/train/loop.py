@@ -111,11 +111,11 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             torch.set_rng_state(state["torch_rng"])
         else:  # resumed with another number of processes
             torch.manual_seed(_rank_seed(seed, group.rank, step))
-        if group.main:
-            truncate_log(metrics_path, step, log)
-        if periodic is not None:
-            periodic.resumed(step)
         log(f"resumed from {latest} at step {step}")
+    if group.main:  # the lines written after the checkpoint (all of them when starting afresh) go
+        truncate_log(metrics_path, step, log)
+    if periodic is not None:
+        periodic.resumed(step)
 
     def checkpoint() -> Path | None:
         rng = group.gather(torch.get_rng_state())  # collective: every process takes part
