@@ -7,11 +7,11 @@ import sys
 import click
 
 from mstar_cli import reports
-from mstar_cli.errors import EXIT_USAGE, Failure, handle_errors, run_errors
+from mstar_cli.errors import EXIT_USAGE, Failure, Group, handle_errors, run_errors
 from mstar_engine import interrupt
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.version_option(package_name="mstar")
 def cli(debug: bool) -> None:
@@ -209,7 +209,8 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
 @overrides_arg
 @click.option("--to", type=click.IntRange(min=1), required=True, help="Final number of sampling steps.")
 @click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
-              help="auto: continue unfinished stages from their checkpoints; never: redo every stage.")
+              help="auto: continue unfinished stages from their checkpoints; never: redo every stage (the "
+                   "earlier students are moved to checkpoints/replaced/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), help="Processes (one per GPU) through "
               "torch.distributed (default: the run's devices.processes). Under torchrun, its count is used.")

@@ -43,7 +43,7 @@ from mstar_engine.train.loop import CheckpointMismatch, train
 
 #: Keys that may change between a run and its resumption without invalidating the checkpoint.
 RESUMABLE_CHANGES = ("experiment.description", "experiment.name", "experiment.output_dir", "compare", "train.steps",
-                     "train.epochs", "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every", "train.log_every", "train.workers", "sample.",
+                     "train.epochs", "train.checkpoint_every", "train.keep_checkpoints", "train.loss_limit", "train.eval_every", "train.log_every", "train.workers", "sample.",
                      "eval.", "distill.", "devices.")
 NORM_EXAMPLES = 4096  # training examples used to estimate the tail normalisation
 NORM_ELEMENTS = 20_000_000  # at most this many values (examples × T × event size) in that roll-out

@@ -86,7 +86,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     metrics_path = run_dir / "metrics.jsonl"
     fingerprint = fingerprint or {}
 
-    step = 0
+    step, loss_reference = 0, None
     if group.rank:  # dropout masks differ between processes
         torch.manual_seed(_rank_seed(seed, group.rank, 0))
     found = find_checkpoint(ckpt_dir, warn=log if group.main else None) if resume else None
@@ -104,6 +104,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         if learned is not None:
             learned.load_state_dict(state["coupling"])
         step = int(state["step"])
+        loss_reference = state.get("loss_reference")
         ranks = state.get("torch_rng_ranks", [])
         if len(ranks) == group.world:
             torch.set_rng_state(ranks[group.rank])
@@ -129,7 +130,8 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             "step": step, "model": denoiser.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
             "torch_rng": rng[0], "torch_rng_ranks": rng if group.world > 1 else [], "block_rho": block_rho,
-            "fingerprint": fingerprint, "event_shape": list(family.event_shape), "num_classes": null_label},
+            "fingerprint": fingerprint, "event_shape": list(family.event_shape), "num_classes": null_label,
+            "loss_reference": loss_reference},
             keep=cfg.keep_checkpoints, protect=[latest])
 
     k = cfg.t_per_rollout
@@ -210,6 +212,13 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
                 became = f"became {bad}" if bad is not None else "became non-finite in another process"
                 diverged(f"the loss {became}", "Lower train.lr, set train.clip_grad, or check the data")
             loss = summed[0]
+            value = float(loss)
+            if step == 0:  # the untrained network's loss: what train.loss_limit is relative to
+                loss_reference = value
+            elif cfg.loss_limit and loss_reference and value > cfg.loss_limit * loss_reference:
+                diverged(f"the loss {value:.4g} exceeded train.loss_limit ({cfg.loss_limit:g}) times the untrained "
+                         f"network's {loss_reference:.4g}", "Lower train.lr, set train.clip_grad, or raise "
+                         "train.loss_limit (0 turns this check off)")
             group.sum_gradients([p for g in optimizer.param_groups for p in g["params"]])
             if cfg.clip_grad is not None:
                 torch.nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.clip_grad)

@@ -282,3 +282,12 @@ def test_temporary_files_of_a_killed_write_are_cleaned_on_the_next_run(out):
     assert not any(p.exists() for p in torn)
     assert find_checkpoint(ckpt_dir(out))[1]["step"] == 25
     assert json.loads((out / "gaussian" / "results.json").read_text())["results"]
+
+
+def test_a_loss_far_above_the_untrained_networks_stops_the_run(tmp_path):
+    """train.lr = 1 without clipping explodes the Gaussian's loss within a few steps (to about
+    1e4 times its first value): stopped as diverged instead of finishing with exploded samples."""
+    result = run(tmp_path, "train.lr=1.0", "train.clip_grad=1e300", "train.loss_limit=100")
+    assert result.exit_code == 1
+    assert "exceeded train.loss_limit (100) times the untrained network's" in result.output
+    assert "raise train.loss_limit" in result.output

@@ -164,9 +164,13 @@ def test_resume_never_redoes_every_stage(reference, tmp_path):
         state = torch.load(latest_checkpoint(folder), weights_only=True)
         state["model"] = {k: torch.zeros_like(v) for k, v in state["model"].items()}
         torch.save(state, latest_checkpoint(folder))
+    old = {n: latest_checkpoint(run_dir / "checkpoints" / f"distill-{n}").read_bytes() for n in STAGES}
     result = invoke("distill", run_dir, "--to", "4", "--resume", "never")
     assert result.exit_code == 0, result.output
     assert "resumed from" not in result.output
+    for n in STAGES:  # the earlier students are moved aside, never deleted
+        (aside,) = (run_dir / "checkpoints" / "replaced").glob(f"distill-{n}.replaced-*")
+        assert latest_checkpoint(aside).read_bytes() == old[n]
     for n, teacher in ((8, 16), (4, 8)):
         assert f"distill {teacher}→{n}: step {PER_STAGE}/{PER_STAGE}" in result.output
         assert (run_dir / "checkpoints" / f"distill-{n}" / "latest").is_file()

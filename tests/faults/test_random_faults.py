@@ -199,7 +199,8 @@ def sequence(seed: int, out: Path, reference: dict, log: Path) -> list[str]:
             assert code == 0, f"{why}: exit {code} (log {log})"
         done.append(op)
         newest_is_good(ckpt, why)
-        assert not list(ckpt.glob(".*.tmp")) or op.startswith("kill"), f"{why}: temporary files left"
+        if op.startswith(("run", "sigint", "concurrent", "overwrite")):  # a run that started cleans up
+            assert not list(run.rglob(".*.tmp")), f"{why}: temporary files left"
     code = mstar(command(out), log)
     why = f"sequence {seed}: {' → '.join(done)} → run"
     assert code == 0, f"{why}: exit {code} (log {log})"
