@@ -53,11 +53,13 @@ class DatasetInfo:
         if not self.needs_root:
             return ""
         if root is None:
+            if self.kind == "file":
+                return f'data.name = "file" reads your examples from a file: set data.root to {self.layout}'
             return f"dataset {self.name!r} reads local files: set data.root to a folder with {self.layout}"
         base = expand_path(root)
         if self.kind == "file":
             if not base.is_file():
-                return f"data.root file {str(base)!r} does not exist; dataset 'file' expects {self.layout}"
+                return f'data.root file {str(base)!r} does not exist; data.name = "file" expects {self.layout}'
             if base.suffix.lower() not in FILE_SUFFIXES:
                 return f"data.root {str(base)!r} is not {self.layout}"
             return ""

@@ -53,6 +53,11 @@ class LoadedData:
     held_out: Tensor
     domain: str
     event_shape: tuple[int, ...]
+    source: str = ""  # what messages call the data; default "dataset '<name>'" (a user's file: its path)
+
+    @property
+    def described(self) -> str:
+        return self.source or f"dataset '{self.name}'"
 
     @property
     def num_train(self) -> int:
@@ -63,16 +68,18 @@ class LoadedData:
         return int(self.held_out.shape[0])
 
 
-def check_finite(x: Tensor, name: str) -> None:
+def check_finite(x: Tensor, name: str, described: str | None = None) -> None:
     """Raise :class:`DataError` when any value of ``x`` is NaN or infinite, saying how many rows
-    (examples) of how many are affected and which dataset."""
+    (examples) of how many are affected and which dataset (``described``: what to call the data
+    instead of ``dataset '<name>'``)."""
     if x.numel() == 0:
         return
     bad_rows = ~torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1)
     count = int(bad_rows.sum())
     if count:
         first = int(torch.nonzero(bad_rows)[0, 0])
-        raise DataError(f"dataset {name!r}: {count} of {x.shape[0]} rows contain NaN or infinite values "
+        what = described or f"dataset {name!r}"
+        raise DataError(f"{what}: {count} of {x.shape[0]} rows contain NaN or infinite values "
                         f"(first at row {first}); fix or drop those examples")
 
 
@@ -112,17 +119,18 @@ def load_dataset(data, seed: int) -> LoadedData:
     else:  # pragma: no cover - the catalog only has the three kinds
         raise ValueError(f"dataset {name!r} has unknown kind {info.kind!r}")
 
-    check_finite(x, name if info.kind != "file" else f"file {data.root}")
+    source = f"the file {str(expand_path(data.root))!r} (data.root)" if info.kind == "file" else ""
+    check_finite(x, name, source or None)
     expected = info.event_shape(data.dim)
     if info.kind != "file" and tuple(x.shape[1:]) != tuple(expected):
         raise DataError(f"dataset {name!r}: examples have shape {tuple(x.shape[1:])}, the catalog "
                         f"expects {tuple(expected)}")
     train, held_out = holdout_split(x, data.holdout, seed)
     if train.shape[0] == 0:
-        raise DataError(f"dataset {name!r}: data.holdout = {data.holdout} holds out all {x.shape[0]} "
+        raise DataError(f"{source or f'dataset {name!r}'}: data.holdout = {data.holdout} holds out all {x.shape[0]} "
                         "examples and leaves none to train on; lower data.holdout")
     return LoadedData(name=name, train=train, held_out=held_out, domain=info.domain,
-                      event_shape=tuple(int(s) for s in x.shape[1:]))
+                      event_shape=tuple(int(s) for s in x.shape[1:]), source=source)
 
 
 def load_file(path: Path) -> Tensor:
@@ -168,11 +176,13 @@ def load_data(data, seed: int):
 
 def check_for_family(loaded: LoadedData, family) -> None:
     """Check the training data against ``family``'s domain
-    (``family.check_domain(train, what="dataset '<name>'")``); the family's ``DomainError``
-    propagates unchanged. The held-out part is checked as well when it is not empty."""
-    family.check_domain(loaded.train, what=f"dataset '{loaded.name}'")
+    (``family.check_domain(train, what="dataset '<name>'")``, or the file's path for
+    ``data.name = "file"``); the family's ``DomainError`` propagates unchanged. The held-out part
+    is checked as well when it is not empty."""
+    described = getattr(loaded, "described", f"dataset '{loaded.name}'")  # image sets: LoadedImages
+    family.check_domain(loaded.train, what=described)
     if loaded.held_out.shape[0]:
-        family.check_domain(loaded.held_out, what=f"dataset '{loaded.name}' (held-out part)")
+        family.check_domain(loaded.held_out, what=f"{described} (held-out part)")
 
 
 # ---------------------------------------------------------------------------- batches

@@ -193,7 +193,12 @@ def mmd2(a, b, bandwidth: float | None = None) -> float:
     sigma = median_bandwidth(a, b) if bandwidth is None else float(bandwidth)
     if not sigma > 0:
         raise ValueError(f"bandwidth must be positive, got {sigma}")
-    gamma = 1.0 / (2.0 * sigma * sigma)
+    two_var = 2.0 * sigma * sigma
+    gamma = 1.0 / two_var if two_var > 0 else math.inf
+    if not 0.0 < gamma < math.inf:  # 1/(2σ²) under- or overflows float64: the kernel is 1 or 0 everywhere
+        what = "overflows" if gamma == math.inf else "is 0"
+        raise ValueError(f"bandwidth {sigma:g} is out of range: 1/(2σ²) {what} in float64; use a bandwidth of "
+                         "the scale of the data's pairwise distances (or None: the median heuristic)")
 
     def kern(sq: torch.Tensor) -> torch.Tensor:
         return torch.exp(-gamma * sq)

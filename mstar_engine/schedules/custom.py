@@ -86,11 +86,20 @@ def _check_length(arr: np.ndarray, steps: int, what: str) -> None:
         raise ValueError(f"custom schedule: {what} must be finite; index {bad[0]} is {arr[bad[0]]}")
 
 
+class ScheduleValueError(ValueError):
+    """A custom schedule value outside its family's range: parameter ``name`` at step ``step``
+    (0 is the pseudo step) is ``value`` and must be ``rule``."""
+
+    def __init__(self, name: str, rule: str, step: int, value: float) -> None:
+        super().__init__(f"custom schedule: {name} must be {rule}; step {step} is {value!r}")
+        self.name, self.rule, self.step, self.value = name, rule, step, value
+
+
 def _require(arr: np.ndarray, ok: np.ndarray, name: str, rule: str, offset: int) -> None:
     bad = np.flatnonzero(~ok)
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"custom schedule: {name} must be {rule}; step {i + offset} is {arr[i]!r}")
+        raise ScheduleValueError(name, rule, i + offset, float(arr[i]))
 
 
 def _validate(family: str, params: dict[str, np.ndarray], event_shape, offset: int) -> None:

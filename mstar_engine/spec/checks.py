@@ -2,6 +2,7 @@
 divisibility, files and packages present. Each check yields located :class:`Issue` objects."""
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterator
 
 from mstar_engine.data.catalog import DATASETS, expand_path
@@ -79,6 +80,8 @@ def check_schedule(c: Checker) -> None:
         if sched.values is not None and len(sched.values) not in (proc.steps, proc.steps + 1):
             c.add(("process", "schedule", "values"), f"a custom schedule for steps = {proc.steps} needs "
                   f"{proc.steps} or {proc.steps + 1} values, got {len(sched.values)}")
+        elif sched.values is not None and sched.file is None:
+            check_custom_values(c, sched.values)
         if sched.file is not None:
             if not sched.file.endswith(".npy"):
                 c.add(("process", "schedule", "file"), f"'{sched.file}' is not a .npy file",
@@ -86,6 +89,8 @@ def check_schedule(c: Checker) -> None:
             elif not expand_path(sched.file).is_file():
                 c.add(("process", "schedule", "file"), f"schedule file '{sched.file}' not found",
                       "give a path relative to the working directory", "environment")
+            elif sched.values is None:
+                check_custom_file(c, sched.file)
     else:
         for key in ("values", "file"):
             if getattr(sched, key) is not None:
@@ -94,6 +99,41 @@ def check_schedule(c: Checker) -> None:
     if c.is_set("process", "schedule", "reference") and sched.name != "snr-matched":
         c.add(("process", "schedule", "reference"), "reference is only used by the snr-matched schedule",
               'set process.schedule.name = "snr-matched" or remove it')
+
+
+def _event_shape(spec: Spec) -> tuple[int, ...]:
+    return DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
+
+
+def check_custom_values(c: Checker, values: list[float]) -> None:
+    """The values of a custom schedule must lie in the family's range (the rules of
+    :mod:`mstar_engine.schedules.custom`, which would refuse them when the run starts)."""
+    from mstar_engine.schedules.custom import PRIMARY, ScheduleValueError, _params_of, build_custom
+    proc = c.spec.process
+    pseudo = len(values) == proc.steps + 1  # index 0 is the pseudo step t = 0
+    try:
+        build_custom(proc.steps, proc.family, values=values, event_shape=_event_shape(c.spec))
+    except ScheduleValueError as exc:
+        index = exc.step if pseudo else exc.step - 1
+        primary = PRIMARY.get(proc.family, _params_of(proc.family)[0])
+        c.add(("process", "schedule", "values", index), f"value {values[index]:g} at index {index} (step t = "
+              f"{exc.step}) is out of range for the {proc.family} family's schedule",
+              f"every value ({primary}" + ("" if exc.name == primary else f", here {exc.name}") + f") must be "
+              f"{exc.rule}; index i is step t = {'i' if pseudo else 'i + 1'}")
+    except ValueError as exc:
+        c.add(("process", "schedule", "values"), str(exc).removeprefix("custom schedule: "))
+
+
+def check_custom_file(c: Checker, file: str) -> None:
+    """A custom schedule file that exists must hold a valid schedule for this family and steps."""
+    from mstar_engine.schedules.custom import build_custom
+    proc = c.spec.process
+    try:
+        build_custom(proc.steps, proc.family, file=expand_path(file), event_shape=_event_shape(c.spec))
+    except ValueError as exc:
+        c.add(("process", "schedule", "file"), f"'{file}': {str(exc).removeprefix('custom schedule: ')}",
+              "see the accepted forms in mstar_engine/schedules/custom.py (one value per step, in the family's "
+              "range)")
 
 
 def check_coupling(c: Checker) -> None:
@@ -185,6 +225,12 @@ def check_train(c: Checker) -> None:
         c.add(("train", "accumulation"), f"the per-process batch {train.batch_size // dev.processes} does not split "
               f"into {train.accumulation} micro-batches", "make batch_size / processes a multiple of accumulation",
               related=(("train", "batch_size"), ("devices", "processes")))
+    steps = c.spec.process.steps
+    if train.t_per_rollout > steps:
+        c.add(("train", "t_per_rollout"), f"{train.t_per_rollout} steps drawn from one roll-out exceed its "
+              f"process.steps = {steps} steps (they are drawn with replacement, so the extra ones only repeat "
+              "steps, at the memory cost of more examples per batch)", f"use at most {steps}",
+              related=(("process", "steps"),))
     if train.precision == "fp16" and dev.accelerator == "cpu":
         c.add(("train", "precision"), "fp16 autocast needs a GPU", 'use precision = "bf16" or "fp32" on the CPU',
               related=(("devices", "accelerator"),))
@@ -301,8 +347,54 @@ def check_eval(c: Checker) -> None:
             c.add(("eval", "steps", i), f"{n} network evaluations exceed process.steps = {c.spec.process.steps}")
 
 
+def check_output(c: Checker) -> None:
+    """The run directory output_dir/name (and each [compare] variant's folder under it) must be a
+    folder that can be created: no existing file in its place or on its path."""
+    from pathlib import Path
+    exp = c.spec.experiment
+    run_dir = Path(exp.output_dir) / exp.name
+    for target in [run_dir, *(run_dir / "compare" / name for name in c.spec.compare)]:
+        blocker = _first_existing(target)
+        if blocker is None:
+            continue
+        key = ("experiment", "output_dir") if blocker in (Path(exp.output_dir), *Path(exp.output_dir).parents) \
+            else ("experiment", "name")
+        if not blocker.is_dir():
+            c.add(key, f"the run directory {str(target)!r} cannot be created: {str(blocker)!r} is a file, not a "
+                  "folder", "set experiment.output_dir (or experiment.name) to a folder, or move the file away",
+                  "environment", related=(("experiment", "name"),))
+            return
+        if not os.access(blocker, os.W_OK | os.X_OK):
+            c.add(key, f"the run directory {str(target)!r} cannot be written: no write permission in "
+                  f"{str(blocker)!r}", "choose an experiment.output_dir you can write to", "environment",
+                  related=(("experiment", "name"),))
+            return
+
+
+def _first_existing(path):
+    """``path`` or its nearest existing parent (None if nothing on the way exists)."""
+    for p in (path, *path.parents):
+        if os.path.lexists(p):
+            return p
+    return None
+
+
+def check_memory(c: Checker) -> None:
+    """One training step (and sampling, distillation, the dataset) must fit in the memory of the
+    device the spec runs on: an environment issue naming both figures when it does not."""
+    if any(i.severity == "error" for i in c.issues):
+        return  # the estimate needs a consistent spec
+    from mstar_engine.spec.memory import memory_issue
+    found = memory_issue(c.spec)
+    if found is not None:
+        candidates, message, hint = found
+        where = next((p for p in candidates if p in c.locs), candidates[0])
+        c.add(where, message, hint, "environment")
+
+
 CHECKS: list[Callable[[Checker], None]] = [check_domain, check_schedule, check_coupling, check_data,
-                                           check_network, check_train, check_sample, check_distill, check_eval]
+                                           check_network, check_train, check_sample, check_distill, check_eval,
+                                           check_output, check_memory]
 
 
 def semantic_issues(spec: Spec, locs: dict[tuple, Location], file: str) -> Iterator[Issue]:

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from mstar_engine.spec.errors import Issue, Location, did_you_mean, format_path
+from mstar_engine.spec.fields import INT_MAX, INT_MAX_WHY
 
 
 class Converter:
@@ -22,6 +23,7 @@ class Converter:
         self.locs = locs
         self.file = file
         self.issues: list[Issue] = []
+        self.document: Any = None  # the whole parsed spec, for hints that depend on other keys
 
     # ------------------------------------------------------------------ locations
     def locate(self, path: tuple) -> Location:
@@ -37,6 +39,8 @@ class Converter:
     # ------------------------------------------------------------------ structure
     def structure(self, cls: type, data: Any, path: tuple) -> Any:
         """Build ``cls`` from ``data``; return None (and record issues) when it cannot be built."""
+        if not path:
+            self.document = data
         if not isinstance(data, dict):
             self.error(path, f"expected a table, got {describe_value(data)}",
                        f"write it as a [{format_path(path)}] section")
@@ -69,9 +73,9 @@ class Converter:
             self.error(path, f"missing required table [{format_path(path)}]",
                        f"add a [{format_path(path)}] section ({field.metadata.get('doc', '')})")
             return
-        example = _example(field)
+        example, note = _suggestion(path, field, self.document if isinstance(self.document, dict) else {})
         self.error(path, f"missing required key '{path[-1]}': {field.metadata.get('doc', '')}",
-                   f"add {path[-1]} = {example} under [{format_path(path[:-1])}]")
+                   f"add {path[-1]} = {example} under [{format_path(path[:-1])}]" + (f" ({note})" if note else ""))
 
     def value(self, tp: Any, raw: Any, path: tuple, meta: dict) -> Any:
         base = strip_optional(tp)
@@ -105,6 +109,9 @@ class Converter:
             if meta.get("pattern") and not re.fullmatch(meta["pattern"], key):
                 self.error(path + (key,), f"'{key}' is not a valid name: expected letters, digits, '-', '_' or "
                                           "'.', starting with a letter or digit")
+                failed = True
+                continue
+            if not self.check_text_length(key, path + (key,), meta, "name"):
                 failed = True
                 continue
             value = self.value(value_tp, item, path + (key,), {})
@@ -146,22 +153,30 @@ class Converter:
             self.error(path, f"'{raw}' is not a valid value: expected letters, digits, '-', '_' or '.', "
                              "starting with a letter or digit")
             return _INVALID
+        if isinstance(raw, str) and not self.check_text_length(raw, path, meta, "value"):
+            return _INVALID
         return raw
 
     # ------------------------------------------------------------------ constraints
     def check_bounds(self, raw: Any, path: tuple, meta: dict) -> bool:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             return True
-        if isinstance(raw, int) and abs(raw) >= 2**63:
-            self.error(path, f"{raw:.3g} is out of range: expected a 64-bit integer" +
-                       (f", {bounds_text(meta).removeprefix('a value ')}" if any(
-                           meta.get(k) is not None for k in ("ge", "gt", "le", "lt")) else ""))
-            return False
+        if isinstance(raw, int):
+            meta = int_bounds(meta)
         tests = (("ge", lambda b: raw >= b), ("gt", lambda b: raw > b), ("le", lambda b: raw <= b),
                  ("lt", lambda b: raw < b))
         if all(meta.get(k) is None or test(meta[k]) for k, test in tests):
             return True
-        self.error(path, f"{raw} is out of range: expected {bounds_text(meta)}")
+        shown = f"{raw:.4g}" if isinstance(raw, int) and abs(raw) >= 10**12 else f"{raw}"
+        self.error(path, f"{shown} is out of range: expected {bounds_text(meta)}", meta.get("why") or "")
+        return False
+
+    def check_text_length(self, text: str, path: tuple, meta: dict, what: str) -> bool:
+        longest = meta.get("max_length")
+        if longest is None or len(text) <= longest:
+            return True
+        self.error(path, f"this {what} has {len(text)} characters; at most {longest} are allowed",
+                   meta.get("why") or "use a shorter one")
         return False
 
     def check_choice(self, raw: Any, path: tuple, meta: dict) -> bool:
@@ -200,11 +215,20 @@ def table_name(path: tuple) -> str:
     return f"[{format_path(path)}]" if path else "the top level (expected tables such as [experiment])"
 
 
+def int_bounds(meta: dict) -> dict:
+    """An integer key's bounds: its own, and at most :data:`INT_MAX` when it has no upper bound
+    (sizes and counts beyond 2^31 overflow 32-bit index arithmetic or could never be allocated)."""
+    if meta.get("le") is not None or meta.get("lt") is not None:
+        return meta
+    return {**meta, "le": INT_MAX, "why": meta.get("why") or INT_MAX_WHY}
+
+
 def bounds_text(meta: dict) -> str:
     parts = []
     for key, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
-        if meta.get(key) is not None:
-            parts.append(f"{sym} {meta[key]:g}")
+        value = meta.get(key)
+        if value is not None:
+            parts.append(f"{sym} {value}" if isinstance(value, int) else f"{sym} {value:g}")
     return "a value " + " and ".join(parts)
 
 
@@ -249,9 +273,57 @@ def _example_scalar(tp: Any) -> str:
     return {int: "1", float: "0.5", bool: "true", str: '"..."'}.get(tp, "...")
 
 
-def _example(field: attrs.Attribute) -> str:
+def _suggestion(path: tuple, field: attrs.Attribute, document: dict) -> tuple[str, str]:
+    """The value to suggest for a missing required key, and a note on the choices: for
+    ``process.family`` the family made for the data's domain, for ``data.name`` the synthetic
+    dataset of the family's domain; otherwise the choices themselves."""
     choices = field.metadata.get("choices")
-    if choices is not None:
-        names = list(choices() if callable(choices) else choices)
-        return f'"{names[0]}"' if names else '"..."'
-    return '"..."'
+    if choices is None:
+        return '"..."', ""
+    names = list(choices() if callable(choices) else choices)
+    listed = "one of " + ", ".join(names)
+    if path == ("process", "family"):
+        return _family_for_data(document, names, listed)
+    if path == ("data", "name"):
+        return _data_for_family(document, names, listed)
+    return '"..."', listed
+
+
+def _table(document: dict, name: str) -> dict:
+    table = document.get(name)
+    return table if isinstance(table, dict) else {}
+
+
+def _family_for_data(document: dict, names: list[str], listed: str) -> tuple[str, str]:
+    from mstar_engine.data.catalog import DATASETS
+    from mstar_engine.domains import DOMAINS, family_accepts
+    from mstar_engine.families import REGISTRY
+    data = _table(document, "data")
+    info = DATASETS.get(data.get("name")) if isinstance(data.get("name"), str) else None
+    data_range = data.get("range") if data.get("range") in ("symmetric", "unit") else "symmetric"
+    domain = info.domain_for(data_range) if info is not None else None
+    if domain not in DOMAINS:  # no dataset yet, or a user's file (any domain): every family
+        return '"..."', listed
+    fits = [n for n in names if n in REGISTRY and family_accepts(REGISTRY[n].domain, domain)]
+    own = [n for n in fits if REGISTRY[n].domain == domain] or fits
+    if not own:
+        return '"..."', listed
+    others = [n for n in fits if n != own[0]]
+    note = f"dataset '{info.name}' gives {DOMAINS[domain].description}"
+    if others:
+        note += f"; {', '.join(others)} also {'fits' if len(others) == 1 else 'fit'}"
+    return f'"{own[0]}"', note + "; mstar list families"
+
+
+def _data_for_family(document: dict, names: list[str], listed: str) -> tuple[str, str]:
+    from mstar_engine.data.catalog import DATASETS
+    from mstar_engine.domains import DOMAINS
+    from mstar_engine.families import REGISTRY
+    family = _table(document, "process").get("family")
+    cls = REGISTRY.get(family) if isinstance(family, str) else None
+    if cls is None:
+        return '"..."', "mstar list datasets"
+    made = [n for n in names if DATASETS[n].kind == "synthetic" and DATASETS[n].domain == cls.domain]
+    if not made:
+        return '"..."', "mstar list datasets"
+    return f'"{made[0]}"', f"built-in {DOMAINS[cls.domain].description} for the {family} family; mstar list datasets"

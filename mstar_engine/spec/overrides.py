@@ -8,13 +8,17 @@ from __future__ import annotations
 import re
 import sys
 
+import attrs
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 from mstar_engine.spec.errors import Issue, Location
+from mstar_engine.spec.toml_source import MAX_NESTING, nesting_depth, nesting_issue
 
+_TOO_DEEP = object()
 _KEY = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _BARE_WORD = re.compile(r"[A-Za-z0-9_.+\-/~:]+")
 
@@ -46,6 +50,11 @@ def apply_overrides(data: dict, locs: dict[tuple, Location], overrides: list[str
         except tomllib.TOMLDecodeError:
             issues.append(Issue(where, path, f"cannot read the value {raw.strip()!r}",
                                 'write a TOML value: a number, true/false, [1, 2] or a quoted "string"'))
+            continue
+        except RecursionError:  # brackets nested hundreds of levels deep
+            value = _TOO_DEEP
+        if value is _TOO_DEEP or nesting_depth(value) + len(path) > MAX_NESTING:
+            issues.append(attrs.evolve(nesting_issue(raw, where.file, override=text), path=path))
             continue
         node = data
         for depth, part in enumerate(path[:-1]):

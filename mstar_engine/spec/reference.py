@@ -36,7 +36,8 @@ HEADER = """\
 # [distill] and [compare] tables are off unless written. Copy what you need into your spec, not the
 # whole file: mstar refuses keys that do nothing for a given spec (for example [network.unet] when
 # the network is an MLP, or data.flip for data that are not images), so that no setting is silently
-# ignored. `mstar plan SPEC` prints every resolved value of a spec and where it came from.
+# ignored. `mstar plan SPEC` prints every resolved value of a spec and where it came from. Integer
+# keys without an upper bound below are at most 2147483647 (2^31 - 1).
 """
 
 

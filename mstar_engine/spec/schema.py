@@ -16,6 +16,16 @@ LOSSES = ("kl", "kl-rescaled", "x0-mse", "eps-mse")
 WEIGHTINGS = ("none", "snr", "snr-trunc", "min-snr")
 UNET_PRESETS = ("cifar10-ddpm", "imagenet64", "imagenet128")
 
+#: Longest run or [compare] variant name: each becomes a folder name (most file systems allow 255
+#: bytes per name; the rest is left for suffixes and the paths under it).
+NAME_LENGTH = 100
+#: Largest experiment.seed. The training loop seeds torch generators with
+#: (seed · 1,000,003 + block) · 7,919 + stream (train/inputs.py, distributed.group.stream_key),
+#: which torch.Generator.manual_seed needs below 2^64: seeds below 2^31 keep it there.
+SEED_MAX = 2**31 - 1
+SEED_WHY = ("seeds are below 2^31 because the training's random streams are seeded with "
+            "(seed × 1,000,003 + block) × 7,919 + stream, which must fit torch's 64-bit generator seed")
+
 
 def family_names() -> list[str]:
     from mstar_engine.families import REGISTRY
@@ -39,8 +49,10 @@ def metric_names() -> list[str]:
 
 @attrs.define
 class Experiment:
-    name: str = setting(doc="run name; the run directory is output_dir/name", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-    seed: int = setting(0, "seed of every random stream (data order, noise, initialisation)", ge=0)
+    name: str = setting(doc="run name; the run directory is output_dir/name", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+                        max_length=NAME_LENGTH, why=f"the name is a folder name: use at most {NAME_LENGTH} characters")
+    seed: int = setting(0, "seed of every random stream (data order, noise, initialisation)", ge=0, le=SEED_MAX,
+                        why=SEED_WHY)
     output_dir: str = setting("runs", "folder that holds run directories")
     description: str = setting("", "free text shown by mstar plan")
 
@@ -143,7 +155,8 @@ class Train:
     channels_last: bool = setting(False, "channels_last memory format (images on GPU)")
     activation_checkpointing: bool = setting(False, "recompute activations in the backward pass")
     accumulation: int = setting(1, "gradient accumulation micro-batches per optimiser step", ge=1)
-    t_per_rollout: int = setting(1, "training steps t drawn from one forward roll-out", ge=1)
+    t_per_rollout: int = setting(1, "training steps t drawn from one forward roll-out (at most process.steps)",
+                                 ge=1)
     checkpoint_every: int = setting(1000, "optimiser steps between checkpoints", ge=1)
     keep_checkpoints: int = setting(3, "training checkpoints kept (the newest); 0 keeps every one", ge=0)
     eval_every: int | None = setting(None, "optimiser steps between evaluations of the EMA weights during training "
@@ -194,7 +207,10 @@ class Eval:
                                       min_length=1, ge=1)
     batch_size: int = setting(250, "evaluation batch size", ge=1)
     knn_k: int = setting(10, "k of the kNN-KL estimator", ge=1)
-    mmd_bandwidth: float | None = setting(None, "MMD kernel bandwidth (default: median heuristic)", gt=0.0)
+    mmd_bandwidth: float | None = setting(None, "MMD kernel bandwidth (default: median heuristic)", ge=1e-6, le=1e6,
+                                          why="outside [1e-6, 1e6] the Gaussian kernel is 0 or 1 between any two "
+                                          "points of data of ordinary scale (and its 1/σ² overflows near 1e-154), so "
+                                          "the MMD says nothing; unset it for the median heuristic")
     inception_weights: str | None = setting(None, "pytorch-fid Inception weights (default: "
                                             "$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth)")
     fid_reference: str | None = setting(None, "FID reference statistics: an .npz with mu and sigma (pytorch-fid's "
@@ -226,4 +242,5 @@ class Spec:
     compare: dict[str, list[str]] = setting(
         factory=dict, doc="other models to train and evaluate beside this one, each a name and the overrides that "
         "make it, e.g. star-shaped = [\"process.coupling.kind=independent\"]; one comparison table at the end",
-        pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+        pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", max_length=NAME_LENGTH,
+        why=f"each name is a folder name (RUN/compare/<name>): use at most {NAME_LENGTH} characters")

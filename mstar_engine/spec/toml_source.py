@@ -20,6 +20,11 @@ else:  # pragma: no cover - exercised on 3.10 only
 from mstar_engine.spec.errors import Issue, Location, SpecError
 
 BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+#: Deepest nesting of tables, arrays and inline tables a spec may have (its own keys need 4: the
+#: document, [process], [process.schedule] and its values = [...]); deeper documents are refused
+#: before anything recurses into them (tomllib, the key scanner and the converter are recursive).
+MAX_NESTING = 32
+_DOTTED_RUN = re.compile(r"""(?:(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')[ \t]*\.[ \t]*){%d,}""" % MAX_NESTING)
 _LOC_IN_MSG = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _LOC_EOF = re.compile(r"\s*\(at end of document\)\s*$")
 
@@ -33,7 +38,82 @@ def load_toml(text: str, file: str) -> tuple[dict, dict[tuple, Location]]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError([syntax_issue(exc, text, file)]) from None
+    except RecursionError:  # arrays or inline tables nested hundreds of levels deep
+        raise SpecError([nesting_issue(text, file)]) from None
+    if nesting_depth(data) > MAX_NESTING:
+        raise SpecError([nesting_issue(text, file)])
     return data, key_locations(text, file)
+
+
+def nesting_depth(value) -> int:
+    """How deeply tables (dicts) and arrays (lists) nest in a parsed value (a scalar: 0), without
+    recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def bracket_depth(text: str) -> tuple[int, int | None]:
+    """How deeply ``[`` and ``{`` nest in ``text`` (outside strings and comments), and the position
+    of the first bracket that opens level ``min(depth, MAX_NESTING + 1)``. A plain loop (no
+    recursion) that needs no valid TOML."""
+    depth, deepest, where, i, n = 0, 0, None, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if c in "\"'":
+            quote = c * 3 if text.startswith(c * 3, i) else c
+            j = i + len(quote)
+            while j < n and not text.startswith(quote, j):
+                if c == '"' and text[j] == "\\":
+                    j += 1
+                elif len(quote) == 1 and text[j] == "\n":  # an unterminated one-line string ends here
+                    break
+                j += 1
+            i = j + len(quote)
+            continue
+        if c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if depth <= MAX_NESTING + 1:
+                    where = i
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        i += 1
+    return deepest, where
+
+
+def nesting_issue(text: str, file: str, override: str | None = None) -> Issue:
+    """The error for a document (or an override's value) nested deeper than :data:`MAX_NESTING`
+    levels, located at the bracket that goes too deep (or the dotted key with too many parts)."""
+    if override is not None:
+        where = Location(file, override=override)
+    else:
+        depth, pos = bracket_depth(text)
+        if depth <= 2:  # not the brackets (a spec needs two: compare = { x = ["..."] }): dotted keys
+            m = _DOTTED_RUN.search(text)
+            pos = m.start() if m else None
+        if pos is None:
+            where = Location(file, 1, 1)
+        else:
+            line = text.count("\n", 0, pos)
+            where = Location(file, line + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1)
+    return Issue(where, (), f"tables, arrays or inline tables are nested more than {MAX_NESTING} levels deep",
+                 "a spec needs at most a list of numbers or strings inside a table (e.g. eval.steps = [64, 8]); "
+                 "remove the extra brackets or dotted key parts")
 
 
 def syntax_issue(exc: Exception, text: str, file: str) -> Issue:
@@ -156,8 +236,10 @@ class _Scanner:
             start = self.i
             if self.s.startswith("[[", self.i):
                 self.i += 2
-                keys = [k for k, _ in self.read_key()]
+                parts = self.read_key()
+                keys = [k for k, _ in parts]
                 self.i += 2  # ]]
+                self.record_prefixes(parts)
                 parent = self.resolve(keys[:-1]) + (keys[-1],)
                 self.record(parent, start)
                 n = self.aot_counts.get(parent, 0)
@@ -166,12 +248,21 @@ class _Scanner:
                 self.record(table, start)
             elif self.peek() == "[":
                 self.i += 1
-                keys = [k for k, _ in self.read_key()]
+                parts = self.read_key()
+                keys = [k for k, _ in parts]
                 self.i += 1  # ]
+                self.record_prefixes(parts)
                 table = self.resolve(keys)
                 self.record(table, start)
             else:
                 self.key_value(table)
+
+    def record_prefixes(self, parts: list[tuple[str, int]]) -> None:
+        """A header ``[a.b]`` defines table ``a`` too when no earlier line did: locate it at its
+        part of the header (not at the start of the file)."""
+        keys = [k for k, _ in parts]
+        for n in range(1, len(parts)):
+            self.record(self.resolve(keys[:n]), parts[n - 1][1])
 
     def key_value(self, table: tuple) -> None:
         parts = self.read_key()

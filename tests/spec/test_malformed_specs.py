@@ -433,8 +433,10 @@ CASES = [
         [data]
         name = "dirichlet-mixture"
         """,
+        # the family made for the data's domain (not the first family of the list)
         "s.toml:4:1: process.family: missing required key 'family': exponential family of the noise "
-        '(mstar list families); add family = "beta" under [process]'),
+        '(mstar list families); add family = "dirichlet" under [process] (dataset \'dirichlet-mixture\' gives '
+        "probability vectors on the simplex; gaussian also fits; mstar list families)"),
     case("missing-data-table", """
         [experiment]
         name = "t"
@@ -525,7 +527,7 @@ CASES = [
         [data]
         name = "dirichlet-mixture"
         """,
-        "s.toml:3:1: experiment.seed: expected an integer ≥ 0, got date 2024-01-01"),
+        "s.toml:3:1: experiment.seed: expected an integer ≥ 0 and ≤ 2147483647, got date 2024-01-01"),
     case("type-string-for-list", """
         [experiment]
         name = "t"

@@ -61,6 +61,7 @@ def test_dotted_header_records_the_full_path_at_the_bracket():
         name = "auto"
         """)
     assert positions(text) == {
+        ("process",): (1, 2),  # defined by the first header, at its part (issue #12: was not located)
         ("process", "coupling"): (1, 1),
         ("process", "coupling", "kind"): (2, 1),
         ("process", "schedule"): (3, 3),
@@ -121,7 +122,7 @@ def test_quoted_keys():
 
 def test_quoted_header_parts():
     text = '[ "a b" . \'c\' ]\nx = 1\n'
-    assert positions(text) == {("a b", "c"): (1, 1), ("a b", "c", "x"): (2, 1)}
+    assert positions(text) == {("a b",): (1, 3), ("a b", "c"): (1, 1), ("a b", "c", "x"): (2, 1)}
 
 
 def test_inline_tables():
@@ -218,6 +219,7 @@ def test_arrays_of_tables_with_indices():
         n = 2
         """)
     assert positions(text) == {
+        ("distill",): (1, 3),
         ("distill", "stages"): (1, 1),
         ("distill", "stages", 0): (1, 1),
         ("distill", "stages", 0, "to"): (2, 1),
@@ -526,7 +528,7 @@ def documents(draw):
             emit_body(draw, em, (name,))
         elif kind == "subtable":
             a, b = em.name(), em.name()
-            emit_header(draw, em, [a, b], (a, b), aot=False)
+            emit_header(draw, em, [a, b], (a, b), aot=False, prefixes=[(a,)])
             emit_body(draw, em, (a, b))
         else:
             name = em.name()
@@ -537,16 +539,19 @@ def documents(draw):
                     sub = em.name()
                     for j in range(draw(st.integers(1, 2))):
                         emit_header(draw, em, [name, sub], (name, i, sub, j), aot=True,
-                                           parent=(name, i, sub))
+                                    parent=(name, i, sub), prefixes=[(name, i)])
                         emit_body(draw, em, (name, i, sub, j))
                 if draw(st.booleans()):
                     sub = em.name()
-                    emit_header(draw, em, [name, sub], (name, i, sub), aot=False)
+                    emit_header(draw, em, [name, sub], (name, i, sub), aot=False, prefixes=[(name, i)])
                     emit_body(draw, em, (name, i, sub))
     return em
 
 
-def emit_header(draw, em: Emitter, parts: list[str], path: tuple, aot: bool, parent: tuple = ()) -> None:
+def emit_header(draw, em: Emitter, parts: list[str], path: tuple, aot: bool, parent: tuple = (),
+                prefixes: list[tuple] = ()) -> None:
+    """``prefixes``: the tables the header's leading parts name (resolved), each located at its part
+    when no earlier line defined it."""
     indent = draw(st.sampled_from(["", "  "]))
     em.write(indent)
     if parent:
@@ -557,6 +562,8 @@ def emit_header(draw, em: Emitter, parts: list[str], path: tuple, aot: bool, par
     for i, p in enumerate(parts):
         if i:
             em.write(draw(st.sampled_from([".", " . "])))
+        if i < len(prefixes):
+            em.mark(prefixes[i])
         em.write(key_text(draw, p))
     em.write(draw(st.sampled_from(["", " "])))
     em.write("]]" if aot else "]")
