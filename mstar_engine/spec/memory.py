@@ -358,12 +358,16 @@ def memory_issue(spec: Spec, device: tuple[str, int] | None | bool = True) -> tu
         if kind == "GPU" and ram and procs * est.host_bytes > ram:
             return _host_issue(est, ram)
         return None
-    shown = [(what, b) for what, b in parts if b >= need / procs / 100]  # the parts that matter
+    one = sum(b for _, b in parts)  # one process
+    shown = [(what, b) for what, b in parts if b >= one / 100]  # the parts that matter
     each = "; ".join(f"{what}: {_gib(b)} GiB" for what, b in shown)
-    per = f" in each of {procs} processes" if procs > 1 else ""
+    if kind == "CPU" and procs > 1:
+        each = f"{procs} processes of {_gib(one)} GiB each: {each}"
+    elif procs > 1:
+        each = f"per process and GPU: {each}"
     where = f"this machine's {'GPU' if kind == 'GPU' else 'CPU'} has {_gib(capacity)} GiB"
-    message = f"needs about {_gib(need)} GiB for {est.stage}{per} ({each}), and {where}"
-    keys, hint = _advice(spec, est, parts)
+    message = f"needs about {_gib(need)} GiB for {est.stage} ({each}), and {where}"
+    keys, hint = _advice(spec, est, parts, gpus=kind == "GPU")
     return keys, message, hint
 
 
@@ -375,8 +379,10 @@ def _host_issue(est: Estimate, ram: int) -> tuple[tuple, str, str]:
             f"this machine has {_gib(ram)} GiB", "lower data.num_examples, sample.num_samples or eval.num_samples")
 
 
-def _advice(spec: Spec, est: Estimate, parts) -> tuple[tuple, str]:
-    """The keys to blame for the largest part, and what to lower."""
+def _advice(spec: Spec, est: Estimate, parts, gpus: bool) -> tuple[tuple, str]:
+    """The keys to blame for the largest part, and what to lower (more processes help on GPUs,
+    each with its own memory, not on one CPU)."""
+    more = " or use more GPUs (devices.processes)" if gpus else ""
     what = max(parts, key=lambda p: p[1])[0]
     if what.startswith(f"{est.parameters:,} parameters"):
         keys = (("network", "mlp", "hidden"), ("network", "mlp", "blocks"), ("network", "mlp", "time_dim"),
@@ -391,7 +397,8 @@ def _advice(spec: Spec, est: Estimate, parts) -> tuple[tuple, str]:
         return ((("sample", "batch_size"), ("eval", "batch_size"), ("network", "mlp", "hidden"), ("data", "dim")),
                 "lower sample.batch_size and eval.batch_size")
     if spec.distill is not None and est.stage == "one distillation step":
-        return ((("distill", "batch_size"), ("train", "batch_size")), "lower distill.batch_size")
+        return ((("distill", "batch_size"), ("train", "batch_size")),
+                "lower distill.batch_size (by default train.batch_size)" + more)
     keys = (("train", "batch_size"), ("train", "t_per_rollout"), ("data", "dim"), ("data", "image_size"),
             ("network", "mlp", "hidden"), ("network", "unet", "channels"))
     hint = "lower train.batch_size or train.t_per_rollout"
@@ -399,4 +406,4 @@ def _advice(spec: Spec, est: Estimate, parts) -> tuple[tuple, str]:
         hint += ", split the batch into micro-batches (train.accumulation)"
         if spec.network.kind != "mlp" and DATASETS[spec.data.name].is_image:
             hint += ", set train.activation_checkpointing = true"
-    return keys, hint + " or use more processes (devices.processes)"
+    return keys, hint + more
