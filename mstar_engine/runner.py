@@ -38,7 +38,7 @@ from mstar_engine.runs import Model, build_denoiser, save_grid, save_samples
 from mstar_engine.spec import LoadedSpec
 from mstar_engine.spec.schema import Spec
 from mstar_engine.rundir.files import write_text
-from mstar_engine.train.checkpoint import differing_keys, find_checkpoint
+from mstar_engine.train.checkpoint import differing_keys, find_checkpoint, point_latest
 from mstar_engine.train.loop import CheckpointMismatch, train
 
 #: Keys that may change between a run and its resumption without invalidating the checkpoint.
@@ -79,6 +79,7 @@ def check_resumable(plan: Plan, resume: bool, log: Callable[[str], None]) -> Non
     differing = differing_keys(fingerprint(plan.spec), state.get("fingerprint", {}))
     if differing:
         raise CheckpointMismatch(mismatch_message(path, differing))
+    point_latest(path)
 
 
 def mismatch_message(path: Path, differing: list[str]) -> str:

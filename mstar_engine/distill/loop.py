@@ -37,7 +37,7 @@ from mstar_engine.spec.schema import Distill
 from mstar_engine.rundir.files import set_aside
 from mstar_engine.rundir.records import append_jsonl, keep_records
 from mstar_engine.train.checkpoint import (checkpoint_files, differing_keys, find_checkpoint, latest_checkpoint,
-                                           nonfinite, save_checkpoint)
+                                           nonfinite, point_latest, save_checkpoint)
 from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
 
 
@@ -113,6 +113,8 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
             raise CheckpointMismatch(f"{latest} was written with different distillation settings "
                                      f"({', '.join(differing)}); run mstar distill with --resume never to distil "
                                      "it afresh (the earlier students are moved to checkpoints/replaced/)")
+        if group.main:
+            point_latest(latest)
         student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, seconds = int(state["step"]), float(state["seconds"])

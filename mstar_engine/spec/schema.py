@@ -150,6 +150,8 @@ class Train:
     ema: float = setting(0.9999, "EMA decay of the weights used for sampling (0 disables)", ge=0.0, lt=1.0)
     ema_warmup: bool = setting(True, "EMA decay min(ema, (1+n)/(10+n)) early in training")
     clip_grad: float | None = setting(1.0, "gradient-norm clipping threshold (unset disables)", gt=0.0)
+    loss_limit: float = setting(100.0, "stop as diverged (last good checkpoint kept) when a step's loss exceeds "
+                                "this many times the untrained network's (the first step's; 0 disables)", ge=0.0)
     precision: str = setting("fp32", "autocast precision", choices=PRECISIONS)
     compile: bool = setting(False, "torch.compile the network")
     channels_last: bool = setting(False, "channels_last memory format (images on GPU)")

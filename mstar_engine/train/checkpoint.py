@@ -37,7 +37,7 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
     path = directory / f"step-{step:08d}.pt"
     try:
         atomic_write(path, lambda fh: torch.save(state, fh), shared=True)
-        atomic_write(directory / LATEST, lambda fh: fh.write(path.name.encode() + b"\n"), shared=True)
+        point_latest(path)
     except OSError as exc:
         previous = latest_checkpoint(directory)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
@@ -49,6 +49,18 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
             if old.name not in spared:
                 old.unlink(missing_ok=True)
     return path
+
+
+def point_latest(path: Path) -> None:
+    """Make ``latest`` in ``path``'s folder name ``path`` (a writer repairing a lost or torn
+    pointer; readers never need it)."""
+    pointer = path.parent / LATEST
+    try:
+        current = pointer.read_text().strip() if pointer.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != path.name:
+        atomic_write(pointer, lambda fh: fh.write(path.name.encode() + b"\n"), shared=True)
 
 
 def checkpoint_files(directory: str | Path) -> list[Path]:
