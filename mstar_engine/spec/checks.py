@@ -2,8 +2,11 @@
 divisibility, files and packages present. Each check yields located :class:`Issue` objects."""
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, Iterator
+
+import attrs
 
 from mstar_engine.data.catalog import DATASETS, expand_path
 from mstar_engine.domains import DOMAINS, family_accepts
@@ -212,6 +215,32 @@ def check_network(c: Checker) -> None:
     if net.class_conditional and info.num_classes == 0:
         c.add(("network", "class_conditional"), f"dataset '{info.name}' has no class labels",
               "use a labelled dataset or remove class_conditional")
+    if kind == "unet" and info.is_image:
+        check_unet_shape(c, info.event_shape(c.spec.data.dim, c.spec.data.image_size)[-1])
+
+
+def check_unet_shape(c: Checker, size: int) -> None:
+    """What the U-Net's constructor would refuse: an image size its levels cannot halve, attention
+    over channels that do not split into heads of ``head_channels``."""
+    net = c.spec.network
+    from mstar_engine.networks.unet import UNET_PRESETS
+    arch = UNET_PRESETS[net.preset] if net.preset is not None else attrs.asdict(net.unet)
+    where = ("network", "preset") if net.preset is not None else ("network", "unet", "channel_mult")
+    mult, heads = list(arch["channel_mult"]), int(arch["head_channels"])
+    factor = 2 ** (len(mult) - 1)
+    if size % factor:
+        c.add(where, f"the U-Net's {len(mult)} levels halve the resolution {len(mult) - 1} times, so the "
+              f"{size}×{size} images would need a size that is a multiple of {factor}",
+              "use fewer levels in network.unet.channel_mult, or another data.image_size")
+        return
+    levels = [(size // 2 ** i, arch["channels"] * m) for i, m in enumerate(mult)]
+    attended = {ch for r, ch in levels if r in arch["attention_resolutions"]} | {levels[-1][1]}  # + the middle
+    bad = sorted(ch for ch in attended if ch > heads and ch % heads)
+    if bad:
+        c.add(("network", "preset") if net.preset is not None else ("network", "unet", "head_channels"),
+              f"attention over {bad[0]} channels does not split into heads of head_channels = {heads}",
+              f"use a head_channels that divides {bad[0]} (e.g. {math.gcd(bad[0], heads)}), or change "
+              "network.unet.channels")
 
 
 def check_train(c: Checker) -> None:

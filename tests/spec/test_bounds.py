@@ -5,6 +5,8 @@ located paragraph (exit 2), or, for facts of this machine, reported as not ready
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -203,3 +205,32 @@ def test_more_steps_per_rollout_than_steps(validate):
                            "roll-out exceed its process.steps = 4 steps")
     assert line.endswith("use at most 4")
     assert validate(BASE, "train.t_per_rollout=4").exit_code == 0
+
+
+# ------------------------------------------------------------------------------- U-Net shapes
+DIGITS = str(Path(__file__).resolve().parents[2] / "specs" / "digits.toml")
+
+
+@pytest.mark.parametrize("overrides, where, message", [
+    (["network.unet.head_channels=24"], "network.unet.head_channels",
+     "attention over 64 channels does not split into heads of head_channels = 24"),
+    (["data.image_size=10", "network.unet.channel_mult=[1, 2, 2]"], "network.unet.channel_mult",
+     "the U-Net's 3 levels halve the resolution 2 times, so the 10×10 images would need a size that is a multiple "
+     "of 4"),
+])
+def test_unet_shapes_the_network_would_refuse(overrides, where, message):
+    """validate refuses what the U-Net's constructor raises on at the start of mstar run."""
+    import attrs
+    from mstar_engine.networks.unet import build_unet
+    from mstar_engine.spec import load_spec
+    result = invoke("validate", DIGITS, *[a for o in overrides for a in ("--set", o)])
+    assert result.exit_code == 2 and f"{where}: {message}" in result.output
+    spec = load_spec(DIGITS).spec  # the same settings given to the network itself fail too
+    unet = attrs.asdict(spec.network.unet)
+    for o in overrides:
+        key, value = o.split("=")
+        if key.startswith("network.unet."):
+            unet[key.rsplit(".", 1)[1]] = eval(value)  # noqa: S307 - literal test values
+    size = 10 if any("image_size" in o for o in overrides) else 8
+    with pytest.raises(ValueError):
+        build_unet(1, 1, size, unet)
