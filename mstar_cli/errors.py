@@ -16,6 +16,29 @@ class Failure(Exception):
     """A run that cannot go on: printed as one paragraph, exit code 1."""
 
 
+class Group(click.Group):
+    """The ``mstar`` group: Ctrl-C anywhere in a command (a second one in training or distillation,
+    one in sampling, evaluation or any other command, in any process of a launch) exits 130 with
+    one ``interrupted:`` line, not click's "Aborted!" and 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            click.echo(f"\ninterrupted: {stopped_at_once(exc, ctx.invoked_subcommand)}", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def stopped_at_once(exc: KeyboardInterrupt, command: str | None) -> str:
+    """What an immediate stop by Ctrl-C left behind, for the command that it stopped."""
+    if command in ("run", "distill"):
+        return str(exc) if isinstance(exc, interrupt.StoppedAtOnce) else \
+            "stopped at once by Ctrl-C; the last checkpoint written stays usable: run the same command again to resume"
+    return f"stopped by Ctrl-C before mstar {command or ''} finished; run the same command again to start it over"
+
+
 def handle_errors(command):
     """Print a clear paragraph instead of a traceback (unless --debug) and set the exit code."""
 

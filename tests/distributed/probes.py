@@ -46,3 +46,20 @@ def aborts_at_exit(rank: int, *, group):
         import os
         atexit.register(os.abort)
     return "finished"
+
+
+def interrupts_parent(folder: str, *, group):
+    """Process 0 sends SIGINT to the launching process (Ctrl-C reaching the launcher alone); every
+    process then waits (at most 5 minutes) to be stopped, each having written its pid first."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+    (Path(folder) / f"pid-{group.rank}").write_text(str(os.getpid()))
+    group.barrier()  # both processes are running and have written their pid
+    if group.rank == 0:
+        os.kill(os.getppid(), signal.SIGINT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+    return "not stopped"

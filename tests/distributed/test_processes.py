@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,10 @@ import torch
 from click.testing import CliRunner
 
 from mstar_cli.main import cli
+from mstar_engine import interrupt
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distributed.launch import _free_port, run_processes
+from mstar_engine.interrupt import TEST_SIGNALS
 
 sys.path.insert(0, str(Path(__file__).parent))  # spawned children import the probes by name
 import probes  # noqa: E402
@@ -203,35 +203,108 @@ def test_torchrun_launch_equals_the_single_process_run(runs, tmp_path):
     assert max_difference(checkpoint(run, 24)["model"], checkpoint(runs["one"], 24)["model"]) < 1e-5
 
 
-def test_ctrl_c_stops_both_processes_after_one_step_and_the_run_resumes_on_one(tmp_path):
-    """SIGINT to the whole process group (a terminal's Ctrl-C) during a two-process run: both
-    processes finish the same step, rank 0 checkpoints it, the command exits with 130, and one
-    process resumes it to the uninterrupted single-process model."""
-    long = [*TINY, "train.steps=240", "train.log_every=10", "train.checkpoint_every=1000"]
-    command = [sys.executable, "-m", "mstar_cli.main", "run", QUICKSTART, *long]
+def mstar_in_own_group(*args, signals: str | None = None, script: str | None = None) -> subprocess.CompletedProcess:
+    """``mstar ARGS`` in a session and process group of its own (a terminal's Ctrl-C goes to that
+    group); ``signals``: MSTAR_TEST_SIGNAL_AT_STEP (see mstar_engine/interrupt.py). Checks that no
+    process of the group outlives the command."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    reference = subprocess.run([*command, f"experiment.output_dir={tmp_path / 'ref'}"], capture_output=True,
-                               text=True, env=env, timeout=300)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    run = tmp_path / "stopped" / "quickstart"
-    proc = subprocess.Popen([*command, f"experiment.output_dir={tmp_path / 'stopped'}", "--nproc-per-node", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not (run / "metrics.jsonl").is_file():
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
-    assert "Traceback" not in err and err.count("Ctrl-C: stopping after this step") == 1
-    stopped_at = int(re.search(r"interrupted: stopped by Ctrl-C after training step (\d+) of 240", err).group(1))
-    assert 10 <= stopped_at < 240
-    assert (run / "checkpoints" / "train" / "latest").read_text().strip() == f"step-{stopped_at:08d}.pt"
-    resumed = subprocess.run([*command, f"experiment.output_dir={tmp_path / 'stopped'}"], capture_output=True,
-                             text=True, env=env, timeout=300)
-    assert resumed.returncode == 0 and f"at step {stopped_at}" in resumed.stderr, resumed.stderr[-3000:]
-    ref = torch.load(tmp_path / "ref" / "quickstart" / "checkpoints" / "train" / "step-00000240.pt", weights_only=True)
-    assert max_difference(checkpoint(run, 240)["model"], ref["model"]) < 1e-5
+    env.pop(TEST_SIGNALS, None)
+    if signals is not None:
+        env[TEST_SIGNALS] = signals
+    proc = subprocess.Popen([sys.executable, *([script] if script else ["-m", "mstar_cli.main"]), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        left = group_members(proc.pid)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes {left} of the launch were left running: {err[-3000:]}"
+    assert "Traceback" not in err and "Aborted!" not in err, err[-3000:]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def group_members(pgid: int) -> dict[int, str]:
+    """The live (not zombie) processes of process group ``pgid`` and their command lines, less
+    Python's multiprocessing resource tracker (it ends by itself once its parent has ended)."""
+    members = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z" and "resource_tracker" not in command:
+            members[int(stat.parent.name)] = command
+    return members
+
+
+def interrupted(done: subprocess.CompletedProcess) -> str:
+    """The one ``interrupted:`` line of a command stopped by Ctrl-C with exit status 130."""
+    assert done.returncode == 130, (done.returncode, done.stderr[-3000:])
+    lines = [line for line in done.stderr.splitlines() if line.startswith("interrupted: ")]
+    assert len(lines) == 1, done.stderr[-3000:]
+    return lines[0]
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table in /proc")
+
+
+@needs_proc
+def test_ctrl_c_stops_both_processes_after_one_step_and_the_run_resumes_on_one(runs, tmp_path):
+    """SIGINT to the whole process group (a terminal's Ctrl-C) during step 12 of a two-process run:
+    both processes finish that step, rank 0 checkpoints it, the command exits with 130, and one
+    process resumes it to the uninterrupted single-process model."""
+    command = ["run", QUICKSTART, *TINY, f"experiment.output_dir={tmp_path}"]
+    done = mstar_in_own_group(*command, "--nproc-per-node", "2", signals="12:INT")
+    run = tmp_path / "quickstart"
+    assert interrupted(done) == (f"interrupted: stopped by Ctrl-C after training step 12 of 24; {run}/checkpoints/train/"
+                                 "step-00000012.pt holds it: run the same command again to resume")
+    assert done.stderr.count("Ctrl-C: stopping after this step") == 1
+    assert sorted(p.name for p in (run / "checkpoints" / "train").glob("step-*.pt")) == \
+        ["step-00000008.pt", "step-00000012.pt"]
+    resumed = mstar_in_own_group(*command)
+    assert resumed.returncode == 0 and "at step 12" in resumed.stderr, resumed.stderr[-3000:]
+    assert max_difference(checkpoint(run, 24)["model"], checkpoint(runs["one"], 24)["model"]) < 1e-5
+    assert losses(run) == pytest.approx(losses(runs["one"]), rel=1e-6)
+
+
+@needs_proc
+def test_a_second_ctrl_c_stops_both_processes_at_once_with_130(tmp_path):
+    """Ctrl-C twice during step 12 of a two-process run: every process (the launcher too) stops at
+    once, none is left running, the command exits 130 and step 8's checkpoint is the last."""
+    done = mstar_in_own_group("run", QUICKSTART, *TINY, f"experiment.output_dir={tmp_path}", "--nproc-per-node", "2",
+                              signals="12:INT,12:INT")
+    assert interrupted(done) == ("interrupted: stopped at once by a second Ctrl-C; the last checkpoint written stays "
+                                 "usable: run the same command again to resume")
+    folder = tmp_path / "quickstart" / "checkpoints" / "train"
+    assert sorted(p.name for p in folder.glob("step-*.pt")) == ["step-00000008.pt"]
+
+
+@needs_proc
+def test_ctrl_c_while_two_processes_sample_exits_130(runs, tmp_path):
+    """mstar sample --nproc-per-node 2, Ctrl-C when process 0 starts sampling."""
+    script = str(ROOT / "tests" / "cli" / "ctrl_c_in_sampling.py")
+    done = mstar_in_own_group("sample", runs["one"], "-n", "40", "--out", tmp_path / "x.npz", "--nproc-per-node", "2",
+                              script=script)
+    assert interrupted(done) == ("interrupted: stopped by Ctrl-C before mstar sample finished; run the same command "
+                                 "again to start it over")
+    assert not (tmp_path / "x.npz").exists()
+
+
+@needs_proc
+def test_ctrl_c_in_the_launcher_alone_stops_the_processes(tmp_path, monkeypatch):
+    """A KeyboardInterrupt in the launching process (a second Ctrl-C there, or a first one outside
+    mstar's graceful stop) stops its processes before it reaches the caller."""
+    monkeypatch.delenv(interrupt.SWITCH, raising=False)  # Python's own Ctrl-C: the first one raises
+    with pytest.raises(KeyboardInterrupt):
+        run_processes(probes.interrupts_parent, 2, "gloo", str(tmp_path))
+    pids = [int((tmp_path / f"pid-{rank}").read_text()) for rank in range(2)]
+    left = [pid for pid in pids if pid in group_members(os.getpgid(0))]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the launcher left its processes running"
 
 
 # ------------------------------------------------------------------------------ distillation
