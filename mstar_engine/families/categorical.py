@@ -33,6 +33,19 @@ def _ndtr(x: Tensor) -> Tensor:
     return 0.5 * torch.special.erfc(-x * _SQRT_HALF)
 
 
+def _not_one_hot(shape: tuple[int, ...]) -> str:
+    """Why examples of ``shape`` are not categorical data, and how to convert class labels."""
+    hint = ""
+    if len(shape) <= 1:
+        hint = " (integer class labels? one-hot rows of a single position need the positions axis: x[:, None, :])"
+    elif len(shape) > 2:
+        hint = " (flatten the positions: x.reshape(n, -1, K))"
+    return (f"categorical data must be one-hot: shape (n, L, K) for L positions over K ≥ 2 classes, each position "
+            f"a vector of K entries in [0, 1] summing to 1, but its examples have shape {shape}{hint}. Convert "
+            "integer class labels with numpy: x = np.eye(K)[labels] turns labels of shape (n, L) into (n, L, K); for "
+            "one label per example, np.eye(K)[labels][:, None, :] gives (n, 1, K)")
+
+
 @register
 class Categorical(Family):
     """Cat((1 − β̄_t) x0 + β̄_t/K) per position; schedule array ``bar_beta`` (β̄_t ∈ [0, 1]),
@@ -56,7 +69,7 @@ class Categorical(Family):
                     for k, v in schedule.items()}
         super().__init__(event_shape, **schedule)
         if len(self.event_shape) != 2 or self.event_shape[1] < 2:
-            raise ValueError(f"categorical needs event shape (L, K) with K ≥ 2, got {self.event_shape}")
+            raise self._domain_error("the data", _not_one_hot(self.event_shape))
         self.length, self.classes = self.event_shape
         bb = self.bar_beta.detach().double()
         if not bool(torch.isfinite(bb).all()) or not bool(((bb >= 0) & (bb <= 1)).all()):

@@ -242,3 +242,26 @@ def test_a_file_too_small_to_evaluate_is_refused_clearly(tmp_path):
     assert "ValueError" not in result.output
     assert "holdout" in result.output
     assert not list((tmp_path / "out").rglob("step-*.pt")), "refused only after training"
+
+
+def test_categorical_data_given_as_class_labels_is_refused_with_how_to_make_it_one_hot(tmp_path):
+    """Integer class indices (n, L) instead of one-hot (n, L, K): one clear error, no internal one;
+    the conversion it gives makes data that trains."""
+    labels = np.random.default_rng(0).integers(0, 4, size=(200, 3))
+    np.save(tmp_path / "labels.npy", labels)
+    result = invoke("run", _spec(tmp_path, "categorical", tmp_path / "labels.npy"), *TINY,
+                    f"experiment.output_dir={tmp_path / 'out'}")
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.output
+    assert "ValueError" not in errors[0] and "--debug" not in result.output
+    assert "categorical data must be one-hot: shape (n, L, K)" in errors[0]
+    assert "summing to 1" in errors[0] and "shape (3,) (integer class labels?" in errors[0]
+    assert "x = np.eye(K)[labels] turns labels of shape (n, L) into (n, L, K)" in errors[0]
+    assert not (tmp_path / "out" / "f" / "checkpoints").exists()
+
+    np.save(tmp_path / "one-hot.npy", np.eye(4)[labels])
+    result = invoke("run", _spec(tmp_path, "categorical", tmp_path / "one-hot.npy"), *TINY, 'eval.metrics=["mmd"]',
+                    f"experiment.output_dir={tmp_path / 'out'}", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["family"] == "categorical"
