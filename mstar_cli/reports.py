@@ -44,7 +44,7 @@ def results(paths: tuple[str, ...], fmt: str, title: str | None, during_training
     from mstar_engine.report import ResultsError, curve_table, models_table, read_curves, read_results
     try:
         if during_training:
-            curves = read_curves(list(paths))
+            curves = read_curves(list(paths), warn=lambda line: click.echo(line, err=True))
             if fmt == "json":
                 click.echo(json.dumps([{"model": name, "evaluations": rows} for name, rows in curves], indent=2))
             else:

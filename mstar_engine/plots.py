@@ -3,11 +3,12 @@ the evaluations during training (from ``eval.jsonl``) as SVG line charts, and de
 trajectories as a PNG grid (torchvision's ``save_image``)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
+
+from mstar_engine.rundir.records import read_jsonl
 
 WIDTH, HEIGHT, PAD = 640, 360, 48
 
@@ -17,8 +18,10 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 def loss_curve_svg(metrics: str | Path, out: str | Path) -> Path | None:
     """Write the training loss against the optimiser step (log-scale loss when it spans more than
-    a decade) as an SVG line chart; None when there is nothing to plot."""
-    rows = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line.strip()]
+    a decade) as an SVG line chart; None when there is nothing to plot. A torn last line of the log
+    is left out; any other unreadable line is a :class:`~mstar_engine.rundir.records.RecordError`
+    naming the file and line."""
+    rows = read_jsonl(metrics)
     points = [(r["step"], r["loss"]) for r in rows if math.isfinite(r.get("loss", math.nan))]
     if len(points) < 2:
         return None
@@ -27,9 +30,9 @@ def loss_curve_svg(metrics: str | Path, out: str | Path) -> Path | None:
 
 def eval_curve_svgs(evaluations: str | Path, folder: str | Path) -> list[Path]:
     """One chart per metric of ``eval.jsonl`` (``train.eval_every``): its value against the
-    optimiser step, one line per number of network evaluations; ``eval-<metric>.svg``."""
-    path = Path(evaluations)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    optimiser step, one line per number of network evaluations; ``eval-<metric>.svg``. Lines are
+    read as :func:`loss_curve_svg` reads them."""
+    rows = read_jsonl(evaluations)
     written = []
     for metric in dict.fromkeys(r["metric"] for r in rows):
         series = {}

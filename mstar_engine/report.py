@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
+from typing import Callable
 
 from tabulate import tabulate
 
 from mstar_engine.metrics.catalog import METRICS
+from mstar_engine.rundir.records import RecordError, read_json, read_jsonl
 
 FORMATS = ("github", "latex", "tsv")
 
@@ -90,8 +91,10 @@ def curve_table(curves: list[tuple[str, list[dict]]], title: str, fmt: str = "gi
     return _titled(title + _direction(every), _tabulate(table, headers, fmt), fmt)
 
 
-def read_curves(paths: list[str | Path]) -> list[tuple[str, list[dict]]]:
-    """(name, rows of ``eval.jsonl``) of each run directory."""
+def read_curves(paths: list[str | Path], warn: Callable[[str], None] | None = None) -> list[tuple[str, list[dict]]]:
+    """(name, rows of ``eval.jsonl``) of each run directory. A torn last line (a run killed while
+    appending it) is dropped with a warning through ``warn``; any other unreadable line is a
+    :class:`ResultsError` naming the file and line."""
     out = []
     for path in map(Path, paths):
         file = path / "eval.jsonl"
@@ -99,9 +102,9 @@ def read_curves(paths: list[str | Path]) -> list[tuple[str, list[dict]]]:
             raise ResultsError(f"{path} has no eval.jsonl: runs write one when train.eval_every is set (the "
                                "evaluations during training)")
         try:
-            rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ResultsError(f"cannot read {file} ({exc})") from None
+            rows = read_jsonl(file, warn)
+        except RecordError as exc:
+            raise ResultsError(str(exc)) from None
         out.append((path.name if len(paths) == len({Path(p).name for p in paths}) else str(path), rows))
     return out
 
@@ -130,9 +133,9 @@ def _read(path: Path) -> dict:
                            "an unfinished one); for other settings, mstar eval RUN --json > FILE.json writes a file "
                            "to give here")
     try:
-        results = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"cannot read {file} as JSON ({exc}); give a run directory or a file written by "
+        results = read_json(file)
+    except RecordError as exc:
+        raise ResultsError(f"cannot read {file.name} as JSON: {exc}; give a run directory or a file written by "
                            "mstar eval --json") from None
     required = {"experiment", "family", "data", "coupling", "results"}
     if not isinstance(results, dict) or not required <= results.keys() or not isinstance(results["results"], list):

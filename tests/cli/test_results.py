@@ -10,7 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from mstar_cli.main import cli
-from mstar_engine.report import ResultsError, models_table, read_results, results_table
+from mstar_engine.plots import eval_curve_svgs, loss_curve_svg
+from mstar_engine.report import ResultsError, models_table, read_curves, read_results, results_table
+from mstar_engine.rundir.records import RecordError
 
 
 def res(name, data, rows, family="beta", coupling="ddpm", inputs="tail+state", **extra):
@@ -118,3 +120,55 @@ def test_mstar_results_command_formats(tmp_path):
     out = runner.invoke(cli, ["results", str(tmp_path / "a"), "--format", "latex", "--title", "Table 2"])
     assert out.output.startswith("% Table 2: lower is better\n\\begin{tabular}")
     assert runner.invoke(cli, ["results"]).exit_code == 2
+
+
+def test_a_malformed_results_file_is_named_with_its_line_and_column(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text('{"experiment": "q",\n "results": [oops]}\n')
+    with pytest.raises(ResultsError, match=rf"{tmp_path / 'run' / 'results.json'}:2:14: not valid JSON"):
+        read_results([tmp_path / "run"])
+    result = CliRunner().invoke(cli, ["results", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"results.json:2:14: not valid JSON" in result.output
+
+
+def curve(step, value, metric="mmd", steps=4):
+    return json.dumps({"step": step, "metric": metric, "steps": steps, "value": value, "std": 0.0,
+                       "noise_floor": 0.01, "samples": 100}) + "\n"
+
+
+def test_a_torn_last_line_of_eval_jsonl_is_dropped_and_a_bad_line_named(tmp_path):
+    """A run killed while appending to eval.jsonl leaves a torn last line: left out, with a
+    warning; a bad line before the last is an error naming the file and line."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.jsonl").write_text(curve(10, 0.5) + curve(20, 0.25) + '{"step": 30, "metric": "mm')
+    warnings = []
+    (name, rows), = read_curves([run], warn=warnings.append)
+    assert name == "run" and [r["step"] for r in rows] == [10, 20]
+    assert len(warnings) == 1 and f"{run / 'eval.jsonl'}:3: dropped a torn last line" in warnings[0]
+    result = CliRunner().invoke(cli, ["results", str(run), "--during-training"])
+    assert result.exit_code == 0, result.output
+    assert "eval.jsonl:3: dropped a torn last line" in result.output and "Traceback" not in result.output
+    (run / "eval.jsonl").write_text(curve(10, 0.5) + "{oops\n" + curve(30, 0.125))
+    with pytest.raises(ResultsError, match=rf"{run / 'eval.jsonl'}:2: not a JSON record"):
+        read_curves([run])
+    result = CliRunner().invoke(cli, ["results", str(run), "--during-training"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("error: ") and "eval.jsonl:2: not a JSON record" in result.output
+
+
+def test_charts_leave_out_a_torn_last_line_and_name_a_bad_line(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.5}\n{"step": 30, "lo')
+    assert loss_curve_svg(metrics, tmp_path / "loss.svg") == tmp_path / "loss.svg"
+    assert "<svg" in (tmp_path / "loss.svg").read_text()
+    evaluations = tmp_path / "eval.jsonl"
+    evaluations.write_text(curve(10, 0.5) + curve(20, 0.25) + curve(30, 0.2)[:-9])
+    assert eval_curve_svgs(evaluations, tmp_path) == [tmp_path / "eval-mmd.svg"]
+    metrics.write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "lo\n{"step": 30, "loss": 0.25}\n')
+    with pytest.raises(RecordError, match=rf"{metrics}:2: not a JSON record"):
+        loss_curve_svg(metrics, tmp_path / "loss.svg")
+    evaluations.write_text("[1, 2]\n" + curve(20, 0.25))
+    with pytest.raises(RecordError, match=rf"{evaluations}:1: not a JSON record"):
+        eval_curve_svgs(evaluations, tmp_path)
