@@ -124,8 +124,8 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
                          "coupling": learned.state_dict() if learned is not None else {}})
         if bad:  # never written (the weights are equal in every process): the last good checkpoint stays
             diverged(f"the weights became non-finite ({bad})", "Lower train.lr, set train.clip_grad, or check the data")
-        if not group.main:
-            return last_good
+        if not group.main:  # the file process 0 writes for this step
+            return ckpt_dir / f"step-{step:08d}.pt"
         return save_checkpoint(ckpt_dir, step, {
             "step": step, "model": denoiser.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
