@@ -75,8 +75,8 @@ def plan(spec: str, overrides: tuple[str, ...], no_settings: bool) -> None:
 @click.option("--resume", type=click.Choice(["auto", "never"]), default="auto", show_default=True,
               help="auto: continue from the newest usable checkpoint of the run directory; never: start afresh "
                    "(refused over an existing run unless --overwrite).")
-@click.option("--overwrite", is_flag=True, help="Start afresh: move an existing run directory aside "
-              "(RUN.replaced-DATE-TIME, still loadable; nothing is deleted).")
+@click.option("--overwrite", is_flag=True, help="Start afresh: move an existing run directory aside (renamed "
+              "with a .replaced suffix and the date and time; still loadable, nothing is deleted).")
 @click.option("--download", is_flag=True, help="Allow downloading a missing torchvision dataset.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (as mstar plan) and stop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
