@@ -53,6 +53,7 @@ def run_processes(fn: Callable, world: int, backend: str, *args, **kwargs):
             _stop(context.processes)
             raise
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+            _stop(context.processes)  # every process ended and reaped before the launcher goes on
             if _all_done(Path(tmp), world):  # the work was finished and synchronised; one process failed
                 return _load(Path(tmp) / "result.pkl")  # while shutting down (gloo can abort at exit)
             _raise_first(exc, Path(tmp), world)

@@ -227,7 +227,8 @@ def mstar_in_own_group(*args, signals: str | None = None, script: str | None = N
 
 def group_members(pgid: int) -> dict[int, str]:
     """The live (not zombie) processes of process group ``pgid`` and their command lines, less
-    Python's multiprocessing resource tracker (it ends by itself once its parent has ended)."""
+    Python's multiprocessing resource tracker (it ends by itself once its parent has ended) and
+    processes already exiting (their command line is gone: the resource tracker on its way out)."""
     members = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -235,7 +236,7 @@ def group_members(pgid: int) -> dict[int, str]:
             command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z" and "resource_tracker" not in command:
+        if int(fields[2]) == pgid and fields[0] != "Z" and command and "resource_tracker" not in command:
             members[int(stat.parent.name)] = command
     return members
 
