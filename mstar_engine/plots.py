@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from mstar_engine.rundir.files import write_text
 from mstar_engine.rundir.records import read_jsonl
 
 WIDTH, HEIGHT, PAD = 640, 360, 48
@@ -80,7 +81,7 @@ def line_chart_svg(series: list[tuple[str, list[tuple[float, float]]]], label: s
 def _write(out: str | Path, svg: str) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(svg)
+    write_text(out, svg)  # atomically, like every file of a run directory
     return out
 
 
