@@ -13,7 +13,7 @@ from pathlib import Path
 from mstar_engine.plan import compile_plan
 from mstar_engine.rundir.records import RecordError, read_json, read_jsonl
 from mstar_engine.spec import SpecError, load_spec
-from mstar_engine.train.checkpoint import PATTERN, CheckpointError, checkpoint_files, latest_checkpoint
+from mstar_engine.train.checkpoint import PATTERN, latest_checkpoint
 
 
 def run_directories(folder: str | Path) -> list[Path]:
@@ -82,17 +82,8 @@ def trained_step(directory: Path) -> int | None:
     """The optimiser step of the newest training checkpoint file (not loaded), None when there is
     none. Taken from the ``step-*.pt`` names, so a missing or dangling ``latest`` pointer does not
     matter."""
-    try:
-        latest = latest_checkpoint(directory)
-    except CheckpointError:  # a pointer naming a missing file: the files themselves say how far it got
-        latest = None
-    if latest is None or not latest.is_file():
-        files = checkpoint_files(directory)
-        latest = files[0] if files else None
-    if latest is None:
-        return None
-    matched = PATTERN.fullmatch(latest.name)
-    return int(matched.group(1)) if matched else None
+    latest = latest_checkpoint(directory)
+    return int(PATTERN.fullmatch(latest.name).group(1)) if latest is not None else None
 
 
 def _mtime(path: Path) -> float:

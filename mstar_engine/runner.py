@@ -39,12 +39,12 @@ from mstar_engine.spec import LoadedSpec
 from mstar_engine.spec.schema import Spec
 from mstar_engine.rundir.files import write_text
 from mstar_engine.train.checkpoint import differing_keys, find_checkpoint, point_latest
-from mstar_engine.train.loop import CheckpointMismatch, train
+from mstar_engine.train.loop import CheckpointMismatch, mismatch_message, train
 
 #: Keys that may change between a run and its resumption without invalidating the checkpoint.
 RESUMABLE_CHANGES = ("experiment.description", "experiment.name", "experiment.output_dir", "compare", "train.steps",
-                     "train.epochs", "train.checkpoint_every", "train.keep_checkpoints", "train.loss_limit", "train.eval_every", "train.log_every", "train.workers", "sample.",
-                     "eval.", "distill.", "devices.")
+                     "train.epochs", "train.checkpoint_every", "train.keep_checkpoints", "train.loss_limit",
+                     "train.eval_every", "train.log_every", "train.workers", "sample.", "eval.", "distill.", "devices.")
 NORM_EXAMPLES = 4096  # training examples used to estimate the tail normalisation
 NORM_ELEMENTS = 20_000_000  # at most this many values (examples × T × event size) in that roll-out
 
@@ -66,27 +66,22 @@ def write_run_files(plan: Plan, loaded: LoadedSpec) -> None:
     write_text(run_dir / "spec.resolved.toml", tomli_w.dumps(resolved))
 
 
-def check_resumable(plan: Plan, resume: bool, log: Callable[[str], None]) -> None:
+def check_resumable(plan: Plan, resume: bool, log: Callable[[str], None]) -> tuple[Path, dict] | None:
     """Refuse, before anything is written, a spec whose settings differ from those of the newest
-    usable training checkpoint in the run directory (resuming would mix two models). Unusable newer
-    checkpoints are set aside (``*.pt.bad``) with a warning. Called with the run's lock held."""
+    usable training checkpoint in the run directory (resuming would mix two models); return that
+    checkpoint (path, state) for training to resume from. Unusable newer checkpoints are set aside
+    (``*.pt.bad``) with a warning. Called with the run's lock held."""
     if not resume:
-        return
+        return None
     found = find_checkpoint(plan.run_dir / "checkpoints" / "train", warn=log, set_aside=True)
     if found is None:
-        return
+        return None
     path, state = found
     differing = differing_keys(fingerprint(plan.spec), state.get("fingerprint", {}))
     if differing:
         raise CheckpointMismatch(mismatch_message(path, differing))
     point_latest(path)
-
-
-def mismatch_message(path: Path, differing: list[str]) -> str:
-    shown = ", ".join(differing[:8]) + (f" and {len(differing) - 8} more" if len(differing) > 8 else "")
-    return (f"{path} was written by a different spec (differing keys: {shown}); the run directory is left as it "
-            "was. To train with these settings, give the run another experiment.name, or run with --overwrite to "
-            "move this run aside (it stays loadable there) and start afresh")
+    return found
 
 
 @attrs.frozen
@@ -131,8 +126,9 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     """Run the plan; the results (None in processes other than rank 0)."""
     spec = plan.spec
     seed = spec.experiment.seed
+    found = None  # the checkpoint to resume from, loaded once (other processes find it themselves)
     if group.main:
-        check_resumable(plan, resume, log)
+        found = check_resumable(plan, resume, log)
         write_run_files(plan, loaded)
     else:
         log = silent
@@ -146,7 +142,7 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
         if spec.train.eval_every else None
     ema = train(process, p.denoiser, p.source, spec.train, total, plan.run_dir, seed=seed,
                 fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout, group=group,
-                streams=spec.devices.processes, periodic=periodic)
+                streams=spec.devices.processes, periodic=periodic, found=found)
     model = Model(process, ema.eval())
     students, seconds = {}, {}
     if spec.distill is not None:

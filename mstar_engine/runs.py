@@ -232,14 +232,7 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None, device: str
     finite weights; each newer one skipped is named through ``warn`` (default: standard error)."""
     path = Path(path)
     warn = warn or _to_stderr
-    resolved = path / "spec.resolved.toml"
-    if not resolved.is_file():
-        raise RunError(f"{path} is not a run directory: {resolved.name} is missing. Give the folder that "
-                       "mstar run printed as 'run directory' (output_dir/name)")
-    try:
-        spec = load_spec(resolved, semantic=False).spec
-    except SpecError as exc:
-        raise RunError(f"{resolved} cannot be read: {exc}") from None
+    spec = _run_spec(path)
     folder = Path(checkpoint) if checkpoint is not None and Path(checkpoint).is_dir() else \
         (path / "checkpoints" / "train" if checkpoint is None else None)
     try:
@@ -256,6 +249,18 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None, device: str
     except CheckpointError as exc:
         raise RunError(f"cannot use checkpoint {exc}") from None
     return _build(path, spec, ckpt, state, device)
+
+
+def _run_spec(path: Path) -> Spec:
+    """The resolved spec of the run directory ``path``; :class:`RunError` when it is not one."""
+    resolved = path / "spec.resolved.toml"
+    if not resolved.is_file():
+        raise RunError(f"{path} is not a run directory: {resolved.name} is missing. Give the folder that "
+                       "mstar run printed as 'run directory' (output_dir/name)")
+    try:
+        return load_spec(resolved, semantic=False).spec
+    except SpecError as exc:
+        raise RunError(f"{resolved} cannot be read: {exc}") from None
 
 
 def _build(path: Path, spec: Spec, ckpt: Path, state: dict, device: str | torch.device) -> Run:
@@ -288,11 +293,12 @@ def load_students(path: str | Path, device: str | torch.device = "auto",
                   warn: Callable[[str], None] | None = None) -> dict[int, Model]:
     """The distilled students of a run (``checkpoints/distill-N``, completed stages only), by their
     number of network evaluations."""
-    out = {}
-    for folder in sorted(Path(path, "checkpoints").glob("distill-*")):
+    path, out, spec = Path(path), {}, None
+    for folder in sorted(path.glob("checkpoints/distill-*")):
         found = find_checkpoint(folder, warn=warn or _to_stderr)
-        if found is not None and found[1].get("complete"):
-            out[int(found[1]["evaluations"])] = load_run(path, found[0], device).model
+        if found is not None and found[1].get("complete"):  # each checkpoint read once, the spec once
+            spec = spec or _run_spec(path)
+            out[int(found[1]["evaluations"])] = _build(path, spec, *found, device).model
     return dict(sorted(out.items(), reverse=True))
 
 

@@ -58,17 +58,28 @@ class CheckpointMismatch(RuntimeError):
     """The run directory holds a checkpoint of a different spec."""
 
 
+def mismatch_message(path: Path, differing: list[str]) -> str:
+    """Why a checkpoint cannot be resumed with these settings, and what to do instead."""
+    shown = ", ".join(differing[:8]) + (f" and {len(differing) - 8} more" if len(differing) > 8 else "")
+    return (f"{path} was written by a different spec (differing keys: {shown}); the run directory is left as it "
+            "was. To train with these settings, give the run another experiment.name, or run with --overwrite to "
+            "move this run aside (it stays loadable there) and start afresh")
+
+
 def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int], Iterator],
           cfg: Train, total_steps: int, run_dir: Path, *, seed: int = 0, fingerprint: dict | None = None,
           resume: bool = True, log: Callable[[str], None] = print, label_dropout: float = 0.0,
-          group: Group = SINGLE, streams: int = 1, periodic: Periodic | None = None) -> nn.Module:
+          group: Group = SINGLE, streams: int = 1, periodic: Periodic | None = None,
+          found: tuple[Path, dict] | None = None) -> nn.Module:
     """Train ``denoiser`` (and a learned coupling) for ``total_steps`` optimiser steps; return the
     EMA model. ``batches(start_example)`` yields batches of x0 — or (x0, labels) pairs for a class-
     conditional denoiser — from that example position on. Labels are replaced by the "no label"
     entry with probability ``label_dropout`` (classifier-free guidance training). ``group``: this
     process's place in a multi-process run; only its rank 0 writes checkpoints and logs.
     ``periodic``: called with the EMA model every ``periodic.every`` steps before the last (an
-    evaluation during training), outside the training's random streams, so it changes nothing."""
+    evaluation during training), outside the training's random streams, so it changes nothing.
+    ``found``: the (path, state) of the checkpoint to resume from when the caller has already
+    loaded it (:func:`~mstar_engine.train.checkpoint.find_checkpoint`), so it is not read twice."""
     family = process.family
     device = next(denoiser.parameters()).device
     ema = copy.deepcopy(denoiser).requires_grad_(False)
@@ -89,15 +100,14 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     step, loss_reference = 0, None
     if group.rank:  # dropout masks differ between processes
         torch.manual_seed(_rank_seed(seed, group.rank, 0))
-    found = find_checkpoint(ckpt_dir, warn=log if group.main else None) if resume else None
+    if resume and found is None:
+        found = find_checkpoint(ckpt_dir, warn=log if group.main else None)
     latest = found[0] if found is not None else None
     if found is not None:
         state = found[1]
         differing = differing_keys(fingerprint, state.get("fingerprint", {}))
         if differing:
-            raise CheckpointMismatch(f"{latest} was written by a different spec (differing keys: "
-                                     f"{', '.join(differing)}); give the run another experiment.name, or run with "
-                                     "--overwrite to move this run aside (it stays loadable there) and start afresh")
+            raise CheckpointMismatch(mismatch_message(latest, differing))
         denoiser.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])

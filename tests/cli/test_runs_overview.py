@@ -11,7 +11,6 @@ from click.testing import CliRunner
 from mstar_cli.main import cli
 from mstar_engine import overview as overview_module
 from mstar_engine.overview import ago, overview
-from mstar_engine.train.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["train.steps=30", "train.log_every=10", "train.checkpoint_every=15", "process.steps=8", "data.num_examples=600",
@@ -101,19 +100,6 @@ def test_a_damaged_run_is_listed_with_what_cannot_be_read_and_the_others_as_usua
     row = next(line for line in result.output.splitlines() if line.startswith("malformed "))
     assert "30/30" in row and "unreadable results.json: " in row and "results.json:3:3:" in row
     assert "finished" in next(line for line in result.output.splitlines() if line.startswith("quickstart "))
-
-
-def test_a_dangling_latest_pointer_does_not_stop_the_overview(damaged, monkeypatch):
-    """Checkpoint discovery that raises on a pointer naming a missing file (as it did): the step
-    comes from the step-*.pt files, and every other run is listed."""
-    def raising(directory):
-        pointer = Path(directory) / "latest"
-        if pointer.is_file() and not (Path(directory) / pointer.read_text().strip()).is_file():
-            raise CheckpointError(f"{pointer} points to a file that does not exist")
-        files = sorted(Path(directory).glob("step-*.pt"))
-        return files[-1] if files else None
-    monkeypatch.setattr(overview_module, "latest_checkpoint", raising)
-    check_damaged({e["run"]: e for e in overview(damaged, now=0.0)})
 
 
 def test_a_torn_last_line_of_distill_jsonl_is_left_out_and_a_bad_line_named(tmp_path):
