@@ -25,7 +25,7 @@ import torch
 from tabulate import tabulate
 
 from mstar_engine.plan import compile_plan
-from mstar_engine.runner import execute
+from mstar_engine.app.runner import execute
 from mstar_engine.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent

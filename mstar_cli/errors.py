@@ -7,7 +7,7 @@ import traceback
 
 import click
 
-from mstar_engine import interrupt
+from mstar_engine.util import interrupt
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: stopped by Ctrl-C (SIGINT)
 
@@ -87,7 +87,7 @@ def run_errors() -> tuple[type[BaseException], ...]:
     from mstar_engine.rundir.files import OutputError
     from mstar_engine.rundir.lock import RunLocked
     from mstar_engine.rundir.records import RecordError
-    from mstar_engine.runs import NonFiniteSamples
+    from mstar_engine.app.runs import NonFiniteSamples
     from mstar_engine.train.checkpoint import CheckpointError
     from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
     return (DataError, DomainError, CheckpointError, CheckpointMismatch, TrainingDiverged, NotImplementedError,

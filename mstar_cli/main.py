@@ -8,7 +8,7 @@ import click
 
 from mstar_cli import reports
 from mstar_cli.errors import EXIT_USAGE, Failure, Group, handle_errors, run_errors
-from mstar_engine import interrupt
+from mstar_engine.util import interrupt
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,8 +92,8 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, overwrite: bool, dow
     if dry_run:
         click.echo(render_plan(compile_plan(load_spec(spec, overrides), processes=nproc_per_node)), nl=False)
         return
-    from mstar_engine.compare import execute_all
-    from mstar_engine.report import comparison_table, results_table
+    from mstar_engine.app.compare import execute_all
+    from mstar_engine.app.report import comparison_table, results_table
     loaded = load_spec(spec, overrides, ready=not download)
     plan = compile_plan(loaded, processes=nproc_per_node)
     blocking = [w for w in plan.warnings if w.severity == "environment"]
@@ -128,9 +128,9 @@ def bench(spec: str, overrides: tuple[str, ...], steps: int, as_json: bool) -> N
     """Training and sampling throughput and memory of SPEC, beside a plain PyTorch DDPM training
     step with the same backbone and batch, measured in the same process; and the time each stage of
     SPEC's plan would take at that speed on this machine."""
-    from mstar_engine.bench import bench as run_bench, bench_table, estimate
+    from mstar_engine.app.bench import bench as run_bench, bench_table, estimate
     from mstar_engine.plan import compile_plan
-    from mstar_engine.runner import prepare
+    from mstar_engine.app.runner import prepare
     from mstar_engine.spec import load_spec
     plan = compile_plan(load_spec(spec, overrides, ready=True))
     try:
@@ -142,7 +142,7 @@ def bench(spec: str, overrides: tuple[str, ...], steps: int, as_json: bool) -> N
 
 
 def _load_run(run_dir: str, checkpoint: str | None):
-    from mstar_engine.runs import RunError, load_run
+    from mstar_engine.app.runs import RunError, load_run
     try:
         return load_run(run_dir, checkpoint, warn=lambda line: click.echo(line, err=True))
     except RunError as exc:
@@ -171,7 +171,7 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
     """Draw samples from the EMA weights of RUN's latest checkpoint (an image run can also write
     a .png grid)."""
     from mstar_engine.rundir.files import OutputError, check_output
-    from mstar_engine.runs import SAMPLE_SUFFIXES, NonFiniteSamples
+    from mstar_engine.app.runs import SAMPLE_SUFFIXES, NonFiniteSamples
     if out is not None:
         try:
             check_output(out)
@@ -224,8 +224,8 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
     """
     from mstar_engine.distill import DistillError
     from mstar_engine.distill.pipeline import distill_run
-    from mstar_engine.report import results_table
-    from mstar_engine.runs import RunError
+    from mstar_engine.app.report import results_table
+    from mstar_engine.app.runs import RunError
     try:
         results = distill_run(run_dir, to, overrides, resume=resume == "auto",
                               log=lambda line: click.echo(line, err=True), processes=nproc_per_node)
@@ -261,11 +261,11 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
           checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, fid_reference: str | None,
           precision: str | None, download: bool, as_json: bool, nproc_per_node: int | None) -> None:
     """Metrics table of RUN over step counts, each beside its noise floor."""
-    from mstar_engine.evaluate import evaluate_run
-    from mstar_engine.report import results_table
+    from mstar_engine.app.evaluate import evaluate_run
+    from mstar_engine.app.report import results_table
     from mstar_engine.metrics.catalog import METRICS
     from mstar_engine.metrics.inception import InceptionWeightsMissing
-    from mstar_engine.runs import NonFiniteSamples
+    from mstar_engine.app.runs import NonFiniteSamples
     step_list = _int_list(steps, "--steps") if steps else None
     metric_list = [m.strip() for m in metrics.split(",")] if metrics else None
     for flag, name in ((fid, "fid"), (inception_score, "is"), (auprc, "auprc")):

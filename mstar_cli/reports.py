@@ -8,7 +8,7 @@ import click
 
 from mstar_cli import listing
 from mstar_cli.errors import Failure, handle_errors
-from mstar_engine.report import FORMATS
+from mstar_engine.app.report import FORMATS
 
 
 @click.command(name="list")
@@ -41,7 +41,7 @@ def list_(what: str, as_json: bool) -> None:
 def results(paths: tuple[str, ...], fmt: str, title: str | None, during_training: bool) -> None:
     """One table of the stored results of several runs, computing nothing: each RUN's results.json
     (with its [compare] variants) or a FILE written by mstar eval --json."""
-    from mstar_engine.report import ResultsError, curve_table, models_table, read_curves, read_results
+    from mstar_engine.app.report import ResultsError, curve_table, models_table, read_curves, read_results
     try:
         if during_training:
             curves = read_curves(list(paths), warn=lambda line: click.echo(line, err=True))
@@ -70,7 +70,7 @@ def runs(folder: str, as_json: bool) -> None:
     """The run directories in FOLDER (default: runs) and their [compare] variants: what each
     trains, how far it got, its distillation stages, its first results."""
     from pathlib import Path
-    from mstar_engine.overview import ago, overview
+    from mstar_engine.app.overview import ago, overview
     if not Path(folder).is_dir():
         raise Failure(f"{folder} is not a folder: give the experiment.output_dir of your specs (default: runs)")
     entries = overview(folder)

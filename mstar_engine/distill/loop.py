@@ -25,9 +25,9 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from mstar_engine import interrupt
+from mstar_engine.util import interrupt
 from mstar_engine.data.load import Stream
-from mstar_engine.devices import generator, to_device
+from mstar_engine.util.devices import generator, to_device
 from mstar_engine.distributed.group import SINGLE, Group, stream_key
 from mstar_engine.distill.targets import distill_targets, predict
 from mstar_engine.process.build import DiffusionProcess

@@ -18,7 +18,7 @@ from mstar_engine.distill.stages import DistillError, derive_stages
 from mstar_engine.distributed.env import process_count, resolve_backend, secondary_process, silent
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.process.build import DiffusionProcess
-from mstar_engine.runs import Model, build_denoiser
+from mstar_engine.app.runs import Model, build_denoiser
 from mstar_engine.spec.schema import Spec
 
 
@@ -119,7 +119,7 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
     teacher beside every student, write the results and return them. ``processes`` (default: the
     run's ``devices.processes``, or torchrun's count) distil data-parallel; rank 0 evaluates.
     The run directory is locked for the whole command."""
-    from mstar_engine.runs import load_run
+    from mstar_engine.app.runs import load_run
     run_dir = Path(run_dir)
     if group is None and not secondary_process():  # the whole command holds the run's lock
         from mstar_engine.rundir.claim import claim
@@ -133,11 +133,11 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
 def _distill_run(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str], *, resume: bool,
                  log: Callable[[str], None], processes: int | None, group: Group | None) -> dict | None:
     import tomli_w
-    from mstar_engine.atomic import atomic_write
+    from mstar_engine.util.atomic import atomic_write
     from mstar_engine.data.load import load_data
-    from mstar_engine.evaluate import evaluate, write_results
-    from mstar_engine.runner import fingerprint
-    from mstar_engine.runs import RunError, load_run
+    from mstar_engine.app.evaluate import evaluate, write_results
+    from mstar_engine.app.runner import fingerprint
+    from mstar_engine.app.runs import RunError, load_run
     run = load_run(run_dir)
     spec = distill_spec(run_dir, to, overrides)
     total = spec.train.steps

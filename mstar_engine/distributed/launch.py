@@ -7,7 +7,7 @@ processes connected over a free local TCP port. A failure in any process stops t
 exception (the original type and message, for a clear error) is raised in the caller.
 
 Ctrl-C: the first one is the processes' (they stop after the same step and raise
-:class:`~mstar_engine.interrupt.Interrupted`, which the caller gets from process 0, once its
+:class:`~mstar_engine.util.interrupt.Interrupted`, which the caller gets from process 0, once its
 checkpoint is written); a ``KeyboardInterrupt`` in any process (a second Ctrl-C, or one while
 sampling) reaches the caller as that exception, and one in the caller itself stops the processes
 (SIGTERM, then SIGKILL) before it goes on.
@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mstar_engine.distributed.env import torchrun_world
-from mstar_engine.interrupt import Interrupted, graceful_stop
+from mstar_engine.util.interrupt import Interrupted, graceful_stop
 from mstar_engine.distributed.group import TIMEOUT, Group
 
 

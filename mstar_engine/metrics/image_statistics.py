@@ -1,6 +1,6 @@
 """Inception statistics of a set of real images, computed once: pool3 mean and covariance (the FID
 reference) and the Inception score, cached on disk (``inception/`` in mstar's cache folder, see
-:mod:`mstar_engine.cache`) under a key made of the images' bytes, their shape and the weights
+:mod:`mstar_engine.util.cache`) under a key made of the images' bytes, their shape and the weights
 file. A 50,000-image reference costs two passes of 50,000 images through Inception; every later
 evaluation of any run on the same data reads it back instead.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mstar_engine import cache
+from mstar_engine.util import cache
 from mstar_engine.metrics.frechet import activation_statistics
 from mstar_engine.metrics.inception import InceptionFeatures, activations, inception_score
 

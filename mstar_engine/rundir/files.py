@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mstar_engine.atomic import atomic_write
+from mstar_engine.util.atomic import atomic_write
 
 #: Files of a run directory that only mstar run/distill write (``mstar sample --out`` may not).
 RUN_FILES = ("spec.toml", "spec.resolved.toml", "plan.txt", "metrics.jsonl", "distill.jsonl", "eval.jsonl",
@@ -41,7 +41,7 @@ def set_aside(path: Path, into: Path | None = None) -> Path:
 
 def clean_temporary(run_dir: Path) -> list[Path]:
     """Delete the temporary files of writes that a kill interrupted (``.<name>.<random>.tmp``, as
-    :func:`~mstar_engine.atomic.atomic_write` names them) anywhere in ``run_dir``; call only while
+    :func:`~mstar_engine.util.atomic.atomic_write` names them) anywhere in ``run_dir``; call only while
     holding the run's lock. Returns the files deleted."""
     removed = []
     for tmp in Path(run_dir).rglob(".*.tmp*"):

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable
 
-from mstar_engine.atomic import atomic_write
+from mstar_engine.util.atomic import atomic_write
 
 
 class RecordError(ValueError):

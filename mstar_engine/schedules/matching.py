@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from mstar_engine import cache as schedule_cache
+from mstar_engine.util import cache as schedule_cache
 from mstar_engine.schedules.gaussian import gaussian_snr
 from mstar_engine.schedules.kl_snr import MEASURES, FamilyMeasure, Params, Shape, resolve_shape
 from mstar_engine.schedules.pseudo import with_pseudo_step

@@ -45,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from mstar_engine import cache as schedule_cache
+from mstar_engine.util import cache as schedule_cache
 from mstar_engine.schedules.gaussian import COSINE_S, gaussian_snr
 from mstar_engine.schedules.kl_snr import Params
 from mstar_engine.schedules.matching import match_snr

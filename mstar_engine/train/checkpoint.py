@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from mstar_engine.atomic import atomic_write
+from mstar_engine.util.atomic import atomic_write
 
 LATEST = "latest"
 PATTERN = re.compile(r"step-(\d+)\.pt")

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from mstar_engine.data.load import Stream
-from mstar_engine.devices import generator, to_device
+from mstar_engine.util.devices import generator, to_device
 from mstar_engine.distributed.group import Group, stream_key
 from mstar_engine.families.base import Family
 from mstar_engine.process.forward import rollout

@@ -24,10 +24,10 @@ from typing import Callable, Iterator, Protocol
 import torch
 from torch import nn
 
-from mstar_engine import interrupt
-from mstar_engine.clock import duration
+from mstar_engine.util import interrupt
+from mstar_engine.util.clock import duration
 from mstar_engine.distributed.group import SINGLE, Group
-from mstar_engine.devices import autocast, generator, to_device
+from mstar_engine.util.devices import autocast, generator, to_device
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.kernel_kl import kernel_kl
 from mstar_engine.networks.denoiser import drop_labels

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mstar_engine.bench import bench_table, estimate
-from mstar_engine.clock import duration
+from mstar_engine.app.bench import bench_table, estimate
+from mstar_engine.util.clock import duration
 from mstar_engine.plan import compile_plan
 from mstar_engine.spec import load_spec
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from mstar_cli.main import cli
-from mstar_engine.report import comparison_table
+from mstar_engine.app.report import comparison_table
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "specs" / "quickstart.toml"

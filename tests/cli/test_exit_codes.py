@@ -4,7 +4,7 @@ sample``, ``mstar eval`` and at the end of ``mstar run``.
 
 Real SIGINTs through the real handlers, sent to the command's own process group (as a terminal's
 Ctrl-C is) at a fixed point, never after a delay: during a given optimiser step
-(``MSTAR_TEST_SIGNAL_AT_STEP``, see mstar_engine/interrupt.py) or at the first call of the sampler
+(``MSTAR_TEST_SIGNAL_AT_STEP``, see mstar_engine/util/interrupt.py) or at the first call of the sampler
 (ctrl_c_in_sampling.py). Each command runs in a session of its own."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from mstar_cli.main import cli
-from mstar_engine.interrupt import TEST_SIGNALS
+from mstar_engine.util.interrupt import TEST_SIGNALS
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "specs" / "quickstart.toml")
@@ -115,7 +115,7 @@ def test_ctrl_c_in_mstar_sample_and_eval_exits_130(trained, tmp_path, command):
 
 @pytest.mark.parametrize("value", ["12", "twelve:INT", "12:NOPE", "12:INT,x"])
 def test_a_malformed_test_signal_setting_is_refused(monkeypatch, value):
-    from mstar_engine import interrupt
+    from mstar_engine.util import interrupt
     monkeypatch.setenv(TEST_SIGNALS, value)
     with pytest.raises(ValueError, match=rf"{TEST_SIGNALS}=.*expected STEP:SIGNAL"):
         with interrupt.graceful_stop():

@@ -1,4 +1,4 @@
-"""Results tables (mstar_engine.report) and ``mstar results``: stored results of several runs side
+"""Results tables (mstar_engine.app.report) and ``mstar results``: stored results of several runs side
 by side, in Markdown, LaTeX and TSV."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from mstar_cli.main import cli
-from mstar_engine.plots import eval_curve_svgs, loss_curve_svg
-from mstar_engine.report import ResultsError, models_table, read_curves, read_results, results_table
+from mstar_engine.app.plots import eval_curve_svgs, loss_curve_svg
+from mstar_engine.app.report import ResultsError, models_table, read_curves, read_results, results_table
 from mstar_engine.rundir.records import RecordError
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from mstar_engine.interrupt import TEST_SIGNALS
+from mstar_engine.util.interrupt import TEST_SIGNALS
 
 ROOT = Path(__file__).parents[2]
 OVERRIDES = ["train.steps=80", "train.checkpoint_every=20", "train.log_every=20", "process.steps=16",
@@ -22,7 +22,7 @@ def command(out: Path) -> list[str]:
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    """SIGKILL during step 50 (MSTAR_TEST_SIGNAL_AT_STEP, see mstar_engine/interrupt.py: the run
+    """SIGKILL during step 50 (MSTAR_TEST_SIGNAL_AT_STEP, see mstar_engine/util/interrupt.py: the run
     kills its own process group at that step, whatever the machine's load): step 40's checkpoint is
     the last, and resuming from it gives the uninterrupted weights."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

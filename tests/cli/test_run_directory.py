@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from mstar_cli.main import cli
 from mstar_engine.rundir.lock import acquire, release
 from mstar_engine.rundir.records import RecordError, append_jsonl, read_jsonl
-from mstar_engine.runs import RunError, load_run
+from mstar_engine.app.runs import RunError, load_run
 from mstar_engine.train.checkpoint import checkpoint_files, find_checkpoint, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,7 +227,7 @@ def test_training_that_makes_weights_non_finite_stops_before_writing_them(out, m
 
 
 def test_samples_that_are_not_finite_are_refused(out, monkeypatch):
-    import mstar_engine.runs as runs
+    import mstar_engine.app.runs as runs
     sample = runs.sample
     monkeypatch.setattr(runs, "sample", lambda *a, **k: sample(*a, **k) * float("inf"))
     result = invoke("eval", out / "gaussian")
@@ -250,7 +250,7 @@ def test_sample_out_may_not_replace_the_runs_own_files(out):
 def test_sample_out_under_a_file_or_on_a_full_disk_is_a_clear_error(out, monkeypatch):
     result = invoke("sample", out / "gaussian", "-n", 4, "--out", out / "gaussian" / "spec.toml" / "x.npz")
     assert result.exit_code == 2 and "is a file, not a folder" in result.output
-    import mstar_engine.runs as runs
+    import mstar_engine.app.runs as runs
 
     def full(path, write, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from mstar_cli.main import cli
-from mstar_engine import overview as overview_module
-from mstar_engine.overview import ago, overview
+from mstar_engine.app import overview as overview_module
+from mstar_engine.app.overview import ago, overview
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["train.steps=30", "train.log_every=10", "train.checkpoint_every=15", "process.steps=8", "data.num_examples=600",

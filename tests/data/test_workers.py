@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mstar_engine.data.load import Stream, load_data, training_source
-from mstar_engine.devices import training_device
+from mstar_engine.util.devices import training_device
 from mstar_engine.spec import load_spec_text
 from mstar_engine.spec.resolve import resolve
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 import mstar_engine.distill.loop as loop
 from mstar_cli.main import cli
-from mstar_engine import interrupt
+from mstar_engine.util import interrupt
 from mstar_engine.train.checkpoint import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ from mstar_engine.distill.targets import distill_targets, segment, target_error
 from mstar_engine.families.dirichlet import Dirichlet
 from mstar_engine.families.gaussian import Gaussian
 from mstar_engine.process.build import build_process
-from mstar_engine.runs import build_denoiser
+from mstar_engine.app.runs import build_denoiser
 from mstar_engine.sampling import sample, step_grid
 from mstar_engine.spec import load_spec_text
 from mstar_engine.spec.resolve import resolve

@@ -15,10 +15,10 @@ import torch
 from click.testing import CliRunner
 
 from mstar_cli.main import cli
-from mstar_engine import interrupt
+from mstar_engine.util import interrupt
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distributed.launch import _free_port, run_processes
-from mstar_engine.interrupt import TEST_SIGNALS
+from mstar_engine.util.interrupt import TEST_SIGNALS
 
 sys.path.insert(0, str(Path(__file__).parent))  # spawned children import the probes by name
 import probes  # noqa: E402
@@ -205,7 +205,7 @@ def test_torchrun_launch_equals_the_single_process_run(runs, tmp_path):
 
 def mstar_in_own_group(*args, signals: str | None = None, script: str | None = None) -> subprocess.CompletedProcess:
     """``mstar ARGS`` in a session and process group of its own (a terminal's Ctrl-C goes to that
-    group); ``signals``: MSTAR_TEST_SIGNAL_AT_STEP (see mstar_engine/interrupt.py). Checks that no
+    group); ``signals``: MSTAR_TEST_SIGNAL_AT_STEP (see mstar_engine/util/interrupt.py). Checks that no
     process of the group outlives the command."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop(TEST_SIGNALS, None)

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import mstar_engine.compare  # noqa: F401 - imported once here, so that each forked child starts at once
+import mstar_engine.app.compare  # noqa: F401 - imported once here, so that each forked child starts at once
 import mstar_engine.distill.pipeline  # noqa: F401
-import mstar_engine.evaluate  # noqa: F401
+import mstar_engine.app.evaluate  # noqa: F401
 import mstar_engine.metrics.distances  # noqa: F401
 from mstar_cli.main import cli
 from mstar_engine.rundir.files import MARKER
@@ -49,7 +49,7 @@ def _events(kind: str, at: int) -> None:
     ``kill-step`` SIGKILL after an optimiser step begins, ``kill-replace`` SIGKILL just before an
     atomic write renames its complete temporary file, ``kill-append`` SIGKILL half-way through a
     log line, ``sigint`` / ``sigint2`` one or two real SIGINTs at a training step."""
-    import mstar_engine.atomic as atomic
+    import mstar_engine.util.atomic as atomic
     import mstar_engine.train.loop as loop
     count = [0]
 

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from mstar_cli.main import cli
-from mstar_engine import cache
+from mstar_engine.util import cache
 from mstar_engine.metrics import image_statistics as stats_module
 from mstar_engine.metrics.frechet import activation_statistics, frechet_distance
 from mstar_engine.metrics.image_statistics import (ReferenceStatisticsError, image_statistics, load_reference)

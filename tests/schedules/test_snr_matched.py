@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mstar_engine.schedules import SCHEDULES, gaussian_equivalent_snr
-from mstar_engine import cache as schedule_cache
+from mstar_engine.util import cache as schedule_cache
 from mstar_engine.schedules.gaussian import gaussian_snr
 from mstar_engine.schedules.kl_snr import MEASURES, kl_snr
 from mstar_engine.schedules.matching import bisect

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mstar_engine import interrupt
+from mstar_engine.util import interrupt
 from mstar_engine.data.synthetic import make_synthetic
 from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.process.build import build_process

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-from mstar_engine.plots import HEIGHT, PAD, WIDTH, eval_curve_svgs, loss_curve_svg
+from mstar_engine.app.plots import HEIGHT, PAD, WIDTH, eval_curve_svgs, loss_curve_svg
 
 
 def _write(path, losses):

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.devices import autocast, training_device
+from mstar_engine.util.devices import autocast, training_device
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.networks.denoiser import build_unet_denoiser
 from mstar_engine.process.build import DiffusionProcess, build_process
 from mstar_engine.process.normalise import TailNorm
-from mstar_engine.atomic import atomic_write
+from mstar_engine.util.atomic import atomic_write
 from mstar_engine.rundir.files import OutputError, check_output
 from mstar_engine.sampling import sample, step_grid
 from mstar_engine.schedules import LearnedCoupling

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from mstar_engine.atomic import atomic_write
+from mstar_engine.util.atomic import atomic_write
 
 VERSION = 1
 STATS: Counter = Counter()

@@ -24,17 +24,17 @@ import torch
 
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.load import check_for_family, load_data, training_source
-from mstar_engine.devices import training_device
+from mstar_engine.util.devices import training_device
 from mstar_engine.distributed.env import silent
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distill.pipeline import distill_model
-from mstar_engine.evaluate import DuringTraining, check_evaluable, evaluate, write_results
+from mstar_engine.app.evaluate import DuringTraining, check_evaluable, evaluate, write_results
 from mstar_engine.plan import Plan, render_plan
-from mstar_engine.plots import eval_curve_svgs, loss_curve_svg, trajectory_grid
+from mstar_engine.app.plots import eval_curve_svgs, loss_curve_svg, trajectory_grid
 from mstar_engine.plan.compile import flatten
 from mstar_engine.process.build import build_process
 from mstar_engine.process.normalise import TailNorm
-from mstar_engine.runs import Model, build_denoiser, save_grid, save_samples
+from mstar_engine.app.runs import Model, build_denoiser, save_grid, save_samples
 from mstar_engine.spec import LoadedSpec
 from mstar_engine.spec.schema import Spec
 from mstar_engine.rundir.files import write_text

@@ -22,10 +22,10 @@ from mstar_engine.data.offline import DataError
 from mstar_engine.metrics.catalog import data_mismatch
 from mstar_engine.metrics.anomaly import average_precision, bound_scores
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
-from mstar_engine.report import results_table
+from mstar_engine.app.report import results_table
 from mstar_engine.rundir.files import write_text
 from mstar_engine.rundir.records import append_jsonl, write_json
-from mstar_engine.runs import Model, NonFiniteSamples, Run, load_students
+from mstar_engine.app.runs import Model, NonFiniteSamples, Run, load_students
 from mstar_engine.spec.schema import Spec
 from mstar_engine.train.loop import truncate_log
 
@@ -275,5 +275,5 @@ def write_results(run_dir, results: dict) -> None:
 
 def _evaluate_checkpoint(path: str, checkpoint: str, options: dict, *, group: Group) -> dict | None:
     """:func:`evaluate_run` in one process of a multi-process evaluation (the run loaded here)."""
-    from mstar_engine.runs import load_run
+    from mstar_engine.app.runs import load_run
     return evaluate_run(load_run(path, checkpoint), **options, group=group)

@@ -1,5 +1,5 @@
 """Runs with ``[compare]`` variants: train and evaluate the spec and each variant, one table
-(:func:`mstar_engine.report.comparison_table`).
+(:func:`mstar_engine.app.report.comparison_table`).
 
 A spec's ``[compare]`` table names other models as overrides of the spec itself::
 
@@ -20,11 +20,11 @@ from mstar_engine.distributed.env import secondary_process
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distributed.launch import log_to_stderr, run_processes
 from mstar_engine.plan import Plan, compile_plan
-from mstar_engine.report import comparison_table
+from mstar_engine.app.report import comparison_table
 from mstar_engine.rundir.claim import claim
 from mstar_engine.rundir.files import write_text
 from mstar_engine.rundir.records import write_json
-from mstar_engine.runner import execute
+from mstar_engine.app.runner import execute
 from mstar_engine.spec import LoadedSpec, load_spec_text, variant_overrides
 
 

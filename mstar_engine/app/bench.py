@@ -20,8 +20,8 @@ from pathlib import Path
 import attrs
 import torch
 
-from mstar_engine.clock import duration
-from mstar_engine.runs import Model
+from mstar_engine.util.clock import duration
+from mstar_engine.app.runs import Model
 from mstar_engine.spec.schema import Spec
 from mstar_engine.train.loop import train
 
