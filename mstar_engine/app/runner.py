@@ -23,7 +23,9 @@ import tomli_w
 import torch
 
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.data.load import check_for_family, load_data, training_source
+from mstar_engine.data.dataset import check_for_family
+from mstar_engine.data.load import load_data
+from mstar_engine.data.stream import training_source
 from mstar_engine.util.devices import training_device
 from mstar_engine.distributed.env import silent
 from mstar_engine.distributed.group import SINGLE, Group
@@ -115,8 +117,8 @@ def prepare(spec: Spec, log: Callable[[str], None] = print) -> Prepared:
     denoiser = build_denoiser(spec, process, norm, num_classes=data.num_classes if conditional else 0)
     device = training_device(spec.devices.accelerator)
     denoiser.to(device)
-    source = training_source(spec, data, spec.train.batch_size, workers=spec.train.workers,
-                             pin_memory=device.type == "cuda")
+    source = training_source(data, spec.train.batch_size, seed, labelled=conditional, flip=spec.data.flip,
+                             workers=spec.train.workers, pin_memory=device.type == "cuda")
     return Prepared(data, process, denoiser, source, images,
                     spec.network.label_dropout if conditional else 0.0)
 

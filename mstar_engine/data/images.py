@@ -2,7 +2,7 @@
 
 :func:`load_images` turns a spec's ``[data]`` section (a :class:`mstar_engine.spec.schema.Data`
 naming an image dataset of :data:`mstar_engine.data.catalog.DATASETS`) into a
-:class:`LoadedImages`: float32 image tensors ``(N, C, H, W)`` with int64 class labels.
+:class:`~mstar_engine.data.dataset.LoadedData`: float32 image tensors ``(N, C, H, W)`` with int64 class labels.
 
 Sources
 -------
@@ -53,20 +53,11 @@ squeezed into ``[ε, 1 − ε]`` with ``ε = 1/(2·256) = 1/512``: ``x ↦ ε + 
 images this sends pixel value ``k ∈ {0, ..., 255}`` exactly to ``(k + ½)/256``, the centre of its
 quantisation bin ``[k/256, (k+1)/256]``, so no value is lost and none reaches 0 or 1. ``digits``
 (17 levels) is squeezed by the same formula.
-
-Batches
--------
-:func:`image_batches` is :func:`mstar_engine.data.load.batches` for images and labels: the same
-example order (a pure function of the stream position), optionally with horizontal flips that are
-themselves a pure function of ``(seed, position)``, so resuming at any example is exact.
-:func:`flip_batch` flips a batch with an explicit generator.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Iterator
 
-import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -74,16 +65,10 @@ from torch import Tensor
 
 from mstar_engine.data.catalog import DATASETS, DatasetInfo, expand_path
 from mstar_engine.data.offline import DataError, MissingDependency
+from mstar_engine.data.dataset import LoadedData, check_finite
 from mstar_engine.data.splits import holdout_split
 
-__all__ = [
-    "UNIT_EPS",
-    "LoadedImages",
-    "load_images",
-    "to_range",
-    "flip_batch",
-    "image_batches",
-]
+__all__ = ["UNIT_EPS", "load_images", "to_range"]
 
 #: Margin of the "unit" range: values lie in [UNIT_EPS, 1 − UNIT_EPS] (half an 8-bit bin).
 UNIT_EPS = 1.0 / (2 * 256)
@@ -91,52 +76,18 @@ UNIT_EPS = 1.0 / (2 * 256)
 # Tags that separate the seeded streams derived from the run seed.
 _SUBSET_TAG = 0x5B5E7
 _CROP_TAG = 0xC4019
-_FLIP_TAG = 0xF11B
 
 _TORCHVISION = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
-
-
-@attrs.frozen(eq=False)
-class LoadedImages:
-    """An image dataset ready for training.
-
-    ``train`` / ``held_out``: float32 tensors ``(n, C, H, W)`` with values in ``data.range``;
-    ``train_labels`` / ``held_out_labels``: int64 tensors ``(n,)`` with the dataset's original
-    class indices (not renumbered by ``data.classes``); ``num_classes``: number of classes of the
-    whole dataset (labels lie in ``0..num_classes-1``); ``event_shape``: ``(C, H, W)``;
-    ``domain``: ``"real"`` (range symmetric) or ``"unit-box"`` (range unit); ``class_names``: one
-    name per class index when the source has them (image folders: the folder names).
-    """
-
-    name: str
-    train: Tensor
-    train_labels: Tensor
-    held_out: Tensor
-    held_out_labels: Tensor
-    num_classes: int
-    event_shape: tuple[int, ...]
-    domain: str
-    class_names: tuple[str, ...] = ()
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train.shape[0])
-
-    @property
-    def num_held_out(self) -> int:
-        return int(self.held_out.shape[0])
 
 
 # ---------------------------------------------------------------------------- loading
 
 
-def load_images(data, seed: int) -> LoadedImages:
+def load_images(data, seed: int) -> LoadedData:
     """Load the image dataset of the spec's ``[data]`` section ``data`` (see the module docstring
     for the recipe). Raises :class:`DataError` for missing or unusable data (with the expected
     layout under ``data.root``), :class:`MissingDependency` when scikit-learn is needed and not
     installed, ``ValueError`` for a dataset that is not an image dataset or a negative seed."""
-    from mstar_engine.data.load import check_finite  # here, not at the top: load.py imports this module
-
     name = data.name
     info = DATASETS.get(name)
     if info is None:
@@ -196,7 +147,7 @@ def load_images(data, seed: int) -> LoadedImages:
     train, held = to_range(train, data.range), to_range(held, data.range)
     check_finite(train, name)
     check_finite(held, f"{name} (held-out part)")
-    return LoadedImages(
+    return LoadedData(
         name=name,
         train=train.contiguous(),
         train_labels=train_y.to(torch.int64).contiguous(),
@@ -351,86 +302,3 @@ def _resize_and_crop(x: Tensor, size: int, crop: str, rng: np.random.Generator) 
     else:
         top, left = int(rng.integers(0, nh - size + 1)), int(rng.integers(0, nw - size + 1))
     return x[..., top:top + size, left:left + size]
-
-
-# ---------------------------------------------------------------------------- flips and batches
-
-
-def _apply_flips(x: Tensor, mask: Tensor) -> Tensor:
-    """``x[i]`` mirrored left-right (last axis) where ``mask[i]`` is true."""
-    mask = mask.to(device=x.device, dtype=torch.bool).reshape(-1, *([1] * (x.ndim - 1)))
-    return torch.where(mask, x.flip(-1), x)
-
-
-def flip_batch(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Random horizontal flips: each image of ``x`` (``(n, ..., W)``) is mirrored along its last
-    axis with probability ½, independently, the coin flips drawn from ``generator`` (``n`` draws of
-    ``torch.randint(0, 2, ...)`` on the generator's device). Returns a new tensor; ``x`` is left
-    unchanged. Flipped images are exact mirror images."""
-    if x.ndim < 2:
-        raise ValueError(f"flip_batch needs a batch of images, got a tensor of shape {tuple(x.shape)}")
-    mask = torch.randint(0, 2, (int(x.shape[0]),), generator=generator, device=generator.device)
-    return _apply_flips(x, mask.bool())
-
-
-def _flip_mask(n: int, seed: int, epoch: int) -> Tensor:
-    """Which positions of epoch ``epoch`` are flipped: ``n`` fair coins from a CPU generator
-    seeded from ``(seed, epoch, tag)`` by numpy's SeedSequence."""
-    state = np.random.SeedSequence([int(seed), int(epoch), _FLIP_TAG]).generate_state(2, dtype=np.uint32)
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed((int(state[0]) << 32 | int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF)
-    return torch.randint(0, 2, (int(n),), generator=gen).bool()
-
-
-def image_batches(x: Tensor, labels: Tensor | None, batch_size: int, seed: int, start_example: int = 0,
-                  flip: bool = False) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """Endless shuffled batches ``(images, labels)`` of the images ``x`` and their ``labels``.
-
-    The example order is exactly that of :func:`mstar_engine.data.load.batches` with the same
-    ``(batch_size, seed, start_example)``: stream position ``k`` holds example
-    ``epoch_permutation(n, seed, k // n)[k % n]``. With ``flip`` true, the image at position ``k``
-    is mirrored left-right when coin ``k % n`` of epoch ``k // n`` (``n`` fair coins drawn from a
-    generator seeded from ``(seed, epoch)``, independent of the order) comes up; so flips too are a
-    pure function of ``(seed, position)``, and resuming with ``start_example = p`` (any ``p``, not
-    only multiples of ``batch_size``) continues the uninterrupted stream exactly.
-
-    ``labels`` may be ``None`` (batches then carry ``None``). Arguments are checked at the call.
-    Indices and coins are drawn on the CPU; images are gathered and flipped on ``x``'s device,
-    labels gathered on theirs.
-    """
-    from mstar_engine.data.load import check_stream
-    batch_size, seed, start_example = check_stream(x, batch_size, seed, start_example, "image_batches", 2)
-    if labels is not None and tuple(labels.shape) != (int(x.shape[0]),):
-        raise ValueError(f"labels must have shape ({x.shape[0]},) to match the images, got {tuple(labels.shape)}")
-    return _image_stream(x, labels, batch_size, seed, start_example, bool(flip))
-
-
-def _image_stream(x: Tensor, labels: Tensor | None, batch_size: int, seed: int, start: int,
-                  flip: bool) -> Iterator[tuple[Tensor, Tensor | None]]:
-    from mstar_engine.data.load import epoch_permutation  # not at the top: load.py imports this module
-
-    n = int(x.shape[0])
-    epoch, offset = divmod(start, n)
-    perm = epoch_permutation(n, seed, epoch)
-    coins = _flip_mask(n, seed, epoch) if flip else None
-    while True:
-        idx_parts, coin_parts = [], []
-        need = batch_size
-        while need:
-            take = min(need, n - offset)
-            idx_parts.append(perm[offset:offset + take])
-            if flip:
-                coin_parts.append(coins[offset:offset + take])
-            offset += take
-            need -= take
-            if offset == n:
-                epoch, offset = epoch + 1, 0
-                perm = epoch_permutation(n, seed, epoch)
-                if flip:
-                    coins = _flip_mask(n, seed, epoch)
-        idx = idx_parts[0] if len(idx_parts) == 1 else torch.cat(idx_parts)
-        images = x.index_select(0, idx.to(x.device))
-        if flip:
-            images = _apply_flips(images, torch.cat(coin_parts))
-        batch_labels = None if labels is None else labels.index_select(0, idx.to(labels.device))
-        yield images, batch_labels

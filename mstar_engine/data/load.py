@@ -1,11 +1,10 @@
-"""Load the dataset a spec names, split it, validate it, and serve shuffled batches.
+"""Load the dataset a spec names, split it and validate it.
 
-* :func:`load_dataset` turns a spec's ``[data]`` section into a :class:`LoadedData` (train and
-  held-out tensors, domain, event shape) for the synthetic and offline datasets; :func:`load_data`
-  dispatches image datasets to :func:`mstar_engine.data.images.load_images`.
-* :func:`check_for_family` checks the training data against a family's domain; the family's
-  :class:`~mstar_engine.families.base.DomainError` propagates with its message.
-* :func:`batches` is the endless, resumable stream of shuffled training batches.
+* :func:`load_dataset` turns a spec's ``[data]`` section into a
+  :class:`~mstar_engine.data.dataset.LoadedData` (train and held-out tensors, domain, event shape)
+  for the synthetic, offline and file datasets; :func:`load_data` dispatches image datasets to
+  :func:`mstar_engine.data.images.load_images`.
+* Batches are served by :mod:`mstar_engine.data.stream`.
 
 Errors: :class:`DataError` (a ``ValueError``) for unusable data, :class:`MissingDependency` (an
 ``ImportError``) when an optional package that a dataset needs is not installed.
@@ -13,74 +12,21 @@ Errors: :class:`DataError` (a ``ValueError``) for unusable data, :class:`Missing
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
-
-import attrs
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from mstar_engine.data.catalog import DATASETS, expand_path
+from mstar_engine.data.dataset import LoadedData, check_finite
+from mstar_engine.data.images import load_images
 from mstar_engine.data.offline import DataError, MissingDependency, load_offline
 from mstar_engine.data.splits import holdout_split
 from mstar_engine.data.synthetic import make_synthetic
 
-__all__ = [
-    "DEFAULT_NUM_EXAMPLES",
-    "DataError",
-    "MissingDependency",
-    "LoadedData",
-    "load_dataset",
-    "check_finite",
-    "check_for_family",
-    "batches",
-    "epoch_permutation",
-]
+__all__ = ["DEFAULT_NUM_EXAMPLES", "DataError", "MissingDependency", "load_dataset", "load_data", "load_file"]
 
 #: Size of a synthetic dataset when ``data.num_examples`` is not set.
 DEFAULT_NUM_EXAMPLES = 50_000
-
-
-@attrs.frozen(eq=False)
-class LoadedData:
-    """A dataset ready for training: ``train`` and ``held_out`` are float64 tensors of shape
-    ``(n, *event_shape)`` (rows in their original order), ``domain`` the data domain (a key of
-    :data:`mstar_engine.domains.DOMAINS`)."""
-
-    name: str
-    train: Tensor
-    held_out: Tensor
-    domain: str
-    event_shape: tuple[int, ...]
-    source: str = ""  # what messages call the data; default "dataset '<name>'" (a user's file: its path)
-
-    @property
-    def described(self) -> str:
-        return self.source or f"dataset '{self.name}'"
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train.shape[0])
-
-    @property
-    def num_held_out(self) -> int:
-        return int(self.held_out.shape[0])
-
-
-def check_finite(x: Tensor, name: str, described: str | None = None) -> None:
-    """Raise :class:`DataError` when any value of ``x`` is NaN or infinite, saying how many rows
-    (examples) of how many are affected and which dataset (``described``: what to call the data
-    instead of ``dataset '<name>'``)."""
-    if x.numel() == 0:
-        return
-    bad_rows = ~torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1)
-    count = int(bad_rows.sum())
-    if count:
-        first = int(torch.nonzero(bad_rows)[0, 0])
-        what = described or f"dataset {name!r}"
-        raise DataError(f"{what}: {count} of {x.shape[0]} rows contain NaN or infinite values "
-                        f"(first at row {first}); fix or drop those examples")
 
 
 def load_dataset(data, seed: int) -> LoadedData:
@@ -165,163 +111,9 @@ def load_file(path: Path) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
 
 
-def load_data(data, seed: int):
+def load_data(data, seed: int) -> LoadedData:
     """The spec's dataset: :func:`mstar_engine.data.images.load_images` for image datasets (with
     labels), :func:`load_dataset` otherwise."""
     if DATASETS[data.name].is_image:
-        from mstar_engine.data.images import load_images
         return load_images(data, seed)
     return load_dataset(data, seed)
-
-
-def check_for_family(loaded: LoadedData, family) -> None:
-    """Check the training data against ``family``'s domain
-    (``family.check_domain(train, what="dataset '<name>'")``, or the file's path for
-    ``data.name = "file"``); the family's ``DomainError`` propagates unchanged. The held-out part
-    is checked as well when it is not empty."""
-    described = getattr(loaded, "described", f"dataset '{loaded.name}'")  # image sets: LoadedImages
-    family.check_domain(loaded.train, what=described)
-    if loaded.held_out.shape[0]:
-        family.check_domain(loaded.held_out, what=f"{described} (held-out part)")
-
-
-# ---------------------------------------------------------------------------- batches
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 64-bit torch seed mixed from ``(seed, epoch)`` by numpy's SeedSequence."""
-    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 32 | int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
-    """The order of the ``n`` examples in epoch ``epoch``: ``torch.randperm(n)`` drawn from a CPU
-    ``torch.Generator`` seeded from ``(seed, epoch)``."""
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(_epoch_seed(seed, epoch))
-    return torch.randperm(int(n), generator=gen)
-
-
-def batches(x: Tensor, batch_size: int, seed: int, start_example: int = 0) -> Iterator[Tensor]:
-    """Endless shuffled batches of the rows of ``x``.
-
-    Semantics: the rows form one infinite *example stream*; its position ``k`` holds row
-    ``epoch_permutation(n, seed, k // n)[k % n]``, i.e. every epoch is a fresh permutation of all
-    ``n`` rows. The generator yields consecutive chunks of ``batch_size`` positions starting at
-    ``start_example``: batch ``j`` holds positions ``start_example + j·batch_size`` up to (not
-    including) ``start_example + (j+1)·batch_size``. Batches are always full; one that crosses an
-    epoch end takes the rest of that epoch and the start of the next.
-
-    The stream is a pure function of the position, so resuming a run that has consumed ``p``
-    examples (``p = steps_done · batch_size``) with ``start_example = p`` yields exactly the
-    batches the uninterrupted run would have yielded next. ``p`` need not be a multiple of
-    ``batch_size``: the resumed stream then still continues the same example order, with batch
-    boundaries shifted to start at ``p``.
-
-    Arguments are checked at the call (not at the first ``next``). Indices are drawn on the CPU
-    and the rows gathered on ``x``'s device.
-    """
-    batch_size, seed, start_example = check_stream(x, batch_size, seed, start_example, "batches", 1)
-    return _stream(x, batch_size, seed, start_example)
-
-
-def check_stream(x: Tensor, batch_size, seed, start_example, what: str, min_ndim: int) -> tuple[int, int, int]:
-    """Validate the arguments of a batch stream; returns (batch_size, seed, start_example) as ints."""
-    if x.ndim < min_ndim or x.shape[0] == 0:
-        raise DataError(f"{what} needs at least one example, got a tensor of shape {tuple(x.shape)}")
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    seed, start_example = int(seed), int(start_example)
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    if start_example < 0:
-        raise ValueError(f"start_example must be ≥ 0, got {start_example}")
-    return batch_size, seed, start_example
-
-
-def _stream(x: Tensor, batch_size: int, seed: int, start: int) -> Iterator[Tensor]:
-    n = int(x.shape[0])
-    epoch, offset = divmod(start, n)
-    perm = epoch_permutation(n, seed, epoch)
-    while True:
-        parts = []
-        need = batch_size
-        while need:
-            take = min(need, n - offset)
-            parts.append(perm[offset:offset + take])
-            offset += take
-            need -= take
-            if offset == n:
-                epoch, offset = epoch + 1, 0
-                perm = epoch_permutation(n, seed, epoch)
-        idx = parts[0] if len(parts) == 1 else torch.cat(parts)
-        yield x.index_select(0, idx.to(x.device))
-
-
-def training_source(spec, data, batch_size: int, workers: int = 0,
-                    pin_memory: bool = False) -> Callable[[int], Iterator]:
-    """start_example -> iterator of training batches (x0, or (x0, labels) for a class-conditional
-    image model), a pure function of the position. ``workers > 0`` builds the batches in that many
-    DataLoader processes (batch j by worker j mod workers, yielded in order, so the stream is the
-    same) and ``pin_memory`` pins them for asynchronous copies to a GPU. The source pickles, so
-    workers may be spawned (macOS, or inside the processes of a multi-process run)."""
-    images = DATASETS[spec.data.name].is_image
-    labels = data.train_labels if images and spec.network.class_conditional else None
-    source = _Source(data.train, labels, batch_size, spec.experiment.seed, images, spec.data.flip)
-    if workers == 0 and not pin_memory:
-        return source
-
-    def loaded(start):
-        from torch.utils.data import DataLoader
-        return iter(DataLoader(_Sharded(source, start, batch_size), batch_size=None, num_workers=workers,
-                               pin_memory=pin_memory, persistent_workers=workers > 0))
-    return loaded
-
-
-class _Source:
-    """start_example -> iterator of training batches: :func:`batches`, or image batches (with
-    labels and flips) as float64."""
-
-    def __init__(self, x: Tensor, labels: Tensor | None, batch_size: int, seed: int, images: bool,
-                 flip: bool) -> None:
-        self.x, self.labels, self.batch_size, self.seed, self.images, self.flip = x, labels, batch_size, seed, images, flip
-
-    def __call__(self, start: int) -> Iterator:
-        if not self.images:
-            return batches(self.x, self.batch_size, self.seed, start)
-        return self._images(start)
-
-    def _images(self, start: int) -> Iterator:
-        from mstar_engine.data.images import image_batches
-        for x, y in image_batches(self.x, self.labels, self.batch_size, self.seed, start, flip=self.flip):
-            yield (x.to(torch.float64), y) if y is not None else x.to(torch.float64)
-
-
-class Stream:
-    """Batches by example position from ``source``, reading one iterator in order (so DataLoader
-    workers stay alive) and starting a new one only when asked for another position."""
-
-    def __init__(self, source: Callable[[int], Iterator]) -> None:
-        self.source, self.iterator, self.position = source, None, -1
-
-    def batch_at(self, position: int, batch_size: int):
-        if position != self.position or self.iterator is None:
-            self.iterator = self.source(position)
-        self.position = position + batch_size
-        return next(self.iterator)
-
-
-class _Sharded(torch.utils.data.IterableDataset):
-    """Batches start, start + B, ... of ``source``; in worker w of W, only batches j ≡ w (mod W)."""
-
-    def __init__(self, source: Callable[[int], Iterator], start: int, batch_size: int) -> None:
-        self.source, self.start, self.batch_size = source, start, batch_size
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        w, n = (info.id, info.num_workers) if info is not None else (0, 1)
-        j = w
-        while True:
-            yield next(iter(self.source(self.start + j * self.batch_size)))
-            j += n

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from mstar_engine.util import interrupt
-from mstar_engine.data.load import Stream
+from mstar_engine.data.stream import Stream
 from mstar_engine.util.devices import generator, to_device
 from mstar_engine.distributed.group import SINGLE, Group, stream_key
 from mstar_engine.distill.targets import distill_targets, predict

@@ -13,6 +13,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from mstar_engine.data.stream import training_source
 from mstar_engine.distill.loop import Stage, distill_stage
 from mstar_engine.distill.stages import DistillError, derive_stages
 from mstar_engine.distributed.env import process_count, resolve_backend, secondary_process, silent
@@ -68,10 +69,10 @@ def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, fingerprint:
     """Distil the trained ``model`` (EMA weights) on ``data``'s training split as ``spec.distill``
     says; return the teacher with the distillation sampler's ρ, the students and the seconds each
     stage took (both by the students' evaluation counts)."""
-    from mstar_engine.data.load import training_source
     device = next(model.denoiser.parameters()).device
-    source = training_source(spec, data, spec.distill.batch_size, workers=spec.train.workers,
-                             pin_memory=device.type == "cuda")
+    source = training_source(data, spec.distill.batch_size, spec.experiment.seed,
+                             labelled=spec.network.class_conditional, flip=spec.data.flip,
+                             workers=spec.train.workers, pin_memory=device.type == "cuda")
     classes = int(getattr(model.denoiser.backbone, "num_classes", 0))
     done = distill_all(spec, model.process, model.denoiser, source, run_dir, num_classes=classes,
                        fingerprint=fingerprint, resume=resume, log=log, group=group)

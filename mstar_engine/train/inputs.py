@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from mstar_engine.data.load import Stream
+from mstar_engine.data.stream import Stream
 from mstar_engine.util.devices import generator, to_device
 from mstar_engine.distributed.group import Group, stream_key
 from mstar_engine.families.base import Family

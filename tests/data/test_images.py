@@ -15,15 +15,9 @@ import torch.nn.functional as F
 
 import torchvision
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.data.images import (
-    UNIT_EPS,
-    LoadedImages,
-    flip_batch,
-    image_batches,
-    load_images,
-    to_range,
-)
-from mstar_engine.data.load import batches
+from mstar_engine.data.dataset import LoadedData
+from mstar_engine.data.images import UNIT_EPS, load_images, to_range
+from mstar_engine.data.stream import batches, flip_batch, image_batches
 from mstar_engine.data.offline import DataError, MissingDependency
 from mstar_engine.data.splits import holdout_split
 from mstar_engine.spec.schema import Data
@@ -57,7 +51,7 @@ def sk_digits():
 def test_digits_symmetric_shapes_labels_and_recipe(sk_digits):
     images, target = sk_digits
     loaded = load_images(Data(name="digits", holdout=0.25), seed=3)
-    assert isinstance(loaded, LoadedImages)
+    assert isinstance(loaded, LoadedData)
     assert loaded.name == "digits" and loaded.num_classes == 10
     assert loaded.event_shape == (1, 8, 8) and loaded.domain == "real"
     held = round(1797 * 0.25)

@@ -10,16 +10,9 @@ import torch
 
 from mstar_engine.data import load as load_mod
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.data.load import (
-    DataError,
-    LoadedData,
-    MissingDependency,
-    batches,
-    check_finite,
-    check_for_family,
-    epoch_permutation,
-    load_dataset,
-)
+from mstar_engine.data.dataset import LoadedData, check_finite, check_for_family
+from mstar_engine.data.load import DataError, MissingDependency, load_dataset
+from mstar_engine.data.stream import batches, epoch_permutation
 from mstar_engine.data.offline import OFFLINE_NAMES, lat_long_to_sphere, load_offline, to_composition
 from mstar_engine.data.splits import holdout_split
 from mstar_engine.data.synthetic import make_synthetic

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mstar_engine.data.load import Stream, load_data, training_source
+from mstar_engine.data.load import load_data
+from mstar_engine.data.stream import Stream, training_source
 from mstar_engine.util.devices import training_device
 from mstar_engine.spec import load_spec_text
 from mstar_engine.spec.resolve import resolve
@@ -30,8 +31,8 @@ def test_workers_yield_the_same_stream(data, extra):
         pytest.importorskip("sklearn")
     spec = _spec(data, extra)
     loaded = load_data(spec.data, 0)
-    plain = training_source(spec, loaded, 32)(64)
-    pooled = training_source(spec, loaded, 32, workers=2)(64)
+    plain = training_source(loaded, 32, 0, labelled=spec.network.class_conditional, flip=spec.data.flip)(64)
+    pooled = training_source(loaded, 32, 0, labelled=spec.network.class_conditional, flip=spec.data.flip, workers=2)(64)
     for _ in range(7):  # several rounds over both workers, an epoch boundary for the 450 training rows
         torch.testing.assert_close(next(pooled), next(plain), rtol=0, atol=0)
 

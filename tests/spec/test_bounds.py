@@ -71,7 +71,7 @@ def test_seed_bound_is_what_the_training_streams_can_take():
     """The roll-out generators of train/inputs.py are seeded with stream_key(seed·1,000,003 + block,
     stream), unreduced on the CPU: the largest accepted seed works with several streams and a
     billion blocks; a seed of 2^32 (accepted before) overflows torch's seed."""
-    from mstar_engine.data.load import batches
+    from mstar_engine.data.stream import batches
     from mstar_engine.distributed.group import SINGLE
     from mstar_engine.families import REGISTRY
     from mstar_engine.train.inputs import BlockInputs

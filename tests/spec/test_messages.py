@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from mstar_cli.main import cli
-from mstar_engine.data.load import DataError, check_for_family, load_dataset
+from mstar_engine.data.dataset import check_for_family
+from mstar_engine.data.load import DataError, load_dataset
 from mstar_engine.families import REGISTRY, DomainError
 from mstar_engine.spec import SpecError, load_spec_text
 from mstar_engine.spec.schema import Data, family_names
