@@ -17,8 +17,8 @@ from contextlib import nullcontext
 from typing import Callable
 
 from mstar_engine.distributed.env import secondary_process
-from mstar_engine.distributed.group import SINGLE, Group
-from mstar_engine.distributed.launch import log_to_stderr, run_processes
+from mstar_engine.distributed.group import Group
+from mstar_engine.distributed.launch import launch, log_to_stderr
 from mstar_engine.plan import Plan, compile_plan
 from mstar_engine.app.report import comparison_table
 from mstar_engine.rundir.claim import claim
@@ -35,25 +35,21 @@ def variant_spec(plan: Plan, loaded: LoadedSpec, name: str, *, ready: bool = Tru
 
 
 def execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, overwrite: bool = False,
-                download: bool = False, log: Callable[[str], None] = print, group: Group | None = None) -> dict:
+                download: bool = False, log: Callable[[str], None] = print) -> dict:
     """Execute the spec, then each ``[compare]`` variant; returns the main results with a
     ``compare`` entry (variant name → its results) when there are variants.
     The run directory (and each variant's) is locked for the whole call; ``resume`` False starts
     afresh, refused over an existing run unless ``overwrite`` moves it aside
     (:func:`~mstar_engine.rundir.claim.claim`).
     With ``devices.processes > 1`` (or under torchrun) this starts the processes and runs in each
-    of them (``group``); their log lines go to standard error from rank 0."""
-    if group is not None:
-        return _execute_all(plan, loaded, resume=resume, download=download, log=log, group=group)
+    of them; their log lines go to standard error from rank 0."""
     world = plan.devices.processes  # the spec's, or torchrun's
     variants = [plan.run_dir / "compare" / name for name in plan.spec.compare or {}]
     held = nullcontext() if secondary_process() else \
         claim(plan.run_dir, "run", resume=resume, overwrite=overwrite, also=variants, log=log)
     with held:
-        if world > 1:
-            return run_processes(_execute_all, world, plan.devices.backend, plan, loaded, resume=resume,
-                                 download=download, log=log_to_stderr)
-        return _execute_all(plan, loaded, resume=resume, download=download, log=log, group=SINGLE)
+        return launch(_execute_all, world, plan.devices.backend, plan, loaded, resume=resume, download=download,
+                      log=log_to_stderr if world > 1 else log)
 
 
 def _execute_all(plan: Plan, loaded: LoadedSpec, *, resume: bool, download: bool, log: Callable[[str], None],

@@ -15,6 +15,7 @@ import torch
 
 from mstar_engine.distributed.env import process_count, resolve_backend
 from mstar_engine.distributed.group import SINGLE, Group
+from mstar_engine.distributed.launch import launch
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.data.images import load_images
 from mstar_engine.data.load import load_data
@@ -206,20 +207,20 @@ class DuringTraining:
 
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,
                  num_samples: int | None = None, repeats: int | None = None, fid_reference: str | None = None,
-                 precision: str | None = None, download: bool = False, processes: int | None = None,
-                 group: Group | None = None) -> dict | None:
+                 precision: str | None = None, download: bool = False, processes: int | None = None) -> dict | None:
     """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
     with the spec's ``[eval]`` settings unless given here. ``processes`` > 1 (or torchrun) shares
     the sampling out over that many processes (same results; None in processes other than rank 0)."""
     options = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats,
                "fid_reference": fid_reference, "precision": precision, "download": download}
-    world = process_count(processes, 1)
-    if group is None and world > 1:
-        from mstar_engine.distributed.launch import run_processes
-        device = next(run.model.denoiser.parameters()).device.type
-        return run_processes(_evaluate_checkpoint, world, resolve_backend(run.spec.devices.backend, device),
-                             str(run.path), str(run.checkpoint), options)
-    group = group or SINGLE
+    device = next(run.model.denoiser.parameters()).device.type
+    return launch(_evaluate_run, process_count(processes, 1), resolve_backend(run.spec.devices.backend, device),
+                  run, **options)
+
+
+def _evaluate_run(run: Run, *, steps: list[int] | None, metrics: list[str] | None, num_samples: int | None,
+                  repeats: int | None, fid_reference: str | None, precision: str | None, download: bool,
+                  group: Group) -> dict | None:
     ev = run.spec.eval
     if steps is None and run.model.steps is not None:  # a student: at the evaluations it was made for
         steps = [run.model.steps]
@@ -271,9 +272,3 @@ def write_results(run_dir, results: dict) -> None:
     """``results.json`` and ``results.txt`` (the printed table) in a run directory."""
     write_json(run_dir / "results.json", results)
     write_text(run_dir / "results.txt", results_table(results) + "\n")
-
-
-def _evaluate_checkpoint(path: str, checkpoint: str, options: dict, *, group: Group) -> dict | None:
-    """:func:`evaluate_run` in one process of a multi-process evaluation (the run loaded here)."""
-    from mstar_engine.app.runs import load_run
-    return evaluate_run(load_run(path, checkpoint), **options, group=group)

@@ -24,7 +24,9 @@ import torch
 
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.util.devices import autocast, training_device
+from mstar_engine.distributed.env import process_count, resolve_backend
 from mstar_engine.distributed.group import SINGLE, Group
+from mstar_engine.distributed.launch import launch
 from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.networks.denoiser import build_unet_denoiser
 from mstar_engine.process.build import DiffusionProcess, build_process
@@ -142,32 +144,28 @@ class Run:
 
     def sample_to_file(self, target: str | Path, n: int, steps: int | None = None, *, seed: int = 0,
                        label: int | None = None, guidance: float | None = None, precision: str | None = None,
-                       processes: int | None = None, group: Group | None = None) -> tuple[Path, tuple[int, ...]] | None:
+                       processes: int | None = None) -> tuple[Path, tuple[int, ...]] | None:
         """``mstar sample``: draw ``n`` samples and write them to ``target`` (a ``.png`` grid, or
         arrays by the suffix); returns the path and the shape of one sample. ``processes`` > 1 (or
         torchrun) shares the batches out over that many processes; the samples do not change."""
-        from mstar_engine.distributed.env import process_count, resolve_backend
         check_output(target)  # before sampling: a path that cannot take the samples fails at once
-        world = process_count(processes, 1)
-        if group is None and world > 1:
-            from mstar_engine.distributed.launch import run_processes
-            device = next(self.model.denoiser.parameters()).device.type
-            return run_processes(_sample_checkpoint, world, resolve_backend(self.spec.devices.backend, device),
-                                 str(self.path), str(self.checkpoint), str(target), n, steps,
-                                 {"seed": seed, "label": label, "guidance": guidance, "precision": precision})
-        group = group or SINGLE
-        x = self.sample(n, steps, seed=seed, label=label, guidance=guidance, precision=precision, group=group)
-        if not group.main:
-            return None
-        target = str(target)
-        path = save_grid(target, x, self.spec.data.range) if target.endswith(".png") else save_samples(target, x)
-        return path, tuple(x.shape[1:])
+        device = next(self.model.denoiser.parameters()).device.type
+        options = {"seed": seed, "label": label, "guidance": guidance, "precision": precision}
+        return launch(_sample_to_file, process_count(processes, 1), resolve_backend(self.spec.devices.backend, device),
+                      self, str(target), n, steps, options)
+
+    def __reduce__(self):
+        """The processes of a launch load the run from its files (not its tensors through a pipe)."""
+        return load_run, (str(self.path), str(self.checkpoint))
 
 
-def _sample_checkpoint(path: str, checkpoint: str, target: str, n: int, steps: int | None, options: dict, *,
-                       group: Group) -> tuple[Path, tuple[int, ...]] | None:
-    """:meth:`Run.sample_to_file` in one process of a multi-process launch (the run loaded here)."""
-    return load_run(path, checkpoint).sample_to_file(target, n, steps, **options, group=group)
+def _sample_to_file(run: Run, target: str, n: int, steps: int | None, options: dict, *,
+                    group: Group) -> tuple[Path, tuple[int, ...]] | None:
+    x = run.sample(n, steps, **options, group=group)
+    if not group.main:
+        return None
+    path = save_grid(target, x, run.spec.data.range) if target.endswith(".png") else save_samples(target, x)
+    return path, tuple(x.shape[1:])
 
 
 def save_samples(path: str | Path, samples: torch.Tensor) -> Path:

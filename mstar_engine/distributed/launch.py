@@ -1,7 +1,8 @@
 """Start a function on several processes of one machine, or join a ``torchrun`` launch.
 
-:func:`run_processes` calls ``fn(*args, group=Group, **kwargs)`` on every process and returns rank
-0's result. Under ``torchrun`` (``WORLD_SIZE`` and ``RANK`` in the environment) this process is one
+:func:`launch` is the one entry of every command that may use several processes: ``fn(*args,
+group=Group, **kwargs)`` here (one process) or through :func:`run_processes`, which calls it on
+every process and returns rank 0's result. Under ``torchrun`` (``WORLD_SIZE`` and ``RANK`` in the environment) this process is one
 of them: it joins the process group torchrun set up. Otherwise it spawns ``world`` fresh
 processes connected over a free local TCP port. A failure in any process stops the others, and its
 exception (the original type and message, for a clear error) is raised in the caller.
@@ -35,7 +36,15 @@ import torch.multiprocessing as mp
 
 from mstar_engine.distributed.env import torchrun_world
 from mstar_engine.util.interrupt import Interrupted, graceful_stop
-from mstar_engine.distributed.group import TIMEOUT, Group
+from mstar_engine.distributed.group import SINGLE, TIMEOUT, Group
+
+
+def launch(fn: Callable, world: int, backend: str, *args, **kwargs):
+    """``fn(*args, group=SINGLE, **kwargs)`` in this process when ``world`` is 1, else
+    :func:`run_processes`: the commands call this once and never relaunch themselves."""
+    if world > 1:
+        return run_processes(fn, world, backend, *args, **kwargs)
+    return fn(*args, group=SINGLE, **kwargs)
 
 
 def run_processes(fn: Callable, world: int, backend: str, *args, **kwargs):
