@@ -34,9 +34,9 @@ from mstar_engine.app.evaluate import DuringTraining, check_evaluable, evaluate,
 from mstar_engine.plan import Plan, render_plan
 from mstar_engine.app.plots import eval_curve_svgs, loss_curve_svg, trajectory_grid
 from mstar_engine.plan.compile import flatten
-from mstar_engine.process.build import build_process
+from mstar_engine.app.model import build_denoiser, build_process
 from mstar_engine.process.normalise import TailNorm
-from mstar_engine.app.runs import Model, build_denoiser, save_grid, save_samples
+from mstar_engine.app.runs import Model, save_grid, save_samples
 from mstar_engine.spec import LoadedSpec
 from mstar_engine.spec.schema import Spec
 from mstar_engine.rundir.files import write_text

@@ -27,14 +27,11 @@ from mstar_engine.util.devices import autocast, training_device
 from mstar_engine.distributed.env import process_count, resolve_backend
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distributed.launch import launch
-from mstar_engine.networks import build_mlp_denoiser
-from mstar_engine.networks.denoiser import build_unet_denoiser
-from mstar_engine.process.build import DiffusionProcess, build_process
-from mstar_engine.process.normalise import TailNorm
+from mstar_engine.app.model import build_denoiser, build_process
+from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.util.atomic import atomic_write
 from mstar_engine.rundir.files import OutputError, check_output
 from mstar_engine.sampling import sample, step_grid
-from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec import SpecError, load_spec
 from mstar_engine.spec.schema import Spec
 from mstar_engine.train.checkpoint import CheckpointError, checkpoint_files, find_checkpoint, load_checkpoint
@@ -209,19 +206,6 @@ def _write_output(path: Path, write: Callable) -> Path:
     return path
 
 
-def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None = None,
-                   num_classes: int = 0) -> torch.nn.Module:
-    """An untrained denoiser for a resolved spec: the MLP or the U-Net (``network.kind``), class
-    conditional when ``num_classes > 0``. ``norm`` None: placeholder statistics, to be replaced by
-    a checkpoint's buffers."""
-    T = process.family.steps
-    norm = norm or TailNorm(torch.zeros(T + 1, dtype=torch.float64), torch.ones(T + 1, dtype=torch.float64))
-    if spec.network.kind == "unet":
-        return build_unet_denoiser(process.family, norm, process.inputs, spec.network, num_classes)
-    return build_mlp_denoiser(process.family, norm, process.inputs, spec.network.mlp, spec.network.dropout,
-                              num_classes)
-
-
 def load_run(path: str | Path, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
              warn: Callable[[str], None] | None = None) -> Run:
     """Load a run directory written by ``mstar run`` (or one of its checkpoints, or a checkpoint
@@ -277,8 +261,8 @@ def _build(path: Path, spec: Spec, ckpt: Path, state: dict, device: str | torch.
                   steps=int(state["evaluations"]) if student else None)
     try:
         model.denoiser.load_state_dict(state["model"] if student else state["ema"])
-        if isinstance(model.process.coupling, LearnedCoupling):
-            model.process.coupling.load_state_dict(state["coupling"])
+        if model.process.learned is not None:
+            model.process.learned.load_state_dict(state["coupling"])
     except (RuntimeError, KeyError, TypeError) as exc:
         first = [line.strip() for line in str(exc).splitlines() if line.strip()][1:2] or [str(exc)]
         raise RunError(f"{ckpt} does not fit the run's spec {path / 'spec.resolved.toml'} ({first[0]}); it was "

@@ -19,7 +19,8 @@ from mstar_engine.distill.stages import DistillError, derive_stages
 from mstar_engine.distributed.env import process_count, resolve_backend, secondary_process, silent
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.process.build import DiffusionProcess
-from mstar_engine.app.runs import Model, build_denoiser
+from mstar_engine.app.model import build_denoiser
+from mstar_engine.app.runs import Model
 from mstar_engine.spec.schema import Spec
 
 

@@ -1,26 +1,26 @@
-"""Build the diffusion process of a resolved spec: family + schedule + coupling.
+"""The diffusion process: a family with its schedule, the coupling ρ_t and the training choices.
 
 The ``learned`` coupling needs a tractable kernel KL (:func:`.kernel_kl.learnable`); for families
 whose inverse noise map draws auxiliary variables it falls back to the ``ddpm`` rule and the
-process says so in ``notes``.
+process says so in ``notes``. The spec's ``[process]`` table becomes a process in
+:mod:`mstar_engine.app.model`.
 """
 from __future__ import annotations
 
 import attrs
 from torch import Tensor
 
-from mstar_engine.families import Family, get
+from mstar_engine.families import Family
 from mstar_engine.process.kernel_kl import learnable
-from mstar_engine.schedules import LearnedCoupling, build_coupling, gaussian_equivalent_snr
-from mstar_engine.schedules.registry import build_for_spec
-from mstar_engine.spec.schema import Process as ProcessSpec
+from mstar_engine.schedules import LearnedCoupling, build_coupling
 
 
 @attrs.define
 class DiffusionProcess:
     family: Family
-    coupling: Tensor | LearnedCoupling      # ρ_t, length T + 1 (or the module that makes it)
-    coupling_kind: str                      # what is used (after any fallback)
+    coupling_kind: str                      # the coupling used (after any fallback)
+    fixed_rho: Tensor | None                # ρ_t, length T + 1, of every coupling but the learned one
+    learned: LearnedCoupling | None         # the module that makes ρ_t for the learned coupling
     inputs: str                             # "tail", "state" or "tail+state"
     loss: str
     loss_weighting: str
@@ -29,29 +29,19 @@ class DiffusionProcess:
 
     def rho(self) -> Tensor:
         """ρ_t as a detached tensor of length T + 1."""
-        return (self.coupling() if isinstance(self.coupling, LearnedCoupling) else self.coupling).detach()
+        return (self.learned() if self.learned is not None else self.fixed_rho).detach()
 
 
-def build_process(spec: ProcessSpec, event_shape: tuple[int, ...]) -> DiffusionProcess:
-    """``spec`` is a resolved ``[process]`` table (schedule name and inputs no longer "auto")."""
-    if spec.schedule.name == "auto" or spec.inputs == "auto":
-        raise ValueError("build_process needs a resolved spec (mstar_engine.spec.resolve.resolve)")
-    family_cls = get(spec.family)
-    schedule = build_for_spec(spec.schedule.name, spec.steps, spec.family, event_shape,
-                              reference=spec.schedule.reference, values=spec.schedule.values,
-                              file=spec.schedule.file)
-    family = family_cls(event_shape, **schedule)
-    snr = gaussian_equivalent_snr(spec.schedule.name, spec.steps, family=spec.family, event_shape=event_shape,
-                                  **({"reference": spec.schedule.reference} if spec.schedule.name == "snr-matched"
-                                     else {}), **({"values": spec.schedule.values, "file": spec.schedule.file}
-                                                  if spec.schedule.name == "custom" else {}))
-    family.matched_snr = snr
-    kind, notes = spec.coupling.kind, []
-    if kind == "learned" and not learnable(family):
-        kind = "ddpm"
+def build_process(family: Family, coupling: str, *, rho: float | None = None, inputs: str, loss: str,
+                  loss_weighting: str, coupling_lr: float = 1e-3) -> DiffusionProcess:
+    """The process of ``family`` (an instance with its schedule and ``matched_snr``) under the
+    coupling named ``coupling`` (``rho``: the constant coupling's value)."""
+    notes = []
+    if coupling == "learned" and not learnable(family):
+        coupling = "ddpm"
         notes.append(f"the {family.name} family's inverse noise map draws auxiliary variables, so its kernel KL "
                      "is intractable: the learned coupling uses the ddpm rule instead")
-    coupling = build_coupling(kind, spec.steps, snr=snr, rho=spec.coupling.rho)
-    return DiffusionProcess(family, coupling, kind, spec.inputs, spec.loss, spec.loss_weighting,
-                            spec.coupling.lr, tuple(notes))
-
+    made = build_coupling(coupling, family.steps, snr=family.gaussian_snr(), rho=rho)
+    learned = made if coupling == "learned" else None
+    return DiffusionProcess(family, coupling, None if learned is not None else made, learned, inputs, loss,
+                            loss_weighting, coupling_lr, tuple(notes))

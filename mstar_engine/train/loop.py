@@ -32,7 +32,6 @@ from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.kernel_kl import kernel_kl
 from mstar_engine.networks.denoiser import drop_labels
 from mstar_engine.process.losses import step_loss
-from mstar_engine.schedules import LearnedCoupling
 from mstar_engine.spec.schema import Train
 from mstar_engine.rundir.records import append_jsonl, keep_records
 from mstar_engine.train.checkpoint import differing_keys, find_checkpoint, nonfinite, save_checkpoint
@@ -84,7 +83,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     device = next(denoiser.parameters()).device
     ema = copy.deepcopy(denoiser).requires_grad_(False)
     params = [{"params": denoiser.parameters(), "lr": cfg.lr}]
-    learned = process.coupling if isinstance(process.coupling, LearnedCoupling) else None
+    learned = process.learned
     if learned is not None:
         learned.to(device)
         params.append({"params": learned.parameters(), "lr": cfg.lr, "coupling": True})

@@ -305,7 +305,7 @@ def test_load_run_sample_equals_the_cli(run_dir, tmp_path):
 
 def test_load_run_uses_the_ema_weights_of_the_latest_checkpoint(run_dir):
     from mstar_engine import load_run
-    from mstar_engine.app.runs import build_denoiser
+    from mstar_engine.app.model import build_denoiser
 
     run = load_run(run_dir)
     latest = run_dir / "checkpoints" / "train" / (run_dir / "checkpoints" / "train" / "latest").read_text().strip()

@@ -19,8 +19,8 @@ from mstar_engine.distill.loop import Stage, distill_stage, stage_inputs
 from mstar_engine.distill.targets import distill_targets, segment, target_error
 from mstar_engine.families.dirichlet import Dirichlet
 from mstar_engine.families.gaussian import Gaussian
-from mstar_engine.process.build import build_process
-from mstar_engine.app.runs import build_denoiser
+from mstar_engine.app.model import build_process
+from mstar_engine.app.model import build_denoiser
 from mstar_engine.sampling import sample, step_grid
 from mstar_engine.spec import load_spec_text
 from mstar_engine.spec.resolve import resolve

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.process.build import build_process
+from mstar_engine.app.model import build_process
 from mstar_engine.spec import load_spec
 from mstar_engine.spec.resolve import resolve
 

@@ -65,8 +65,8 @@ NETWORKS = {
 
 def _real_network(spec):
     """The denoiser ``mstar run`` builds for ``spec`` (on the meta device: counted, not allocated)."""
-    from mstar_engine.process.build import build_process
-    from mstar_engine.app.runs import build_denoiser
+    from mstar_engine.app.model import build_process
+    from mstar_engine.app.model import build_denoiser
     info = DATASETS[spec.data.name]
     process = build_process(spec.process, info.event_shape(spec.data.dim, spec.data.image_size))
     classes = 0

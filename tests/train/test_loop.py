@@ -10,7 +10,7 @@ import torch
 from mstar_engine.util import interrupt
 from mstar_engine.data.synthetic import make_synthetic
 from mstar_engine.networks import build_mlp_denoiser
-from mstar_engine.process.build import build_process
+from mstar_engine.app.model import build_process
 from mstar_engine.process.normalise import TailNorm
 from mstar_engine.spec import load_spec
 from mstar_engine.spec.resolve import resolve

@@ -1,0 +1,43 @@
+"""From a resolved spec to the engine's objects: the diffusion process and the untrained denoiser."""
+from __future__ import annotations
+
+import torch
+
+from mstar_engine.families import get
+from mstar_engine.networks import build_mlp_denoiser
+from mstar_engine.networks.denoiser import build_unet_denoiser
+from mstar_engine.process import build
+from mstar_engine.process.build import DiffusionProcess
+from mstar_engine.process.normalise import TailNorm
+from mstar_engine.schedules import gaussian_equivalent_snr
+from mstar_engine.schedules.registry import build_for_spec
+from mstar_engine.spec.schema import Process, Spec
+
+
+def build_process(spec: Process, event_shape: tuple[int, ...]) -> DiffusionProcess:
+    """``spec`` is a resolved ``[process]`` table (schedule name and inputs no longer "auto")."""
+    if spec.schedule.name == "auto" or spec.inputs == "auto":
+        raise ValueError("build_process needs a resolved spec (mstar_engine.spec.resolve.resolve)")
+    sched = spec.schedule
+    schedule = build_for_spec(sched.name, spec.steps, spec.family, event_shape, reference=sched.reference,
+                              values=sched.values, file=sched.file)
+    family = get(spec.family)(event_shape, **schedule)
+    family.matched_snr = gaussian_equivalent_snr(
+        sched.name, spec.steps, family=spec.family, event_shape=event_shape,
+        **({"reference": sched.reference} if sched.name == "snr-matched" else {}),
+        **({"values": sched.values, "file": sched.file} if sched.name == "custom" else {}))
+    return build.build_process(family, spec.coupling.kind, rho=spec.coupling.rho, inputs=spec.inputs, loss=spec.loss,
+                               loss_weighting=spec.loss_weighting, coupling_lr=spec.coupling.lr)
+
+
+def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None = None,
+                   num_classes: int = 0) -> torch.nn.Module:
+    """An untrained denoiser for a resolved spec: the MLP or the U-Net (``network.kind``), class
+    conditional when ``num_classes > 0``. ``norm`` None: placeholder statistics, to be replaced by
+    a checkpoint's buffers."""
+    T = process.family.steps
+    norm = norm or TailNorm(torch.zeros(T + 1, dtype=torch.float64), torch.ones(T + 1, dtype=torch.float64))
+    if spec.network.kind == "unet":
+        return build_unet_denoiser(process.family, norm, process.inputs, spec.network, num_classes)
+    return build_mlp_denoiser(process.family, norm, process.inputs, spec.network.mlp, spec.network.dropout,
+                              num_classes)
