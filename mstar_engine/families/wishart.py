@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from mstar_engine.families.base import Family, as_steps, register
+from mstar_engine.numerics.quadrature import column, cov
+from mstar_engine.numerics.special import gamma_log_icdf_normal, normal_from_gamma_log
 
 _F64 = torch.float64
 _JITTER = 1e-4  # added to the head's LLᵀ
@@ -42,6 +45,9 @@ def _logdet_chol(chol: Tensor) -> Tensor:
 
 def _sym(a: Tensor) -> Tensor:
     return 0.5 * (a + a.transpose(-1, -2))
+
+_KL_L, _KL_W = (lambda z, w: (np.exp(0.5 * z), w / w.sum()))(*np.polynomial.hermite_e.hermegauss(80))
+"""The KL-SNR reference eigenvalues λ = e^{σ Z}, Z ~ N(0, 1), σ = 0.5: Gauss–Hermite nodes, weights."""
 
 
 @register
@@ -60,6 +66,25 @@ class Wishart(Family):
     domain = "spd"
     schedule_params = ("df", "xi")
     inverse_uses_aux = False
+    schedules, custom_fill = ("wishart-exp",), "wishart-exp"
+    kl_snr_shape = (2, 2)
+
+    @staticmethod
+    def kl_snr(params: dict, shape: tuple[int, ...]) -> np.ndarray:
+        """X0 = Q diag(λ_1..λ_p) Qᵀ, Q Haar-orthogonal, λ_k i.i.d. with log λ ~ N(0, 0.5²) (rotation
+        invariant, median I); g = X0 (Frobenius). The eigenvalues of M⁻¹ = X0(ξ I + (1 − ξ) X0)⁻¹ are
+        f(λ) = λ/(ξ + (1 − ξ)λ) and rotation invariance gives E M⁻¹ = E f · I, so
+        E KL = −½ n ξ p Cov(f(λ), 1/λ) and Σ_ab Var X0_ab = p Var λ: SNR_KL = −½ n ξ Cov(f(λ), 1/λ) / Var λ,
+        a 1-D Gauss–Hermite integral, the same for every p."""
+        n, xi = column(params["df"]), column(params["xi"])
+        f = _KL_L / (xi + (1 - xi) * _KL_L)
+        return -0.5 * n[..., 0] * xi[..., 0] * cov(_KL_W, 1 / _KL_L, f) / cov(_KL_W, _KL_L, _KL_L)
+
+    @staticmethod
+    def kl_snr_path(lam: np.ndarray, shape: tuple[int, ...]) -> dict:
+        """n = p + 3 + λ, ξ = λ/(1 + λ)."""
+        lam = np.asarray(lam, dtype=np.float64)
+        return {"df": shape[-1] + 3.0 + lam, "xi": lam / (1.0 + lam)}
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
         schedule = {k: torch.as_tensor(v, dtype=_F64) if not torch.is_tensor(v) or not v.is_floating_point()
@@ -87,7 +112,7 @@ class Wishart(Family):
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
-        return (self.p * (self.p + 1) // 2,)
+        return (self.event_shape[0] * (self.event_shape[0] + 1) // 2,)  # read before __init__ by spec.memory
 
     @property
     def raw_shape(self) -> tuple[int, ...]:
@@ -123,7 +148,6 @@ class Wishart(Family):
     # ------------------------------------------------------------------ noise maps
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
         """X = L A Aᵀ Lᵀ with the Bartlett factor A built from ξ (see the module docstring)."""
-        from mstar_engine.families.special import gamma_log_icdf_normal
 
         t = self._steps(t, xi.shape[0])
         a = self._unpack(xi.to(_F64))
@@ -141,7 +165,6 @@ class Wishart(Family):
         t = self._steps(t, x.shape[0])
         chol_x = torch.linalg.cholesky(_sym(x.to(_F64)))
         a = torch.linalg.solve_triangular(self._scale_chol(x0, t), chol_x, upper=False)
-        from mstar_engine.families.special import normal_from_gamma_log
 
         diag = torch.diagonal(a, dim1=-2, dim2=-1)
         log_half_chi2 = 2 * torch.log(diag.abs()) - math.log(2.0)
@@ -246,27 +269,3 @@ class Wishart(Family):
         if bool((info != 0).any()):
             raise self._domain_error(what, f"{int((info != 0).sum())} matrix(es) are not positive definite "
                                            f"(Cholesky fails); add a multiple of I or clip the eigenvalues")
-
-    # ------------------------------------------------------------------ contract-test hooks
-    @classmethod
-    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64, p: int = 3) -> "Wishart":
-        """n_t log-linear from 500 (pseudo step) to p + 2 (step T); ξ_t = sqrt(linspace(1, 1e-3));
-        p = 3."""
-        df = torch.exp(torch.linspace(math.log(500.0), math.log(p + 2.0), steps + 1, dtype=_F64))
-        xi = torch.sqrt(torch.linspace(1.0, 1e-3, steps + 1, dtype=_F64))
-        return cls((p, p), df=df.to(dtype), xi=xi.to(dtype))
-
-    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """G Gᵀ + 0.3 I with G a p×p matrix of N(0, 1/p) entries: eigenvalues spread over ~[0.3, 4]."""
-        g = torch.randn((n, self.p, self.p), generator=generator, dtype=_F64) / math.sqrt(self.p)
-        x = g @ g.transpose(-1, -2) + 0.3 * torch.eye(self.p, dtype=_F64)
-        return _sym(x).to(dtype=self.df.dtype, device=self.df.device)
-
-    def out_of_domain_example(self) -> Tensor:
-        x = torch.eye(self.p, dtype=self.df.dtype).repeat(2, 1, 1)
-        x[0, 0, 0] = -1.0                     # a negative eigenvalue
-        if self.p > 1:
-            x[1, 0, 1] = 0.5                  # not symmetric
-        else:
-            x[1, 0, 0] = 0.0                  # singular
-        return x

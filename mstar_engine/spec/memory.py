@@ -30,8 +30,13 @@ import math
 import os
 
 import attrs
+import torch
 
 from mstar_engine.data.catalog import DATASETS
+from mstar_engine.families import get as get_family
+from mstar_engine.networks.mlp import mlp_parameter_count
+from mstar_engine.networks.unet import UNET_PRESETS
+from mstar_engine.spec.resolve import resolve
 from mstar_engine.spec.schema import Spec
 
 GiB = 2**30
@@ -44,8 +49,7 @@ UNKNOWN_CLASSES = 1000
 
 @attrs.frozen
 class FamilyShapes:
-    """Per-example shapes of a family for an event shape (``Family.event_shape``, ``stat_shape``,
-    ``norm_shape`` and ``raw_shape``)."""
+    """Per-example shapes of a family (its ``event_shape``, ``stat_shape``, ``norm_shape``, ``raw_shape``)."""
     event: tuple[int, ...]
     stat: tuple[int, ...]
     norm: tuple[int, ...]
@@ -54,16 +58,10 @@ class FamilyShapes:
 
 def family_shapes(family: str, event: tuple[int, ...]) -> FamilyShapes:
     """The shapes of ``family`` (a registry name) for examples of shape ``event``, without
-    building the family (a test compares them with every registered family)."""
-    event = tuple(int(n) for n in event)
-    stat = norm = raw = event
-    if family == "vmf":            # normalised tail: direction and log-norm
-        norm = (event[0] + 1,)
-    elif family == "von-mises":    # (cos, sin) per angle
-        stat = norm = raw = (*event, 2)
-    elif family == "wishart":      # the raw output is the lower triangle of a Cholesky factor
-        raw = (event[-1] * (event[-1] + 1) // 2,)
-    return FamilyShapes(event, stat, norm, raw)
+    building the family: its shape properties read the event shape only."""
+    shell = object.__new__(get_family(family))
+    shell.event_shape = tuple(int(n) for n in event)
+    return FamilyShapes(shell.event_shape, shell.stat_shape, shell.norm_shape, shell.raw_shape)
 
 
 @attrs.frozen
@@ -76,7 +74,6 @@ class NetworkSize:
 def mlp_size(in_features: int, out_features: int, hidden: int, blocks: int, time_dim: int,
              num_classes: int = 0) -> NetworkSize:
     """:class:`~mstar_engine.networks.mlp.MLP`: exact parameters, activations per example."""
-    from mstar_engine.networks.mlp import mlp_parameter_count
     params = mlp_parameter_count(in_features, out_features, hidden, blocks, time_dim, num_classes)
     # the input, the encoder's linear and SiLU outputs, per block linear, SiLU, dropout and sum, the output
     train = in_features + time_dim + hidden * (2 + 4 * blocks) + out_features
@@ -210,7 +207,6 @@ def network_size(spec: Spec, accelerator: str = "cpu") -> NetworkSize:
     if net.class_conditional:
         classes = info.num_classes if info.num_classes > 0 else UNKNOWN_CLASSES
     if net.kind == "unet":
-        from mstar_engine.networks.unet import UNET_PRESETS
         cfg = {"channels": net.unet.channels, "channel_mult": net.unet.channel_mult, "res_blocks": net.unet.res_blocks,
                "attention_resolutions": net.unet.attention_resolutions, "head_channels": net.unet.head_channels,
                "scale_shift": False}
@@ -246,7 +242,6 @@ class Estimate:
 
 def estimate(spec: Spec, accelerator: str = "cpu") -> Estimate:
     """The memory estimate of a spec (resolved here) on ``accelerator`` ("cpu" or "cuda")."""
-    from mstar_engine.spec.resolve import resolve
     spec = resolve(spec)
     info = DATASETS[spec.data.name]
     event = _event(spec)
@@ -308,7 +303,6 @@ def gpu_memory() -> int | None:
     that keeps hundreds of MiB of the GPU until the process ends (pytorch#86493; under the spawn
     launcher the parent would hold it for the whole run), and newer torch answers (0, 0) before
     CUDA is initialised. The total is the same figure as mem_get_info's second value."""
-    import torch
     index = int(os.environ.get("LOCAL_RANK", 0) or 0)
     try:
         if not torch.cuda.is_available() or index >= torch.cuda.device_count():
@@ -348,12 +342,9 @@ def memory_issue(spec: Spec, device: tuple[str, int] | None | bool = True) -> tu
     est = estimate(spec, "cuda" if kind == "GPU" else "cpu")
     procs = est.processes
     ram = physical_memory() if kind == "GPU" else capacity
-    if kind == "CPU":  # every process holds its own copy of everything, in one memory
-        need = procs * (est.device_bytes + est.host_bytes)
-        parts = list(est.parts) + list(est.host)
-    else:
-        need = est.device_bytes
-        parts = list(est.parts)
+    cpu = kind == "CPU"  # every process holds its own copy of everything, in one memory
+    need = procs * (est.device_bytes + est.host_bytes) if cpu else est.device_bytes
+    parts = list(est.parts) + (list(est.host) if cpu else [])
     if need <= capacity:
         if kind == "GPU" and ram and procs * est.host_bytes > ram:
             return _host_issue(est, ram)
