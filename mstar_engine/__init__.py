@@ -1,4 +1,4 @@
-"""mstar engine: exponential-family diffusion (M-Star, star-shaped, DDPM). Importable without click.
+"""The library: exponential-family diffusion (M-Star, star-shaped, DDPM); never imports click.
 
 Python API: ``load_run(run_dir).sample(n, steps)`` and ``save_samples(path, x)`` (:mod:`mstar_engine.app.runs`).
 """

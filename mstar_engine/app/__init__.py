@@ -1,1 +1,1 @@
-"""The application layer: what the commands do (run, compare, evaluate, sample, bench, report, runs) over the engine."""
+"""The application layer the CLI calls: run, compare, evaluate, sample, bench, reports, run listings."""

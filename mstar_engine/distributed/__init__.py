@@ -1,4 +1,4 @@
-"""Data-parallel runs over several processes (torch.distributed).
+"""Data-parallel runs over several processes: process group, shards, launcher (spawn or torchrun).
 
 * :mod:`.group`: a process's place in a run (:class:`~.group.Group`) and the collectives training
   needs;

@@ -1,1 +1,1 @@
-"""metrics."""
+"""Metric catalog, low-dimensional distances, Fréchet distance, Inception FID/IS, AUPRC."""

@@ -1,5 +1,6 @@
-"""Denoiser networks: backbones (MLP), time embeddings, and the :class:`Denoiser` wrapper that
-builds the network inputs from (s_t, x_t, t) and applies the family's head."""
+"""MLP and U-Net backbones, time embedding, the Denoiser wrapper (inputs, head, guidance).
+
+The :class:`Denoiser` wrapper builds the network inputs from (s_t, x_t, t) and applies the family's head."""
 from mstar_engine.networks.denoiser import (
     INPUT_MODES,
     Denoiser,

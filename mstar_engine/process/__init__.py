@@ -1,1 +1,1 @@
-"""Forward processes (star-shaped and coupled), tail statistics and losses."""
+"""The diffusion process: forward roll-outs (star-shaped, coupled), kernel KL, losses, tail normalisation."""

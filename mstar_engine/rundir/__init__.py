@@ -1,4 +1,6 @@
-"""The run directory as a store that our commands cannot corrupt.
+"""The run directory as a store: lock, --overwrite, JSON/JSONL records, the output guard.
+
+No command of ours can corrupt it.
 
 - :mod:`.records`: JSON and JSONL files (logs, results) read with the file and line of any problem;
   a torn last line (a kill during an append) is dropped with a warning; rewrites are atomic.

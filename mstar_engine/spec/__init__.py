@@ -1,4 +1,4 @@
-"""Spec language: TOML with source locations → dotted overrides → strict attrs schema → checks.
+"""Specs: TOML with source locations, dotted overrides, strict attrs schema, checks, resolution.
 
     >>> loaded = load_spec("specs/quickstart.toml", ["train.lr=1e-4"])
     >>> loaded.spec.train.lr

@@ -112,3 +112,11 @@ def test_list_keys_prints_the_reference_and_json_rows():
     assert rows["train.lr"]["default"] == 2e-4 and rows["train.betas"]["default"] == [0.9, 0.999]
     assert rows["process.family"]["default"] == "required" and rows["sample.steps"]["default"] is None
     assert '"gaussian"' in rows["process.family"]["accepts"]
+
+
+def test_the_readme_layout_map_names_every_package():
+    root = DOCS.parent
+    text = (root / "README.md").read_text()
+    packages = [p.parent for pkg in ("mstar_cli", "mstar_engine") for p in (root / pkg).glob("*/__init__.py")]
+    assert packages and all(f"  {p.name}/ " in text for p in packages)
+    assert docs.layout_map(root) in text
