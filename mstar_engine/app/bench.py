@@ -19,11 +19,14 @@ from pathlib import Path
 
 import attrs
 import torch
+from tabulate import tabulate
 
 from mstar_engine.util.clock import duration
 from mstar_engine.app.runs import Model
+from mstar_engine.networks.mlp import MLP
+from mstar_engine.networks.unet import build_unet
 from mstar_engine.spec.schema import Spec
-from mstar_engine.train.loop import train
+from mstar_engine.train.loop import Settings, train
 
 
 def _peak_memory_gib(device: torch.device) -> float:
@@ -79,7 +82,7 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
     x0 = next(iter(prepared.source(0)))
     x0 = (x0[0] if isinstance(x0, (tuple, list)) else x0).to(device=device, dtype=torch.float32)
     x0 = x0.repeat_interleave(spec.train.t_per_rollout, 0)  # the same number of (x0, t) pairs per step
-    cfg = attrs.evolve(spec.train, checkpoint_every=10**9, log_every=10**9)
+    cfg = attrs.evolve(Settings.of(spec.train), checkpoint_every=10**9, log_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:
         train(prepared.process, denoiser, prepared.source, cfg, warmup, Path(tmp),
               seed=spec.experiment.seed, resume=False, log=lambda _: None, label_dropout=prepared.label_dropout)
@@ -165,8 +168,6 @@ def estimate(plan, result: dict) -> list[dict]:
 
 def _reference_backbone(spec: Spec, prepared, event_shape: tuple[int, ...]) -> torch.nn.Module:
     """The same architecture as the spec's backbone, reading the state alone and predicting ε."""
-    from mstar_engine.networks.mlp import MLP
-    from mstar_engine.networks.unet import build_unet
     backbone = prepared.denoiser.backbone
     num_classes = int(getattr(backbone, "num_classes", 0))
     if getattr(backbone, "spatial", False):
@@ -179,7 +180,6 @@ def _reference_backbone(spec: Spec, prepared, event_shape: tuple[int, ...]) -> t
 
 
 def bench_table(result: dict) -> str:
-    from tabulate import tabulate
     rows = [
         ("training", f"{result['train_examples_per_s']:,.0f} examples/s ({result['train_steps_per_s']:.1f} steps/s, "
                      f"batch {result['batch_size']} x {result['t_per_rollout']} t)"),

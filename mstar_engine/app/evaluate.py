@@ -23,12 +23,15 @@ from mstar_engine.data.offline import DataError
 from mstar_engine.metrics.catalog import data_mismatch
 from mstar_engine.metrics.anomaly import average_precision, bound_scores
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
+from mstar_engine.metrics.frechet import activation_statistics, frechet_distance
+from mstar_engine.metrics.image_statistics import image_statistics, load_reference
+from mstar_engine.metrics.inception import activations, inception_score, load_inception, weights_path
 from mstar_engine.app.report import results_table
 from mstar_engine.rundir.files import write_text
 from mstar_engine.rundir.records import append_jsonl, write_json
 from mstar_engine.app.runs import Model, NonFiniteSamples, Run, load_students
 from mstar_engine.spec.schema import Spec
-from mstar_engine.train.loop import truncate_log
+from mstar_engine.train.stage import truncate_log
 
 
 SCORE_METRICS = ("auprc",)  # computed from the model's bound, not from samples
@@ -109,9 +112,6 @@ def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.T
     """FID (against the training images' pool3 statistics, or ``eval.fid_reference``) and IS of
     every sampler at its step count; noise floors: the FID of the held-out images and their IS (the
     real-data level). The real images' statistics come from mstar's cache after the first time."""
-    from mstar_engine.metrics.frechet import activation_statistics, frechet_distance
-    from mstar_engine.metrics.image_statistics import image_statistics, load_reference
-    from mstar_engine.metrics.inception import activations, inception_score, load_inception, weights_path
     ev = spec.eval
     wanted = [m for m in ev.metrics if m in INCEPTION_METRICS]
     device = next(runs[0][1].denoiser.parameters()).device

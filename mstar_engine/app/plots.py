@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
+from mstar_engine.app.runs import save_grid
 from mstar_engine.rundir.files import write_text
 from mstar_engine.rundir.records import read_jsonl
+from mstar_engine.sampling import sample, step_grid
 
 WIDTH, HEIGHT, PAD = 640, 360, 48
 
@@ -88,8 +90,6 @@ def _write(out: str | Path, svg: str) -> Path:
 def trajectory_grid(model, n: int, path: str | Path, data_range: str, *, columns: int = 8, seed: int = 0) -> Path:
     """``n`` samples, one per row, with the prediction x̂0 at ``columns`` evenly spaced steps from
     T down to 1 (left to right): how each image forms during sampling."""
-    from mstar_engine.app.runs import save_grid
-    from mstar_engine.sampling import sample, step_grid
     family = model.process.family
     T = family.steps
     wanted = {int(round(T - i * (T - 1) / max(columns - 1, 1))) for i in range(columns)}

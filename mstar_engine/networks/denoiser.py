@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from mstar_engine.families.base import Family, as_steps
 from mstar_engine.networks.embedding import scaled_time
 from mstar_engine.networks.mlp import MLP
+from mstar_engine.networks.unet import build_unet
 from mstar_engine.process.normalise import TailNorm
 
 INPUT_MODES = ("tail", "state", "tail+state")
@@ -200,7 +201,6 @@ def build_unet_denoiser(family: Family, norm: TailNorm | None, inputs: str, netw
     tail statistic's and/or the state's, output channels the family's raw output
     (:func:`spatial_inputs`); ``network`` is the spec's ``[network]`` section (unet sizes,
     preset, dropout)."""
-    from mstar_engine.networks.unet import build_unet
     in_channels, out_channels, (height, width) = spatial_inputs(family, inputs)
     if height != width:
         raise ValueError(f"the U-Net needs square images, got {height}x{width}")
