@@ -92,7 +92,7 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, overwrite: bool, dow
     if dry_run:
         click.echo(render_plan(compile_plan(load_spec(spec, overrides), processes=nproc_per_node)), nl=False)
         return
-    from mstar_engine.app.compare import execute_all
+    from mstar_engine.app.runner import run as run_spec
     from mstar_engine.app.report import comparison_table, results_table
     loaded = load_spec(spec, overrides, ready=not download)
     plan = compile_plan(loaded, processes=nproc_per_node)
@@ -105,7 +105,7 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, overwrite: bool, dow
             click.echo(str(warning), err=True)
         click.echo(f"run directory: {plan.run_dir}", err=True)
     try:
-        results = execute_all(plan, loaded, resume=resume == "auto" and not overwrite, overwrite=overwrite,
+        results = run_spec(plan, loaded, resume=resume == "auto" and not overwrite, overwrite=overwrite,
                               download=download,
                               log=lambda line: click.echo(line, err=True))
     except run_errors() as exc:

@@ -6,7 +6,8 @@ Run directory (ARCHITECTURE.md): ``spec.toml`` as given, ``spec.resolved.toml``,
 ``samples/grid.png`` and ``samples/trajectories.png`` (x̂0 during sampling). Every stage is
 resumable: training continues from the latest checkpoint, then every distillation stage from its
 own (``checkpoints/distill-N``); sampling and evaluation are recomputed from the final weights.
-With ``[distill]``, samples come from the student made for ``sample.steps``.
+With ``[distill]``, samples come from the student made for ``sample.steps``. :func:`run` executes
+the spec and then each of its ``[compare]`` variants (:mod:`.compare`).
 
 With several processes (``devices.processes``, a :class:`~mstar_engine.distributed.Group`) every
 process trains (and distils) its shard of each batch, and the sampling batches are shared out; rank
@@ -15,6 +16,7 @@ process trains (and distils) its shard of each batch, and the sampling batches a
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -27,34 +29,27 @@ from mstar_engine.data.dataset import check_for_family
 from mstar_engine.data.load import load_data
 from mstar_engine.data.stream import training_source
 from mstar_engine.util.devices import training_device
-from mstar_engine.distributed.env import silent
+from mstar_engine.distributed.env import secondary_process, silent
 from mstar_engine.distributed.group import SINGLE, Group
+from mstar_engine.distributed.launch import launch, log_to_stderr
 from mstar_engine.distill.pipeline import distill_model
+from mstar_engine.app.compare import record_comparison, variants
 from mstar_engine.app.evaluate import DuringTraining, check_evaluable, evaluate, write_results
 from mstar_engine.plan import Plan, render_plan
 from mstar_engine.app.plots import eval_curve_svgs, loss_curve_svg, trajectory_grid
-from mstar_engine.plan.compile import flatten
 from mstar_engine.app.model import build_denoiser, build_process
 from mstar_engine.process.normalise import TailNorm
 from mstar_engine.app.runs import Model, save_grid, save_samples
 from mstar_engine.spec import LoadedSpec
 from mstar_engine.spec.schema import Spec
+from mstar_engine.rundir.claim import claim
 from mstar_engine.rundir.files import write_text
-from mstar_engine.train.checkpoint import differing_keys, find_checkpoint, point_latest
-from mstar_engine.train.loop import CheckpointMismatch, mismatch_message, train
+from mstar_engine.train.checkpoint import differing_keys, find_checkpoint, fingerprint, point_latest
+from mstar_engine.train.loop import Settings, train
+from mstar_engine.train.stage import CheckpointMismatch, mismatch_message
 
-#: Keys that may change between a run and its resumption without invalidating the checkpoint.
-RESUMABLE_CHANGES = ("experiment.description", "experiment.name", "experiment.output_dir", "compare", "train.steps",
-                     "train.epochs", "train.checkpoint_every", "train.keep_checkpoints", "train.loss_limit",
-                     "train.eval_every", "train.log_every", "train.workers", "sample.", "eval.", "distill.", "devices.")
 NORM_EXAMPLES = 4096  # training examples used to estimate the tail normalisation
 NORM_ELEMENTS = 20_000_000  # at most this many values (examples × T × event size) in that roll-out
-
-
-def fingerprint(spec: Spec) -> dict[str, str]:
-    """The settings a checkpoint depends on, as strings (compared on resume)."""
-    return {".".join(p): repr(v) for p, v in flatten(spec)
-            if not any(".".join(p).startswith(k) for k in RESUMABLE_CHANGES)}
 
 
 def write_run_files(plan: Plan, loaded: LoadedSpec) -> None:
@@ -142,7 +137,7 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
         total = math.ceil(spec.train.epochs * data.train.shape[0] / spec.train.batch_size)
     periodic = DuringTraining(spec, process, data.held_out, data.train, plan.run_dir, log, group) \
         if spec.train.eval_every else None
-    ema = train(process, p.denoiser, p.source, spec.train, total, plan.run_dir, seed=seed,
+    ema = train(process, p.denoiser, p.source, Settings.of(spec.train), total, plan.run_dir, seed=seed,
                 fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout, group=group,
                 streams=spec.devices.processes, periodic=periodic, found=found)
     model = Model(process, ema.eval())
@@ -170,4 +165,39 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
         periodic.finished(total, results)
         eval_curve_svgs(plan.run_dir / "eval.jsonl", plan.run_dir)
     write_results(plan.run_dir, results)
+    return results
+
+
+def run(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, overwrite: bool = False, download: bool = False,
+        log: Callable[[str], None] = print) -> dict | None:
+    """``mstar run``: execute the spec, then each ``[compare]`` variant; returns the main results
+    with a ``compare`` entry (variant name → its results) when there are variants.
+    The run directory (and each variant's) is locked for the whole call; ``resume`` False starts
+    afresh, refused over an existing run unless ``overwrite`` moves it aside
+    (:func:`~mstar_engine.rundir.claim.claim`).
+    With ``devices.processes > 1`` (or under torchrun) this starts the processes and runs in each
+    of them; their log lines go to standard error from rank 0."""
+    world = plan.devices.processes  # the spec's, or torchrun's
+    others = [plan.run_dir / "compare" / name for name in plan.spec.compare or {}]
+    held = nullcontext() if secondary_process() else \
+        claim(plan.run_dir, "run", resume=resume, overwrite=overwrite, also=others, log=log)
+    with held:
+        return launch(_run_all, world, plan.devices.backend, plan, loaded, resume=resume, download=download,
+                      log=log_to_stderr if world > 1 else log)
+
+
+def _run_all(plan: Plan, loaded: LoadedSpec, *, resume: bool, download: bool, log: Callable[[str], None],
+             group: Group) -> dict | None:
+    results = execute(plan, loaded, resume=resume, log=log, download=download, group=group)
+    if not plan.spec.compare:
+        return results
+    compared = {}
+    for name, variant, variant_plan in variants(plan, loaded):
+        if group.main:
+            log(f"[compare] {name}: {' '.join(plan.spec.compare[name])}; run directory {variant_plan.run_dir}")
+        compared[name] = execute(variant_plan, variant, resume=resume, log=log, download=download, group=group)
+    if not group.main:
+        return None
+    results["compare"] = compared
+    record_comparison(plan, results)
     return results
