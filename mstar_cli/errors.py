@@ -89,7 +89,7 @@ def run_errors() -> tuple[type[BaseException], ...]:
     from mstar_engine.rundir.records import RecordError
     from mstar_engine.app.runs import NonFiniteSamples
     from mstar_engine.train.checkpoint import CheckpointError
-    from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
+    from mstar_engine.train.stage import CheckpointMismatch, TrainingDiverged
     return (DataError, DomainError, CheckpointError, CheckpointMismatch, TrainingDiverged, NotImplementedError,
             ImportError, InceptionWeightsMissing, ReferenceStatisticsError, ProcessStopped, RunLocked, RunExists,
             RecordError, OutputError, NonFiniteSamples)

@@ -1,7 +1,8 @@
 """One distillation stage: a student with N/2 evaluations regresses on targets made by its
 N-evaluation teacher (MATH.md §3). Published recipe: no EMA, dropout 0, Adam with the learning
 rate annealed linearly to 0 over the stage's fixed number of optimiser steps, loss weight
-max(SNR, 1) where the family has a Gaussian-equivalent SNR.
+max(SNR, 1) where the family has a Gaussian-equivalent SNR. Resume, checkpoints, logs, Ctrl-C and
+divergence are the resumable-stage skeleton's (:mod:`mstar_engine.train.stage`).
 
 Every draw (data position, student steps, roll-out, teacher noise) is a pure function of
 (seed, stage, step), so a stage resumed from its checkpoint continues exactly.
@@ -25,20 +26,18 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from mstar_engine.util import interrupt
 from mstar_engine.data.stream import Stream
-from mstar_engine.util.devices import generator, to_device
-from mstar_engine.distributed.group import SINGLE, Group, stream_key
 from mstar_engine.distill.targets import distill_targets, predict
+from mstar_engine.distributed.group import SINGLE, Group, stream_key
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.process.forward import rollout
-from mstar_engine.sampling import step_grid
-from mstar_engine.spec.schema import Distill
+from mstar_engine.process.losses import loss_weight
 from mstar_engine.rundir.files import set_aside
-from mstar_engine.rundir.records import append_jsonl, keep_records
-from mstar_engine.train.checkpoint import (checkpoint_files, differing_keys, find_checkpoint, latest_checkpoint,
-                                           nonfinite, point_latest, save_checkpoint)
-from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged
+from mstar_engine.sampling import step_grid
+from mstar_engine.train.checkpoint import checkpoint_files, find_checkpoint
+from mstar_engine.train.schedules import learning_rate
+from mstar_engine.train.stage import ResumableStage
+from mstar_engine.util.devices import generator, to_device
 
 
 @attrs.frozen
@@ -55,16 +54,21 @@ class Stage:
         return f"distill {self.teacher_steps}→{self.student_steps}"
 
 
-def loss_weights(process: DiffusionProcess, t: Tensor, weighting: str) -> Tensor:
-    """Per-example weight of the squared error at the student's step: max(SNR_t, 1) (snr-trunc),
-    SNR_t (snr) or 1 (none, or a family without a Gaussian-equivalent SNR)."""
-    if weighting == "none":
-        return torch.ones(t.shape, dtype=torch.float64)
-    try:
-        snr = process.family.gaussian_snr().to(torch.float64)[t.cpu()]
-    except NotImplementedError:
-        return torch.ones(t.shape, dtype=torch.float64)
-    return snr.clamp(min=1.0) if weighting == "snr-trunc" else snr
+@attrs.frozen
+class Recipe:
+    """The settings of every stage, as plain values under the names of a spec's ``[distill]`` table
+    (``target`` and ``coupling`` resolved)."""
+    steps_per_stage: int
+    lr: float
+    batch_size: int
+    weighting: str
+    target: str
+    coupling: str
+
+    @classmethod
+    def of(cls, table) -> Recipe:
+        """The recipe of a ``[distill]`` table (any object with these attributes)."""
+        return cls(**{f.name: getattr(table, f.name) for f in attrs.fields(cls)})
 
 
 def stage_inputs(process: DiffusionProcess, x0: Tensor, student_grid: Tensor, generator: torch.Generator
@@ -78,7 +82,7 @@ def stage_inputs(process: DiffusionProcess, x0: Tensor, student_grid: Tensor, ge
 
 
 def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Module,
-                  batches: Callable[[int], Iterator], cfg: Distill, stage: Stage, rho: Tensor, *, seed: int = 0,
+                  batches: Callable[[int], Iterator], cfg: Recipe, stage: Stage, rho: Tensor, *, seed: int = 0,
                   fingerprint: dict | None = None, resume: bool = True, log_every: int = 100,
                   checkpoint_every: int = 1000, clip_grad: float | None = None,
                   log: Callable[[str], None] = print, group: Group = SINGLE,
@@ -87,130 +91,120 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
     ``cfg.steps_per_stage`` optimiser steps; return it and the seconds the stage took in total
     (over resumptions). ``rho`` is the sampling coupling of teacher and student (length T + 1);
     ``batches(start_example)`` yields x0 (or (x0, labels)) batches from that position."""
-    family, T, total = process.family, process.family.steps, cfg.steps_per_stage
-    length = T // stage.teacher_steps
-    student_grid = torch.tensor(step_grid(T, stage.student_steps))
-    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-    fingerprint = dict(fingerprint or {}, teacher=weights_digest(teacher), teacher_steps=str(stage.teacher_steps),
-                       student_steps=str(stage.student_steps), steps_per_stage=str(total), lr=repr(cfg.lr),
-                       batch_size=str(cfg.batch_size), weighting=cfg.weighting, target=cfg.target,
-                       coupling=cfg.coupling)
-    step, seconds = 0, 0.0
+    distilling = Distillation(process, teacher, student, batches, cfg, stage, rho, seed, fingerprint or {},
+                              log_every, checkpoint_every, clip_grad, log, group, streams)
     if not resume and group.main:  # start afresh: the earlier students are set aside, not deleted
         _set_aside(stage, "--resume never", log)
     group.barrier()
     found = find_checkpoint(stage.directory, warn=log if group.main else None)
-    latest, state = found if found is not None else (None, None)
-    if state is not None and state.get("fingerprint", {}).get("teacher") != fingerprint["teacher"]:
-        log(f"{stage.name}: the teacher changed since {latest} was written (trained further?); distilling again")
+    if found is not None and found[1].get("fingerprint", {}).get("teacher") != distilling.fingerprint["teacher"]:
+        log(f"{stage.name}: the teacher changed since {found[0]} was written (trained further?); distilling again")
         group.barrier()  # every process has read the folder before rank 0 moves it
         if group.main:
             _set_aside(stage, "a new teacher", log)
-        latest = state = None
-    if state is not None:
-        differing = differing_keys(fingerprint, state.get("fingerprint", {}))
-        if differing:
-            raise CheckpointMismatch(f"{latest} was written with different distillation settings "
-                                     f"({', '.join(differing)}); run mstar distill with --resume never to distil "
-                                     "it afresh (the earlier students are moved to checkpoints/replaced/)")
-        if group.main:
-            point_latest(latest)
-        student.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, seconds = int(state["step"]), float(state["seconds"])
-        if step < total:
-            log(f"{stage.name}: resumed from {latest} at step {step}")
-    metrics_path = stage.directory.parent.parent / "distill.jsonl"
-    if step < total and group.main:
-        _truncate(metrics_path, stage.student_steps, step, log)
-
-    def checkpoint() -> Path | None:
-        bad = nonfinite({"model": student.state_dict()})
-        if bad:  # never written (equal in every process): the last good checkpoint stays the newest
-            raise TrainingDiverged(f"{stage.name}: the student's weights became non-finite ({bad}) at step {step}; "
-                                   f"the last good checkpoint is {latest_checkpoint(stage.directory)}. Lower "
-                                   "distill.lr or set train.clip_grad")
-        if not group.main:
-            return None
-        return save_checkpoint(stage.directory, step, {
-            "step": step, "model": student.state_dict(), "optimizer": optimizer.state_dict(),
-            "fingerprint": fingerprint, "seconds": seconds, "complete": step >= total,
-            "evaluations": stage.student_steps, "teacher_evaluations": stage.teacher_steps,
-            "sampling_rho": rho.detach().cpu(), "event_shape": list(family.event_shape),
-            "num_classes": int(getattr(getattr(student, "backbone", student), "num_classes", 0))}, protect=[latest])
-
-    teacher.eval()
-    per = cfg.batch_size // streams
-    built, everything = group.streams(streams)  # everything: all streams built here, keep the shard after
-    stream_teacher = ShardedTeacher(teacher, group) if everything and per % group.world == 0 else teacher
-    student.train()
-    device = next(student.parameters()).device
-    stream = Stream(batches)
-    started = time.perf_counter()
-    with interrupt.graceful_stop():
-        while step < total:
-            lr = cfg.lr * (1.0 - step / total)
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = lr
-            key = (seed * 1_000_003 + stage.index) * 1_000_003 + step
-            drawn = stream.batch_at(step * cfg.batch_size, cfg.batch_size)
-            x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
-            x0, labels = to_device(x0, device), to_device(labels, device)
-            parts = []
-            for j in built:  # stream j: examples [j·per, (j+1)·per), its own generator
-                g = generator(device, stream_key(key, j))
-                rows = slice(j * per, (j + 1) * per)
-                lab = labels[rows] if labels is not None else None
-                x_a, s_a, t_a = stage_inputs(process, x0[rows], student_grid.to(device), g)
-                parts.append((x_a, s_a, t_a, lab,
-                              distill_targets(family, stream_teacher, s_a, x_a, t_a, length, rho, cfg.target, g, lab)))
-            x_a, s_a, t_a = (torch.cat([p[i] for p in parts]) for i in range(3))
-            labels = torch.cat([p[3] for p in parts]) if labels is not None else None
-            target = torch.cat([p[4] for p in parts])
-            if everything:  # the student learns on this process's shard
-                mine = group.shard(cfg.batch_size)
-                x_a, s_a, t_a, target = x_a[mine], s_a[mine], t_a[mine], target[mine]
-                labels = labels[mine] if labels is not None else None
-            pred = predict(student, s_a, x_a, t_a, labels).to(target.dtype)
-            weights = loss_weights(process, t_a, cfg.weighting).to(device)
-            # the mean over the global batch: this shard's sum over the global batch size
-            loss = (weights * (family.difference(pred, target) ** 2).flatten(1).mean(1)).sum() / cfg.batch_size
-            # one collective for the loss, the divergence flag and Ctrl-C, so every process stops together
-            summed = group.sum_(torch.stack([loss.detach().to(torch.float64),
-                                             torch.tensor(float(not torch.isfinite(loss)), dtype=torch.float64,
-                                                          device=device),
-                                             torch.tensor(float(interrupt.requested()), dtype=torch.float64,
-                                                          device=device)]))
-            stopping = bool(summed[2] > 0)  # Ctrl-C in any process: every process stops after this step
-            if summed[1] > 0:
-                raise TrainingDiverged(f"{stage.name}: the distillation loss became {float(summed[0])} at step {step}; "
-                                       f"the last good checkpoint is {latest_checkpoint(stage.directory)}. Lower "
-                                       "distill.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            group.sum_gradients(list(student.parameters()))
-            if clip_grad is not None:
-                nn.utils.clip_grad_norm_(student.parameters(), clip_grad)
-            optimizer.step()
-            step += 1
-            if step % log_every == 0 or step == total:
-                now = time.perf_counter()
-                seconds, started = seconds + now - started, now
-                record = {"stage": stage.student_steps, "step": step, "loss": float(summed[0]), "lr": lr,
-                          "seconds": round(seconds, 2)}
-                if group.main:
-                    append_jsonl(metrics_path, [record])
-                log(f"{stage.name}: step {step}/{total}  loss {record['loss']:.4g}  lr {lr:.2e}")
-            if step % checkpoint_every == 0 or step == total or stopping:
-                now = time.perf_counter()
-                seconds, started = seconds + now - started, now
-                checkpoint()
-            if stopping and step < total:
-                raise interrupt.Interrupted(f"stopped by Ctrl-C after {stage.name} step {step} of {total}; "
-                                            f"{latest_checkpoint(stage.directory)} holds it: run the same command "
-                                            "again to resume")
+        found = None
+    distilling.run(found)
     student.eval()
-    return student, seconds
+    return student, distilling.seconds
+
+
+class Distillation(ResumableStage):
+    """The step maths of one distillation stage; :func:`distill_stage` runs it."""
+    fix = "Lower distill.lr or set train.clip_grad"
+    skip_finished = True  # a finished stage is not repeated
+
+    def __init__(self, process: DiffusionProcess, teacher: nn.Module, student: nn.Module,
+                 batches: Callable[[int], Iterator], cfg: Recipe, stage: Stage, rho: Tensor, seed: int,
+                 fingerprint: dict, log_every: int, checkpoint_every: int, clip_grad: float | None,
+                 log: Callable[[str], None], group: Group, streams: int) -> None:
+        fingerprint = dict(fingerprint, teacher=weights_digest(teacher), teacher_steps=str(stage.teacher_steps),
+                           student_steps=str(stage.student_steps), steps_per_stage=str(cfg.steps_per_stage),
+                           lr=repr(cfg.lr), batch_size=str(cfg.batch_size), weighting=cfg.weighting,
+                           target=cfg.target, coupling=cfg.coupling)
+        super().__init__(cfg.steps_per_stage, stage.directory, stage.directory.parent.parent / "distill.jsonl",
+                         fingerprint=fingerprint, log_every=log_every, checkpoint_every=checkpoint_every,
+                         group=group, log=log)
+        self.name, self.prefix, self.tag = stage.name, f"{stage.name}: ", {"stage": stage.student_steps}
+        self.process, self.student, self.cfg, self.stage, self.rho = process, student, cfg, stage, rho
+        self.seed, self.clip_grad, self.seconds, self.streams = seed, clip_grad, 0.0, streams
+        self.optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+        self.device = next(student.parameters()).device
+        self.student_grid = torch.tensor(step_grid(process.family.steps, stage.student_steps)).to(self.device)
+        self.built, self.everything = group.streams(streams)  # everything: all streams built here, keep the shard
+        per = cfg.batch_size // streams
+        self.teacher = ShardedTeacher(teacher, group) if self.everything and per % group.world == 0 else teacher
+        teacher.eval()
+        student.train()
+        self.stream = Stream(batches)
+
+    def mismatch(self, path: Path, differing: list[str]) -> str:
+        return (f"{path} was written with different distillation settings ({', '.join(differing)}); run mstar "
+                "distill with --resume never to distil it afresh (the earlier students are moved to "
+                "checkpoints/replaced/)")
+
+    def load(self, state: dict) -> None:
+        self.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.seconds = float(state["seconds"])
+
+    def state(self) -> dict:
+        self.tick()
+        return {"model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "seconds": self.seconds, "complete": self.step >= self.total, "evaluations": self.stage.student_steps,
+                "teacher_evaluations": self.stage.teacher_steps, "sampling_rho": self.rho.detach().cpu(),
+                "event_shape": list(self.process.family.event_shape),
+                "num_classes": int(getattr(getattr(self.student, "backbone", self.student), "num_classes", 0))}
+
+    def begin(self) -> None:
+        self.started = time.perf_counter()
+
+    def tick(self) -> None:
+        """Add the time since the last tick to the stage's seconds."""
+        now = time.perf_counter()
+        self.seconds, self.started = self.seconds + now - self.started, now
+
+    def losses(self) -> tuple[Tensor, float | None]:
+        cfg, step, family, device, group = self.cfg, self.step, self.process.family, self.device, self.group
+        self.lr = learning_rate(step, cfg.lr, self.total, decay="linear")
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = self.lr
+        key = (self.seed * 1_000_003 + self.stage.index) * 1_000_003 + step
+        drawn = self.stream.batch_at(step * cfg.batch_size, cfg.batch_size)
+        x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
+        x0, labels = to_device(x0, device), to_device(labels, device)
+        per, length, parts = cfg.batch_size // self.streams, family.steps // self.stage.teacher_steps, []
+        for j in self.built:  # stream j: examples [j·per, (j+1)·per), its own generator
+            g = generator(device, stream_key(key, j))
+            rows = slice(j * per, (j + 1) * per)
+            lab = labels[rows] if labels is not None else None
+            x_a, s_a, t_a = stage_inputs(self.process, x0[rows], self.student_grid, g)
+            parts.append((x_a, s_a, t_a, lab, distill_targets(family, self.teacher, s_a, x_a, t_a, length, self.rho,
+                                                              cfg.target, g, lab)))
+        x_a, s_a, t_a = (torch.cat([p[i] for p in parts]) for i in range(3))
+        labels = torch.cat([p[3] for p in parts]) if labels is not None else None
+        target = torch.cat([p[4] for p in parts])
+        if self.everything:  # the student learns on this process's shard
+            mine = group.shard(cfg.batch_size)
+            x_a, s_a, t_a, target = x_a[mine], s_a[mine], t_a[mine], target[mine]
+            labels = labels[mine] if labels is not None else None
+        pred = predict(self.student, s_a, x_a, t_a, labels).to(target.dtype)
+        weights = loss_weight(family, t_a, cfg.weighting).to(torch.float64)
+        # the mean over the global batch: this shard's sum over the global batch size
+        self.loss = (weights * (family.difference(pred, target) ** 2).flatten(1).mean(1)).sum() / cfg.batch_size
+        return self.loss, None if torch.isfinite(self.loss) else float(self.loss)
+
+    def update(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss.backward()
+        self.group.sum_gradients(list(self.student.parameters()))
+        if self.clip_grad is not None:
+            nn.utils.clip_grad_norm_(self.student.parameters(), self.clip_grad)
+        self.optimizer.step()
+
+    def record(self, loss: float) -> tuple[dict, str]:
+        self.tick()
+        return ({**self.tag, "step": self.step, "loss": loss, "lr": self.lr, "seconds": round(self.seconds, 2)},
+                f"{self.name}: step {self.step}/{self.total}  loss {loss:.4g}  lr {self.lr:.2e}")
 
 
 class ShardedTeacher:
@@ -240,8 +234,3 @@ def _set_aside(stage: Stage, why: str, log: Callable[[str], None]) -> None:
     if checkpoint_files(stage.directory):
         moved = set_aside(stage.directory, into=stage.directory.parent / "replaced")
         log(f"{stage.name}: {why}: moved the earlier checkpoints to {moved}")
-
-
-def _truncate(path: Path, stage: int, step: int, warn: Callable[[str], None] | None = None) -> None:
-    """Drop this stage's log lines written after the checkpoint being resumed (atomically)."""
-    keep_records(path, lambda r: not (r.get("stage") == stage and r.get("step", 0) > step), warn)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mstar_engine.data.stream import training_source
-from mstar_engine.distill.loop import Stage, distill_stage
+from mstar_engine.distill.loop import Recipe, Stage, distill_stage
 from mstar_engine.distill.stages import DistillError, derive_stages
 from mstar_engine.distributed.env import process_count, resolve_backend, secondary_process, silent
 from mstar_engine.distributed.group import SINGLE, Group
@@ -22,6 +22,7 @@ from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.app.model import build_denoiser
 from mstar_engine.app.runs import Model
 from mstar_engine.spec.schema import Spec
+from mstar_engine.train.checkpoint import fingerprint
 
 
 def sampling_rho(process: DiffusionProcess, coupling: str) -> Tensor:
@@ -56,9 +57,9 @@ def distill_all(spec: Spec, process: DiffusionProcess, teacher: nn.Module, batch
         student.load_state_dict(current.state_dict())
         student.to(next(current.parameters()).device)
         student, seconds = distill_stage(
-            process, current, student, batches, d, stage, rho, seed=spec.experiment.seed, fingerprint=fingerprint,
-            resume=resume, log_every=spec.train.log_every, checkpoint_every=spec.train.checkpoint_every,
-            clip_grad=spec.train.clip_grad, log=log, group=group, streams=spec.devices.processes)
+            process, current, student, batches, Recipe.of(d), stage, rho, seed=spec.experiment.seed,
+            fingerprint=fingerprint, resume=resume, log_every=spec.train.log_every,
+            checkpoint_every=spec.train.checkpoint_every, clip_grad=spec.train.clip_grad, log=log, group=group, streams=spec.devices.processes)
         out.append((stage, Model(process, student, rho=rho, steps=stage.student_steps), seconds))
         current = student
     return out
@@ -138,7 +139,6 @@ def _distill_run(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str],
     from mstar_engine.util.atomic import atomic_write
     from mstar_engine.data.load import load_data
     from mstar_engine.app.evaluate import evaluate, write_results
-    from mstar_engine.app.runner import fingerprint
     from mstar_engine.app.runs import RunError, load_run
     run = load_run(run_dir)
     spec = distill_spec(run_dir, to, overrides)

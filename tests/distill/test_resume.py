@@ -19,6 +19,7 @@ import torch
 from click.testing import CliRunner
 
 import mstar_engine.distill.loop as loop
+import mstar_engine.train.stage as stage
 from mstar_cli.main import cli
 from mstar_engine.util import interrupt
 from mstar_engine.train.checkpoint import latest_checkpoint
@@ -263,12 +264,12 @@ def test_mstar_distill_on_a_trained_run_equals_mstar_run_with_distill(tmp_path, 
 def test_ctrl_c_in_a_stage_checkpoints_that_step_and_resumes_exactly(reference, tmp_path, monkeypatch):
     """Ctrl-C seen at step 7 of stage 16 → 8 (its checkpoints are at 4, 8, 12): that step finishes,
     is checkpointed, the command exits with 130, and mstar distill continues it exactly."""
-    calls = [0]
+    calls = [0]  # counted over the 20 training steps first
 
     def requested():
         calls[0] += 1
-        return calls[0] == 7
-    monkeypatch.setattr(loop, "interrupt", SimpleNamespace(requested=requested, Interrupted=interrupt.Interrupted,
+        return calls[0] == 20 + 7
+    monkeypatch.setattr(stage, "interrupt", SimpleNamespace(requested=requested, Interrupted=interrupt.Interrupted,
                                                            graceful_stop=interrupt.graceful_stop))
     result = run(tmp_path)
     assert result.exit_code == 130, result.output

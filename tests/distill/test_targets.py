@@ -15,7 +15,7 @@ import attrs
 import pytest
 import torch
 
-from mstar_engine.distill.loop import Stage, distill_stage, stage_inputs
+from mstar_engine.distill.loop import Recipe, Stage, distill_stage, stage_inputs
 from mstar_engine.distill.targets import distill_targets, segment, target_error
 from mstar_engine.families.dirichlet import Dirichlet
 from mstar_engine.families.gaussian import Gaussian
@@ -191,7 +191,7 @@ def test_one_stage_lowers_the_target_error(name, tmp_path):
         while True:
             yield fam.toy_data(64, torch.Generator().manual_seed(start + 11))
 
-    distill_stage(process, teacher, student, batches, d, Stage(T, 8, tmp_path / "distill-8", 0), rho,
+    distill_stage(process, teacher, student, batches, Recipe.of(d), Stage(T, 8, tmp_path / "distill-8", 0), rho,
                   log=lambda _: None)
     after = error()
     assert after < 0.5 * before, (before, after)

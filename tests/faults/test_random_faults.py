@@ -51,6 +51,7 @@ def _events(kind: str, at: int) -> None:
     log line, ``sigint`` / ``sigint2`` one or two real SIGINTs at a training step."""
     import mstar_engine.util.atomic as atomic
     import mstar_engine.train.loop as loop
+    import mstar_engine.train.stage as stage
     count = [0]
 
     def due() -> bool:
@@ -83,7 +84,7 @@ def _events(kind: str, at: int) -> None:
                 return replace(src, dst)
         atomic.os = _Os()
     elif kind == "kill-append":
-        append = loop.append_jsonl
+        append = stage.append_jsonl
 
         def append_jsonl(path, records):
             if due():
@@ -93,7 +94,7 @@ def _events(kind: str, at: int) -> None:
                     fh.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
             return append(path, records)
-        loop.append_jsonl = append_jsonl
+        stage.append_jsonl = append_jsonl
 
 
 def start(args: list[str], log: Path, fault: tuple[str, int] | None = None) -> int:

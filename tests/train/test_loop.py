@@ -15,7 +15,8 @@ from mstar_engine.process.normalise import TailNorm
 from mstar_engine.spec import load_spec
 from mstar_engine.spec.resolve import resolve
 from mstar_engine.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from mstar_engine.train.loop import CheckpointMismatch, TrainingDiverged, train
+from mstar_engine.train.loop import Settings, train
+from mstar_engine.train.stage import CheckpointMismatch, TrainingDiverged
 
 SPEC = Path(__file__).parents[2] / "specs" / "quickstart.toml"
 DATA = make_synthetic("dirichlet-mixture", 1000, 0)
@@ -35,7 +36,7 @@ def setup(coupling="ddpm", **train_overrides):
     process = build_process(spec.process, (3,))
     norm = TailNorm.estimate(process.family, [DATA[:128]], process.rho(), torch.Generator().manual_seed(0))
     denoiser = build_mlp_denoiser(process.family, norm, process.inputs, spec.network.mlp)
-    return spec, process, denoiser
+    return Settings.of(spec.train), process, denoiser
 
 
 def batches(start):
@@ -46,13 +47,13 @@ def batches(start):
 
 
 def run(tmp, total=24, crash_at=None, coupling="ddpm", **kw):
-    spec, process, denoiser = setup(coupling, checkpoint_every=8, log_every=4, **kw)
+    cfg, process, denoiser = setup(coupling, checkpoint_every=8, log_every=4, **kw)
 
     def log(line):
         if crash_at is not None and line.startswith(f"step {crash_at}/"):
             raise Crash
 
-    ema = train(process, denoiser, batches, spec.train, total, tmp, seed=0, fingerprint={"a": 1}, log=log)
+    ema = train(process, denoiser, batches, cfg, total, tmp, seed=0, fingerprint={"a": 1}, log=log)
     return denoiser, ema, process
 
 
@@ -100,24 +101,24 @@ def test_checkpoint_loads_weights_only_and_interrupted_write_keeps_previous(tmp_
 def test_diverging_loss_stops_with_a_clear_message(tmp_path):
     """A non-finite loss at step 10 (after the checkpoint at 8) stops training, names the last
     good checkpoint, and leaves it loadable."""
-    spec, process, denoiser = setup(checkpoint_every=8, log_every=4)
+    cfg, process, denoiser = setup(checkpoint_every=8, log_every=4)
 
     def poisoned(start):
         for i, batch in enumerate(batches(start)):
             yield batch * float("nan") if start + i * 32 >= 10 * 32 else batch
 
     with pytest.raises(TrainingDiverged, match=r"at step 10; the last good checkpoint is .*step-00000008.pt"):
-        train(process, denoiser, poisoned, spec.train, 24, tmp_path, log=lambda _: None)
+        train(process, denoiser, poisoned, cfg, 24, tmp_path, log=lambda _: None)
     assert load_checkpoint(latest_checkpoint(tmp_path / "checkpoints" / "train"))["step"] == 8
 
 
 def test_checkpoint_of_another_spec_is_refused(tmp_path):
-    spec, process, denoiser = setup(checkpoint_every=4, log_every=4)
-    train(process, denoiser, batches, spec.train, 4, tmp_path, fingerprint={"process.steps": 16, "x": 1},
+    cfg, process, denoiser = setup(checkpoint_every=4, log_every=4)
+    train(process, denoiser, batches, cfg, 4, tmp_path, fingerprint={"process.steps": 16, "x": 1},
           log=lambda _: None)
-    spec, process, denoiser = setup(checkpoint_every=4, log_every=4)
+    cfg, process, denoiser = setup(checkpoint_every=4, log_every=4)
     with pytest.raises(CheckpointMismatch, match="differing keys: process.steps"):
-        train(process, denoiser, batches, spec.train, 8, tmp_path, fingerprint={"process.steps": 32, "x": 1},
+        train(process, denoiser, batches, cfg, 8, tmp_path, fingerprint={"process.steps": 32, "x": 1},
               log=lambda _: None)
 
 
@@ -189,13 +190,13 @@ def test_ctrl_c_finishes_the_step_checkpoints_it_and_resumes_exactly(tmp_path, m
     assert default_sigint()
     ref_model, ref_ema, _ = run(tmp_path / "ref")
     monkeypatch.setenv(interrupt.SWITCH, "1")
-    spec, process, denoiser = setup("ddpm", checkpoint_every=8, log_every=4)
+    cfg, process, denoiser = setup("ddpm", checkpoint_every=8, log_every=4)
 
     def log(line):
         if line.startswith("step 12/"):
             os.kill(os.getpid(), signal.SIGINT)
     with pytest.raises(interrupt.Interrupted, match=r"after training step 13 of 24; .*step-00000013.pt holds it"):
-        train(process, denoiser, batches, spec.train, 24, tmp_path / "stopped", seed=0, fingerprint={"a": 1}, log=log)
+        train(process, denoiser, batches, cfg, 24, tmp_path / "stopped", seed=0, fingerprint={"a": 1}, log=log)
     assert default_sigint()
     assert latest_checkpoint(tmp_path / "stopped" / "checkpoints" / "train").name == "step-00000013.pt"
     model, ema, _ = run(tmp_path / "stopped")
