@@ -3,14 +3,19 @@ from __future__ import annotations
 
 
 def families():
-    from mstar_engine.families import REGISTRY
+    """The built-in families and the installed plug-ins (``mstar.families`` entry points)."""
+    from mstar_engine.families import available, get
     from mstar_engine.process.kernel_kl import learnable
-    from mstar_engine.spec.resolve import default_schedule
     rows = []
-    for name, cls in sorted(REGISTRY.items()):
+    for name in sorted(available()):
+        try:
+            cls = get(name)
+        except (KeyError, ValueError) as exc:  # a broken plug-in: say why, list the others
+            rows.append((name, "?", "?", "?", "?", str(exc)))
+            continue
         learned = "learned" if learnable(cls) else "ddpm rule (inverse uses auxiliary draws)"
         target = "landing (state input)" if cls.coordinatewise else "teacher"
-        rows.append((name, cls.domain, default_schedule(name, "independent"), learned, target, cls.summary))
+        rows.append((name, cls.domain, cls.default_schedule("independent"), learned, target, cls.summary))
     return ["family", "domain", "default schedule", "coupling 'learned'", "distillation target", "description"], rows
 
 

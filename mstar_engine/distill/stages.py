@@ -1,11 +1,26 @@
 """The stage step counts of progressive distillation: each stage halves the evaluations."""
 from __future__ import annotations
 
-from mstar_engine.spec.checks import halving_problem, halvings
-
 
 class DistillError(ValueError):
     """Distillation settings that cannot work; the message says how to fix them."""
+
+
+def halvings(steps: int) -> list[int]:
+    out, n = [], steps
+    while n % 2 == 0 and n > 1:
+        n //= 2
+        out.append(n)
+    return out
+
+
+def halving_problem(steps: int, to: int) -> str:
+    """Empty if ``to`` is ``steps`` divided by a power of two (at least once), else why not."""
+    if to >= steps:
+        return f"distilling to {to} steps needs fewer than process.steps = {steps}"
+    if to not in halvings(steps):
+        return f"{to} does not divide process.steps = {steps} by a power of two"
+    return ""
 
 
 def derive_stages(steps: int, to: int | None = None, stages: list[int] | None = None) -> list[int]:

@@ -68,7 +68,7 @@ def distill_targets(family: Family, teacher: nn.Module, s_a: Tensor, x_a: Tensor
     def block(x0: Tensor) -> Tensor:  # the student's block with the teacher's random numbers
         replay = torch.Generator(device=generator.device).set_state(start)
         return segment(family, x_a, None, x0, t_a, 2 * length, rho, replay)[0]
-    if family.name == "gaussian":  # affine in x̂0: exact
+    if family.affine_in_x0:  # exact
         base = block(torch.zeros_like(x0_b))
         target = (x_c - base) / (block(torch.ones_like(x0_b)) - base)
     elif family.coordinatewise:

@@ -22,14 +22,24 @@ import math
 import numbers
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from mstar_engine.domains import DOMAINS
+from mstar_engine.families.domains import DOMAINS
 
 
 class DomainError(ValueError):
     """Data outside a family's domain. The message says what is wrong and how to fix it."""
+
+
+class ScheduleValueError(ValueError):
+    """A custom schedule value outside its family's range: parameter ``name`` at step ``step``
+    (0 is the pseudo step) is ``value`` and must be ``rule``."""
+
+    def __init__(self, name: str, rule: str, step: int, value: float) -> None:
+        super().__init__(f"custom schedule: {name} must be {rule}; step {step} is {value!r}")
+        self.name, self.rule, self.step, self.value = name, rule, step, value
 
 
 def as_steps(t: Tensor | int, batch: int, device: torch.device) -> Tensor:
@@ -55,7 +65,7 @@ class Family(abc.ABC):
     name: ClassVar[str]
     #: One-line description shown by ``mstar list families``.
     summary: ClassVar[str]
-    #: Data domain (a key of :data:`mstar_engine.domains.DOMAINS`).
+    #: Data domain (a key of :data:`mstar_engine.families.domains.DOMAINS`).
     domain: ClassVar[str]
     #: Names of the per-step schedule arrays the constructor takes (each of length T + 1).
     schedule_params: ClassVar[tuple[str, ...]]
@@ -67,6 +77,30 @@ class Family(abc.ABC):
     #: depends on coordinate i of x0 and x_t only): distillation then solves its landing target
     #: per coordinate (:mod:`mstar_engine.distill.targets`).
     coordinatewise: ClassVar[bool] = False
+
+    # Capabilities: each True promises a method the process, sampler or distiller then calls.
+    #: ``coupled_kl(x0, x0_hat, t, rho)``: the coupled kernel KL in closed form (:mod:`~mstar_engine.process.kernel_kl`).
+    closed_form_kernel_kl: ClassVar[bool] = False
+    #: ``kernel_probs(x_t, x0, t, rho)``: class probabilities of a discrete coupled kernel (exact kernel KL).
+    discrete_kernel: ClassVar[bool] = False
+    #: ``exact_tail(x0, t, rho, generator)``: (x_t, s_t) from their joint law (:mod:`~mstar_engine.process.forward`).
+    draws_exact_tail: ClassVar[bool] = False
+    #: The student's block is affine in x̂0: distillation solves its landing target exactly.
+    affine_in_x0: ClassVar[bool] = False
+    #: The family's own noise is Gaussian, so the ``eps-mse`` (noise-prediction) loss applies.
+    predicts_noise: ClassVar[bool] = False
+
+    # Schedules (:mod:`mstar_engine.schedules`). Builders produce steps 1..T; :meth:`pseudo_step` adds 0.
+    #: Named schedules made for this family, its default first; ``snr-matched`` and ``custom`` fit every family.
+    schedules: ClassVar[tuple[str, ...]] = ()
+    #: What a ``custom`` schedule given as one array holds (default: the first schedule parameter) ...
+    custom_primary: ClassVar[str | None] = None
+    #: ... and the schedule whose other arrays complete it (None: the family has one parameter).
+    custom_fill: ClassVar[str | None] = None
+    #: Reference event shape of :meth:`kl_snr` when the data's is not known, and the range of λ
+    #: that ``snr-matched`` bisects over on :meth:`kl_snr_path`.
+    kl_snr_shape: ClassVar[tuple[int, ...]] = (1,)
+    kl_snr_bounds: ClassVar[tuple[float, float]] = (1e-12, 1e12)
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
         missing = set(self.schedule_params) - set(schedule)
@@ -176,20 +210,6 @@ class Family(abc.ABC):
     def check_domain(self, x: Tensor, what: str = "data") -> None:
         """Raise :class:`DomainError` naming ``what``, the violation and the fix."""
 
-    # ------------------------------------------------------------------ contract-test hooks
-    @classmethod
-    @abc.abstractmethod
-    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64) -> "Family":
-        """A small valid instance (short schedule, small event) for the contract test suite."""
-
-    @abc.abstractmethod
-    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n in-domain x0 values of this instance's event shape, spread over the domain."""
-
-    @abc.abstractmethod
-    def out_of_domain_example(self) -> Tensor:
-        """A batch (B >= 1) that ``check_domain`` must reject."""
-
     # ------------------------------------------------------------------ tail normalisation (MATH.md §1)
     @property
     def norm_shape(self) -> tuple[int, ...]:
@@ -217,6 +237,52 @@ class Family(abc.ABC):
         if matched is not None:
             return matched
         raise NotImplementedError(f"family {self.name!r} has no Gaussian-equivalent SNR")
+
+    # ------------------------------------------------------------------ schedule facts (class level)
+    @classmethod
+    def default_schedule(cls, coupling: str) -> str:
+        """The schedule ``process.schedule.name = "auto"`` means: the family's published schedule
+        (the first of :attr:`schedules`), or ``snr-matched`` when it has none."""
+        return cls.schedules[0] if cls.schedules else "snr-matched"
+
+    @classmethod
+    def pseudo_step(cls, params: dict[str, np.ndarray]) -> dict[str, float]:
+        """Index 0 of the schedule arrays given steps 1..T (the sharp marginal of the last KL term
+        and the final draw). Default: a copy of step 1."""
+        return {k: float(v[0]) for k, v in params.items()}
+
+    @classmethod
+    def schedule_from_primary(cls, values: np.ndarray, fill: dict[str, np.ndarray], first_step: int) -> dict:
+        """The schedule arrays of a ``custom`` schedule given as one array (:attr:`custom_primary`),
+        the other parameters taken from ``fill`` (:attr:`custom_fill`'s arrays, same steps)."""
+        if len(cls.schedule_params) > 1 and not fill:
+            raise ValueError(f"custom schedule: the {cls.name} family has several schedule arrays "
+                             f"{cls.schedule_params}; give a mapping {{name: values}} or a 2-D .npy file")
+        return {cls.schedule_params[0]: values, **{k: fill[k] for k in cls.schedule_params[1:]}}
+
+    @classmethod
+    def kl_snr(cls, params: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        """SNR_KL (:mod:`mstar_engine.schedules.kl_snr`) of each entry of the schedule arrays. Default,
+        for a family without a closed form: the mean of its own :meth:`kl` over 128 fixed pairs of
+        prior draws, divided by ½ mean ‖x0 − x0'‖² (one schedule parameter, a concentration)."""
+        if len(cls.schedule_params) != 1:
+            raise ValueError(f"snr-matched needs a KL-SNR measure for the {cls.name} family, whose schedule has "
+                             f"{len(cls.schedule_params)} arrays {cls.schedule_params}; define kl_snr on the class")
+        values = np.asarray(params[cls.schedule_params[0]], dtype=np.float64)
+        flat = torch.as_tensor(values.reshape(-1))
+        fam = cls(shape, **{cls.schedule_params[0]: torch.cat([flat[:1], flat])})
+        pairs = fam.prior_sample(256, torch.Generator().manual_seed(0), dtype=torch.float64)
+        n, reps = flat.numel(), (flat.numel(), *[1] * len(shape))
+        kl = fam.kl(pairs[:128].repeat(reps), pairs[128:].repeat(reps), torch.arange(1, n + 1).repeat_interleave(128))
+        kl = kl.reshape(n, -1).mean(1)
+        denom = 0.5 * float((pairs[:128] - pairs[128:]).pow(2).flatten(1).sum(1).mean())
+        return (kl.double().numpy() / denom).reshape(values.shape)
+
+    @classmethod
+    def kl_snr_path(cls, lam: np.ndarray, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """Schedule arrays along a path λ ↦ θ on which :meth:`kl_snr` grows from 0 (λ → 0, the
+        prior) to ∞. Default: the single schedule parameter is λ."""
+        return {cls.schedule_params[0]: np.asarray(lam, dtype=np.float64)}
 
     # ------------------------------------------------------------------ helpers
     def _domain_error(self, what: str, problem: str) -> DomainError:

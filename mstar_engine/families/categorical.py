@@ -63,6 +63,28 @@ class Categorical(Family):
     domain = "categorical"
     schedule_params = ("bar_beta",)
     inverse_uses_aux = True
+    discrete_kernel = True
+    schedules = ("categorical-d3pm",)
+    kl_snr_shape = (1, 27)
+
+    @classmethod
+    def pseudo_step(cls, params: dict[str, np.ndarray]) -> dict[str, float]:
+        """β̄_0 = 0, the identity: the t = 1 KL becomes the cross-entropy −log x̂0[x0]."""
+        return {"bar_beta": 0.0}
+
+    @staticmethod
+    def kl_snr(params: dict, shape: tuple[int, ...]) -> np.ndarray:
+        """x0 uniform one-hot over K, g = one-hot: (1 − β̄) log(1 + K(1 − β̄)/β̄). β̄ = 0 (the identity
+        pseudo step) has infinite SNR; β̄ is floored at 1e-300 there (a finite stand-in ≈ 694)."""
+        bb = np.asarray(params["bar_beta"], dtype=np.float64)
+        keep = 1.0 - bb
+        with np.errstate(divide="ignore"):
+            return np.where(keep > 0, keep * np.log1p(shape[-1] * keep / np.maximum(bb, 1e-300)), 0.0)
+
+    @staticmethod
+    def kl_snr_path(lam: np.ndarray, shape: tuple[int, ...]) -> dict:
+        """β̄ = 1/(1 + λ)."""
+        return {"bar_beta": 1.0 / (1.0 + np.asarray(lam, dtype=np.float64))}
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
         schedule = {k: torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v
@@ -228,22 +250,3 @@ class Categorical(Family):
         if bool((dev > tol).any()):
             raise self._domain_error(what, f"{int((dev > tol).sum())} position(s) do not sum to 1 over the "
                                            f"K = {self.classes} classes; encode tokens with one_hot(index, K)")
-
-    # ------------------------------------------------------------------ contract-test hooks
-    @classmethod
-    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64) -> "Categorical":
-        """β̄_t from 1e-3 (pseudo step, nearly the identity) to 0.99 (step T), linear in
-        log(β̄/(1 − β̄)); L = 3 positions, K = 4 classes."""
-        logit = torch.linspace(math.log(1e-3 / (1 - 1e-3)), math.log(0.99 / 0.01), steps + 1, dtype=torch.float64)
-        return cls((3, 4), bar_beta=torch.sigmoid(logit).to(dtype))
-
-    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.prior_sample(n, generator, device=self.bar_beta.device, dtype=self.bar_beta.dtype)
-
-    def out_of_domain_example(self) -> Tensor:
-        x = torch.zeros((2, *self.event_shape), dtype=self.bar_beta.dtype)
-        x[0, :, 0] = 1.0
-        x[0, 0, 1] = 1.0      # a position with two classes on (sums to 2)
-        x[1, :, 1] = 1.0
-        x[1, 0, 1] = -1.0     # a negative entry
-        return x

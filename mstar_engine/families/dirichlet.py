@@ -19,11 +19,14 @@ the output dtype (a change of at most K·tiny to the sum) so that log x stays fi
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+from scipy.special import digamma
 from torch import Tensor
 
 from mstar_engine.families.base import Family, as_steps, per_step, register
-from mstar_engine.families.special import (
+from mstar_engine.numerics.quadrature import column, cov, logit_nodes
+from mstar_engine.numerics.special import (
     compute_dtype,
     gamma_log_icdf_normal,
     lgamma_bregman,
@@ -41,6 +44,16 @@ class Dirichlet(Family):
     domain = "simplex"
     schedule_params = ("nu",)
     inverse_uses_aux = True
+    schedules = ("dirichlet-exp",)
+    kl_snr_shape = (3,)
+
+    @staticmethod
+    def kl_snr(params: dict, shape: tuple[int, ...]) -> np.ndarray:
+        """x0 ~ Dir(1, …, 1) (each coordinate Beta(1, K − 1)), g = x0: ν Cov(x, ψ(1 + ν x)) / Var x
+        over one coordinate."""
+        x, w = logit_nodes(1.0, shape[-1] - 1.0)
+        nu = column(params["nu"])
+        return nu[..., 0] * cov(w, x, digamma(1 + nu * x)) / cov(w, x, x)
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
         super().__init__(event_shape, **schedule)
@@ -149,21 +162,6 @@ class Dirichlet(Family):
             raise self._domain_error(what, f"{int((err > tol).sum())} of {err.numel()} vectors do not sum to 1 "
                                      f"(largest |sum − 1| = {float(err.max()):.3g} > {tol:.1g}); "
                                      "normalise along the last axis")
-
-    # ------------------------------------------------------------------ contract-test hooks
-    @classmethod
-    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64) -> "Dirichlet":
-        """K = 3, ν_t log-spaced from 1e3 (pseudo step 0) down to 1e-2 (step T)."""
-        return cls((3,), nu=torch.logspace(3, -2, steps + 1, dtype=dtype))
-
-    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        z = torch.randn((n, *self.event_shape), generator=generator, dtype=self.nu.dtype)
-        return torch.softmax(1.5 * z, dim=-1)
-
-    def out_of_domain_example(self) -> Tensor:
-        x = torch.full((1, *self.event_shape), 1.0 / self.components, dtype=self.nu.dtype)
-        x[..., 0] += 0.2  # sums to 1.2
-        return x
 
 
 def _to_simplex(log_g: Tensor, dtype: torch.dtype) -> Tensor:

@@ -24,12 +24,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mstar_engine.families.base import Family, as_steps, per_step, register
-from mstar_engine.families.special import compute_dtype, gamma_log_icdf_normal, normal_from_gamma_log
+from mstar_engine.numerics.quadrature import column, cov, log_nodes
+from mstar_engine.numerics.special import compute_dtype, gamma_log_icdf_normal, normal_from_gamma_log
+
+
+_KL_X, _KL_W = log_nodes(4.0, 4.0)  # the KL-SNR reference x0 ~ Gamma(4, rate 4)
 
 
 @register
@@ -43,6 +48,20 @@ class Gamma(Family):
     schedule_params = ("shape", "xi")
     inverse_uses_aux = False
     coordinatewise = True
+    schedules, custom_fill = ("gamma-exp",), "gamma-exp"
+
+    @staticmethod
+    def kl_snr(params: dict, shape: tuple[int, ...]) -> np.ndarray:
+        """x0 ~ Gamma(4, rate 4) (mean 1, std 1/2), g = x0: −α(1 − ξ) Cov(x0/(ξ x0 + 1 − ξ), 1/x0) / Var x0."""
+        alpha, xi, x = column(params["shape"]), column(params["xi"]), _KL_X
+        kl = -alpha[..., 0] * (1 - xi[..., 0]) * cov(_KL_W, 1 / x, x / (xi * x + 1 - xi))
+        return kl / cov(_KL_W, x, x)
+
+    @staticmethod
+    def kl_snr_path(lam: np.ndarray, shape: tuple[int, ...]) -> dict:
+        """α = 1 + λ, ξ = 1/(1 + λ)."""
+        lam = np.asarray(lam, dtype=np.float64)
+        return {"shape": 1.0 + lam, "xi": 1.0 / (1.0 + lam)}
     #: Lower bound added by the head: x̂0 = softplus(raw) + head_floor.
     head_floor: ClassVar[float] = 1e-4
 
@@ -143,22 +162,6 @@ class Gamma(Family):
         if bool(bad.any()):
             raise self._domain_error(what, f"{int(bad.sum())} of {x.numel()} values are ≤ 0 "
                                      f"(min {float(x.min()):.4g}); shift or transform the data to be positive")
-
-    # ------------------------------------------------------------------ contract-test hooks
-    @classmethod
-    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64) -> "Gamma":
-        """Two coordinates; α_t log-spaced 1e3 → 0.1 and ξ_t linear 0 → 0.9 (A_T = 0.01)."""
-        return cls((2,), shape=torch.logspace(3, -1, steps + 1, dtype=dtype),
-                   xi=torch.linspace(0, 0.9, steps + 1, dtype=dtype))
-
-    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        z = torch.randn((n, *self.event_shape), generator=generator, dtype=self.shape.dtype)
-        return torch.exp(0.7 * z)
-
-    def out_of_domain_example(self) -> Tensor:
-        x = torch.ones((1, *self.event_shape), dtype=self.shape.dtype)
-        x.view(-1)[0] = -0.5
-        return x
 
 
 def _d_minus_log1p(d: Tensor) -> Tensor:

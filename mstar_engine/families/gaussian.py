@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from mstar_engine.families.base import Family, LOG_2PI, as_steps, per_step, register
+from mstar_engine.families.base import LOG_2PI, Family, ScheduleValueError, as_steps, per_step, register
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,6 +89,41 @@ class Gaussian(Family):
     schedule_params = ("mean", "var")
     inverse_uses_aux = False
     coordinatewise = True
+    closed_form_kernel_kl = draws_exact_tail = affine_in_x0 = predicts_noise = True
+    schedules = ("ss-cosine", "cosine", "ss-linear", "linear")
+    custom_primary = "alpha_bar"
+
+    @classmethod
+    def default_schedule(cls, coupling: str) -> str:
+        """The star-shaped equivalent of the cosine DDPM for the independent (star-shaped) coupling,
+        the cosine DDPM schedule itself for coupled processes."""
+        return "ss-cosine" if coupling == "independent" else "cosine"
+
+    @classmethod
+    def pseudo_step(cls, params: dict[str, np.ndarray]) -> dict[str, float]:
+        """ᾱ_0 = (1 + ᾱ_1)/2 with ᾱ_1 = m_1², and v_0 = v_1/2 (the published code's choice; for
+        variance-preserving schedules v_0 = 1 − ᾱ_0): noise halved, never zero."""
+        m1, v1 = params["mean"][0], params["var"][0]
+        return {"mean": float(np.sqrt((1 + m1 ** 2) / 2)), "var": float(v1 / 2)}
+
+    @classmethod
+    def schedule_from_primary(cls, values: np.ndarray, fill: dict, first_step: int) -> dict:
+        """ᾱ_t in (0, 1): mean = sqrt(ᾱ), var = 1 − ᾱ."""
+        bad = np.flatnonzero(~((values > 0) & (values < 1)))
+        if bad.size:
+            raise ScheduleValueError("alpha_bar", "in (0, 1) (the Gaussian family needs var = 1 − ᾱ > 0)",
+                                     int(bad[0]) + first_step, float(values[bad[0]]))
+        return {"mean": np.sqrt(values), "var": 1 - values}
+
+    @staticmethod
+    def kl_snr(params: dict, shape: tuple[int, ...]) -> np.ndarray:
+        """m²/v, the SNR exactly, for any reference data (the KL is m² ‖x0 − x0'‖² / (2v))."""
+        return np.asarray(params["mean"], dtype=np.float64) ** 2 / np.asarray(params["var"], dtype=np.float64)
+
+    @staticmethod
+    def kl_snr_path(lam: np.ndarray, shape: tuple[int, ...]) -> dict:
+        """λ = SNR, variance preserving."""
+        return {"mean": np.sqrt(lam / (1 + lam)), "var": 1 / (1 + lam)}
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
         schedule = {k: torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v
@@ -223,23 +259,3 @@ class Gaussian(Family):
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise self._domain_error(what, f"{bad} value(s) are NaN or infinite")
-
-    # ------------------------------------------------------------------ contract-test hooks
-    @classmethod
-    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64) -> "Gaussian":
-        """DDPM-style marginals with log-SNR linear from 8 (pseudo step 0) to −6 (step T):
-        m_t = sqrt(sigmoid(λ_t)), v_t = sigmoid(−λ_t); event shape (3,)."""
-        lam = torch.linspace(8.0, -6.0, steps + 1, dtype=torch.float64)
-        mean = torch.sigmoid(lam).sqrt().to(dtype)
-        var = torch.sigmoid(-lam).to(dtype)
-        return cls((3,), mean=mean, var=var)
-
-    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return 1.5 * torch.randn((n, *self.event_shape), generator=generator,
-                                 dtype=self.mean.dtype, device=self.mean.device)
-
-    def out_of_domain_example(self) -> Tensor:
-        x = torch.zeros((2, *self.event_shape), dtype=self.mean.dtype)
-        x.view(2, -1)[0, 0] = math.nan
-        x.view(2, -1)[1, 0] = math.inf
-        return x

@@ -9,7 +9,7 @@ KL(q_t(x0) ‖ q_t(x̂0)) = Σ_i κ_t A(κ_t) (1 − cos(x0_i − x̂0_i)) with 
 Noise map: one normal per angle, a bijection (``inverse_uses_aux`` = False). The offset
 φ = x − x0 (wrapped to [−π, π)) has the von Mises CDF F(φ) = ½ + sign(φ) G(|φ|)/2, where G is the
 CDF of |φ| on [0, π], density ∝ exp(κ cos θ): the d = 2 geodesic-angle table of the vMF module
-(:class:`~mstar_engine.families.vmf.GeodesicAngleCDF`: per-step Gauss–Legendre quadrature,
+(:class:`~mstar_engine.numerics.geodesic.GeodesicAngleCDF`: per-step Gauss–Legendre quadrature,
 two monotone cubic Hermite tables, log G for the lower half and
 −log(1 − G) for the upper half, inverted exactly by binary search and safeguarded Newton). With
 F(φ) = Φ(ξ):
@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from mstar_engine.families.base import Family, as_steps, register
-from mstar_engine.families.vmf import GeodesicAngleCDF, ndtri_log
+from mstar_engine.numerics.bessel import bessel_ratio
+from mstar_engine.numerics.geodesic import GeodesicAngleCDF, ndtri_tail
 
 _SQRT_HALF = math.sqrt(0.5)
 _Z_34 = 0.6744897501960817  # Φ⁻¹(¾): |ξ| below it ⇔ G(|φ|) ≤ ½
@@ -57,6 +59,18 @@ class VonMises(Family):
     schedule_params = ("kappa",)
     inverse_uses_aux = False
     coordinatewise = True
+    schedules = ("von-mises-exp",)
+
+    @classmethod
+    def pseudo_step(cls, params: dict[str, np.ndarray]) -> dict[str, float]:
+        """κ_0 = 1.1 κ_1 (published vMF; the circle follows the sphere)."""
+        return {"kappa": float(1.1 * params["kappa"][0])}
+
+    @staticmethod
+    def kl_snr(params: dict, shape: tuple[int, ...]) -> np.ndarray:
+        """x0 uniform on the circle, g = (cos x0, sin x0): κ I_1(κ)/I_0(κ)."""
+        kappa = np.asarray(params["kappa"], dtype=np.float64)
+        return kappa * bessel_ratio(1.0, torch.from_numpy(kappa)).numpy()
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
         schedule = {k: torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v
@@ -122,7 +136,7 @@ class VonMises(Family):
         rows = t[:, None].expand_as(phi)
         lower, log_tail = self._table.tail(theta, math.pi - theta, rows)
         small = math.sqrt(2) * torch.erfinv(torch.exp(torch.where(lower, log_tail, -math.log(2))))
-        large = -ndtri_log(log_tail - math.log(2))
+        large = -ndtri_tail(log_tail - math.log(2))
         return (torch.sign(phi) * torch.where(lower, small, large)).to(x.dtype)
 
     # ------------------------------------------------------------------ densities and KL
@@ -193,19 +207,3 @@ class VonMises(Family):
                 what, f"{int(bad.sum())} angle(s) lie outside [−π, π) (range seen "
                       f"[{float(x.min()):.4g}, {float(x.max()):.4g}]); wrap them with "
                       f"remainder(x + π, 2π) − π")
-
-    # ------------------------------------------------------------------ contract-test hooks
-    @classmethod
-    def toy(cls, steps: int = 8, dtype: torch.dtype = torch.float64, dim: int = 2) -> "VonMises":
-        """κ_t = 10^{3 − 5t/T}: 1000 at the pseudo step, 0.01 (nearly uniform) at step T; d = 2."""
-        kappa = 10.0 ** torch.linspace(3.0, -2.0, steps + 1, dtype=torch.float64)
-        return cls((dim,), kappa=kappa.to(dtype))
-
-    def toy_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.prior_sample(n, generator, device=self.kappa.device, dtype=self.kappa.dtype)
-
-    def out_of_domain_example(self) -> Tensor:
-        x = torch.zeros((2, *self.event_shape), dtype=self.kappa.dtype)
-        x[0, 0] = 4.0           # > π
-        x[1, 0] = math.pi       # the open end of [−π, π)
-        return x

@@ -5,7 +5,7 @@ requested step, drawing x_{t-1} independently (star-shaped, ρ_t = 0) or through
 kernel (M-Star, ρ_t > 0), and accumulates the tail statistic s_t = Σ_{k≥t} A_k^T T(x_k) on the
 way. No network is called. Several steps ``t`` per example come from one roll-out ("keep"), and
 each example is only simulated down to its lowest kept step, so the star-shaped process draws
-exactly the steps it needs. A family with ``exact_tail`` (Gaussian) draws (x_t, s_t) for a single
+exactly the steps it needs. A family with ``draws_exact_tail`` (Gaussian) draws (x_t, s_t) for a single
 kept step from their exact joint law instead.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def rollout(family: Family, x0: Tensor, keep: Tensor, rho: Tensor | None = None,
     keep = keep.to(x0.device)
     if int(keep.min()) < 1 or int(keep.max()) > T:
         raise ValueError(f"steps to keep must lie in 1..{T}, got {int(keep.min())}..{int(keep.max())}")
-    if k == 1 and hasattr(family, "exact_tail"):  # Gaussian: the joint law of (x_t, s_t) in closed form
+    if k == 1 and family.draws_exact_tail:  # Gaussian: the joint law of (x_t, s_t) in closed form
         with torch.no_grad():
             x_t, s_t = family.exact_tail(x0, keep[:, 0], rho, generator)
         return Rollout(keep, x_t[:, None], s_t[:, None])

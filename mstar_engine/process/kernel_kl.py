@@ -2,7 +2,7 @@
 
     KL( k_t(· | x_t, x0) ‖ k_t(· | x_t, x̂0) ),   k_t = the Gaussian-copula kernel with coupling ρ_t.
 
-* Gaussian: closed form (:func:`mstar_engine.families.gaussian.coupled_kernel_kl`).
+* Families with ``closed_form_kernel_kl`` (Gaussian): their ``coupled_kl``.
 * Families whose noise map is a bijection (``inverse_uses_aux`` False): a reparameterised Monte
   Carlo estimate with the copula kernel density
 
@@ -11,7 +11,7 @@
   ξ_t = to_noise(x_t, x0, t), ξ_y = to_noise(y, x0, t − 1). The Jacobian of the noise map cancels in
   the ratio, so the formula holds for any bijective map, per coordinate or not. Gradients reach ρ
   through y = from_noise(ρ ξ_t + sqrt(1 − ρ²) ε, x0, t − 1).
-* Discrete families (a ``kernel_probs`` method): an exact sum over classes.
+* Discrete families (``discrete_kernel``, a ``kernel_probs`` method): an exact sum over classes.
 * Other families whose inverse draws auxiliary variables have no tractable kernel density: the
   ``learned`` coupling falls back to the ``ddpm`` rule for them (:func:`learnable`).
 """
@@ -28,7 +28,7 @@ RHO_MAX = 1.0 - 1e-6  # ρ = 1 makes the kernel a point mass: its KL is infinite
 def learnable(family: Family | type[Family]) -> bool:
     """True when the kernel KL of ``family`` (an instance or a class) can be evaluated: closed
     form, exact sum or Monte Carlo."""
-    return family.name == "gaussian" or not family.inverse_uses_aux or hasattr(family, "kernel_probs")
+    return family.closed_form_kernel_kl or not family.inverse_uses_aux or family.discrete_kernel
 
 
 def _log_ratio_normal(z: Tensor, mean: Tensor, var: Tensor) -> Tensor:
@@ -41,21 +41,17 @@ def kernel_kl(family: Family, x_t: Tensor, x0: Tensor, x0_hat: Tensor, t: Tensor
               generator: torch.Generator | None = None, monte_carlo: bool | None = None) -> Tensor:
     """Per-example kernel KL, shape (B,). ``rho`` is a scalar or a (B,) tensor (it may carry
     gradients); ``monte_carlo`` forces (True) or forbids (False) the Monte Carlo estimate; by
-    default the Gaussian family uses its closed form."""
+    default a family with a closed form uses it."""
     batch = x0.shape[0]
     t = as_steps(t, batch, x0.device)
     rho = torch.as_tensor(rho, dtype=x0.dtype, device=x0.device).clamp(0.0, RHO_MAX).expand(batch)
     if monte_carlo is None:
-        monte_carlo = family.name != "gaussian"
+        monte_carlo = not family.closed_form_kernel_kl
     if not monte_carlo:
-        if family.name != "gaussian":
+        if not family.closed_form_kernel_kl:
             raise ValueError(f"the {family.name} family has no closed-form kernel KL")
-        from mstar_engine.families.gaussian import coupled_kernel_kl
-        get = lambda values, s: values.to(x0.device, x0.dtype)[s]  # noqa: E731
-        sq = (x0 - x0_hat).pow(2).flatten(1).sum(1)
-        return coupled_kernel_kl(get(family.mean, t - 1), get(family.var, t - 1), get(family.mean, t),
-                                 get(family.var, t), rho, sq)
-    if hasattr(family, "kernel_probs"):
+        return family.coupled_kl(x0, x0_hat, t, rho)
+    if family.discrete_kernel:
         k0 = family.kernel_probs(x_t, x0, t, rho)
         k1 = family.kernel_probs(x_t, x0_hat, t, rho)
         live = k0 > 0

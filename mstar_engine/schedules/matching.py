@@ -12,10 +12,7 @@ The reference is one of the Gaussian schedules (``ss-cosine`` by default, ``ss-l
 ``cosine``, ``linear``), rebuilt for the same T. Results are cached on disk per (family, T, event
 shape, reference) by :mod:`.cache`.
 
-Families registered without a :class:`~.kl_snr.FamilyMeasure` but with a single schedule
-parameter fall back to the family's own protocol: the measure is the mean closed-form KL of the
-family's ``kl`` over 128 fixed pairs of its ``toy_data`` divided by ½ mean ‖x0 − x0'‖², with
-λ the parameter itself (it must be a concentration: information increasing in λ).
+A family without a closed-form measure uses the base class's estimate (``Family.kl_snr``).
 """
 from __future__ import annotations
 
@@ -23,9 +20,10 @@ from typing import Callable
 
 import numpy as np
 
-from mstar_engine.util import cache as schedule_cache
+from mstar_engine.families import Family, get
 from mstar_engine.schedules.gaussian import gaussian_snr
-from mstar_engine.schedules.kl_snr import MEASURES, FamilyMeasure, Params, Shape, resolve_shape
+from mstar_engine.util import cache as schedule_cache
+from mstar_engine.schedules.kl_snr import Params, Shape, resolve_shape
 from mstar_engine.schedules.pseudo import with_pseudo_step
 
 REFERENCES = ("ss-cosine", "ss-linear", "cosine", "linear")
@@ -55,60 +53,21 @@ def bisect(measure: Callable[[np.ndarray], np.ndarray], target: np.ndarray,
     return np.where(above, bounds[1], lam)
 
 
-def _protocol_measure(family: str, shape: Shape, pairs: int = 128) -> FamilyMeasure:
-    """KL-SNR from a registered family's own ``kl`` and ``toy_data`` (single-parameter families)."""
-    import torch
-
-    from mstar_engine.families import get
-
-    cls = get(family)
-    if len(cls.schedule_params) != 1:
-        raise ValueError(f"snr-matched needs a KL-SNR measure for the {family} family, whose schedule has "
-                         f"{len(cls.schedule_params)} arrays {cls.schedule_params}; register one with "
-                         "mstar_engine.schedules.kl_snr.register_measure")
-    name = cls.schedule_params[0]
-    proto = cls.toy(steps=1, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(0)
-    x0 = proto.toy_data(2 * pairs, generator=gen)
-    a, b = x0[:pairs], x0[pairs:]
-    denom = 0.5 * float((a - b).pow(2).flatten(1).sum(1).mean())
-
-    def measure(params: Params, shape_: Shape) -> np.ndarray:
-        values = np.asarray(params[name], dtype=np.float64)
-        flat = values.reshape(-1)
-        steps = torch.as_tensor(np.concatenate([[flat[0]], flat]))
-        fam = cls(tuple(proto.event_shape), **{name: steps})
-        n = flat.size
-        t = torch.arange(1, n + 1).repeat_interleave(a.shape[0])
-        kl = fam.kl(a.repeat(n, *([1] * (a.ndim - 1))), b.repeat(n, *([1] * (b.ndim - 1))), t)
-        return (kl.reshape(n, -1).mean(1).double().numpy() / denom).reshape(values.shape)
-
-    return FamilyMeasure(family, measure, lambda lam, s: {name: np.asarray(lam, dtype=np.float64)},
-                         tuple(proto.event_shape), (1e-8, 1e8))
-
-
-def family_measure(family: str, event_shape: Shape | None = None) -> FamilyMeasure:
-    if family in MEASURES:
-        return MEASURES[family]
-    return _protocol_measure(family, resolve_shape(family, event_shape))
-
-
-def match_snr(family: str, target_snr: np.ndarray, event_shape: Shape | None = None) -> Params:
+def match_snr(family: str | type[Family], target_snr: np.ndarray, event_shape: Shape | None = None) -> Params:
     """Schedule parameters (same length as ``target_snr``) whose KL-SNR equals ``target_snr``."""
-    fm = family_measure(family, event_shape)
-    shape = resolve_shape(family, event_shape) if family in MEASURES else fm.default_shape
-    lam = bisect(lambda x: fm.measure(fm.path(x, shape), shape), target_snr, fm.lam_bounds)
-    return fm.path(lam, shape)
+    cls, shape = get(family), resolve_shape(family, event_shape)
+    lam = bisect(lambda x: cls.kl_snr(cls.kl_snr_path(x, shape), shape), target_snr, cls.kl_snr_bounds)
+    return cls.kl_snr_path(lam, shape)
 
 
-def build_snr_matched(steps: int, family: str, event_shape: Shape | None = None,
+def build_snr_matched(steps: int, family: str | type[Family], event_shape: Shape | None = None,
                       reference: str = "ss-cosine", cache: bool = True) -> Params:
     """The ``snr-matched`` schedule of ``family`` for T = ``steps`` (arrays of length T + 1)."""
     if reference not in REFERENCES:
         raise ValueError(f"snr-matched reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
     shape = resolve_shape(family, event_shape)
-    key = {"schedule": "snr-matched", "family": family, "steps": int(steps), "shape": shape,
-           "reference": reference}
+    key = {"schedule": "snr-matched", "family": family if isinstance(family, str) else family.name,
+           "steps": int(steps), "shape": shape, "reference": reference}
 
     def build() -> Params:
         target = gaussian_snr(reference, steps)[1:]

@@ -1,9 +1,11 @@
-"""The schedule registry: every named noise schedule, the families it applies to and its builder.
+"""The schedule registry: every named noise schedule and its builder. Which families a schedule fits
+is said by the family classes (``Family.schedules``); ``snr-matched`` and ``custom`` fit every family.
 
 ``SCHEDULES[name].build(steps, **options)`` returns ``{param: float64 tensor of length T + 1}``
 keyed by the family's schedule parameter names, index 0 being the pseudo step. Options:
 
-* every schedule accepts ``family`` (checked against the schedule's families) and
+* every schedule accepts ``family`` (a name, an import path or a class; checked against the
+  schedule's families) and
   ``event_shape`` (used where the data shape matters: K for dirichlet/categorical, d for vmf, p
   for wishart; ignored elsewhere);
 * cosine, ss-cosine: ``plus_one`` (default True: t/(T+1), the published convention);
@@ -25,6 +27,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mstar_engine.families import REGISTRY
+from mstar_engine.families import get as family_class
 from mstar_engine.schedules import decays, gaussian
 from mstar_engine.schedules.custom import build_custom
 from mstar_engine.schedules.kl_snr import kl_snr
@@ -32,30 +36,29 @@ from mstar_engine.schedules.matching import build_snr_matched
 from mstar_engine.schedules.mi_matched import TEXT8_CLASSES, build_beta_cosine, build_categorical_d3pm
 from mstar_engine.schedules.pseudo import with_pseudo_step
 
-BUILTIN_FAMILIES = ("gaussian", "beta", "dirichlet", "vmf", "von-mises", "wishart", "categorical", "gamma")
-
-
-def _registered_families() -> tuple[str, ...]:
-    try:
-        from mstar_engine.families import REGISTRY
-    except ImportError:
-        return BUILTIN_FAMILIES
-    return tuple(sorted(set(REGISTRY) | set(BUILTIN_FAMILIES)))
-
 
 @dataclass(frozen=True)
 class ScheduleInfo:
-    """One named schedule. ``applies_to`` None means every registered family."""
+    """One named schedule. ``universal``: it fits every family; otherwise the registered families
+    whose class lists it (``Family.schedules``); the builder gets the family (the first of them
+    when none is given)."""
 
     name: str
     summary: str
-    applies_to: tuple[str, ...] | None
     builder: Callable[..., dict[str, np.ndarray]] = field(repr=False)
     options: tuple[str, ...] = ()
+    universal: bool = False
+
+    @property
+    def applies_to(self) -> tuple[str, ...] | None:
+        """The registered families this schedule is made for; None when it fits every family."""
+        if self.universal:
+            return None
+        return tuple(name for name, cls in sorted(REGISTRY.items()) if self.name in cls.schedules)
 
     @property
     def families(self) -> tuple[str, ...]:
-        return self.applies_to if self.applies_to is not None else _registered_families()
+        return self.applies_to if self.applies_to is not None else tuple(sorted(REGISTRY))
 
     def build(self, steps: int, **options) -> dict[str, torch.Tensor]:
         """Float64 tensors of length ``steps + 1`` keyed by the family's schedule parameters."""
@@ -72,11 +75,12 @@ class ScheduleInfo:
             allowed = ", ".join(("family", "event_shape") + self.options)
             raise ValueError(f"schedule {self.name!r} does not take option(s) {', '.join(sorted(unknown))}; "
                              f"it takes {allowed}")
-        if family is not None and self.applies_to is not None and family not in self.applies_to:
-            raise ValueError(f"schedule {self.name!r} does not apply to the {family} family; it is for "
-                             f"{', '.join(self.applies_to)}")
-        if family is None and self.applies_to is None:
+        if family is not None and not self.universal and self.name not in family_class(family).schedules:
+            raise ValueError(f"schedule {self.name!r} does not apply to the {family_class(family).name} family; "
+                             f"it is for {', '.join(self.applies_to)}")
+        if family is None and self.universal:
             raise ValueError(f"schedule {self.name!r} needs the family (option family=...)")
+        family = family if family is not None or self.universal else self.applies_to[0]
         out = self.builder(int(steps), family=family, event_shape=event_shape, **options)
         for key, value in out.items():
             if value.shape != (steps + 1,) or not np.all(np.isfinite(value)):
@@ -89,13 +93,13 @@ def _shape_last(event_shape, default: int) -> int:
     return int(event_shape[-1]) if event_shape else default
 
 
-def _published(fn: Callable[[int], dict], owner: str) -> Callable[..., dict]:
+def _published(fn: Callable[[int], dict]) -> Callable[..., dict]:
     """A closed-form published builder (steps 1..T) with the family's pseudo step prepended."""
-    return lambda steps, family=None, event_shape=None: with_pseudo_step(owner, fn(steps))
+    return lambda steps, family, event_shape=None: with_pseudo_step(family, fn(steps))
 
 
-def _wishart(steps: int, family=None, event_shape=None) -> dict:
-    return with_pseudo_step("wishart", decays.wishart_exp(steps, p=_shape_last(event_shape, 2)))
+def _wishart(steps: int, family, event_shape=None) -> dict:
+    return with_pseudo_step(family, decays.wishart_exp(steps, p=_shape_last(event_shape, 2)))
 
 
 def _gaussian_builder(name: str) -> Callable[..., dict]:
@@ -122,38 +126,40 @@ def _snr_matched(steps: int, family: str, event_shape=None, **options) -> dict:
 
 
 def _custom(steps: int, family: str, event_shape=None, **options) -> dict:
-    return build_custom(steps, family, event_shape=event_shape, **options)
+    fill_with = family_class(family).custom_fill
+    fill = get(fill_with).build_numpy(steps, event_shape=event_shape) if fill_with else None
+    return build_custom(steps, family, event_shape=event_shape, fill=fill, **options)
 
 
 SCHEDULES: dict[str, ScheduleInfo] = {
     s.name: s
     for s in (
         ScheduleInfo("linear", "DDPM linear: beta_t from 1e-4 to 0.02 (scaled by 1000/T), "
-                     "m = sqrt(abar), v = 1 - abar", ("gaussian",), _gaussian_builder("linear")),
+                     "m = sqrt(abar), v = 1 - abar", _gaussian_builder("linear")),
         ScheduleInfo("cosine", "DDPM cosine of Nichol & Dhariwal (s = 0.008, t/(T+1)), m = sqrt(abar), v = 1 - abar",
-                     ("gaussian",), _gaussian_builder("cosine"), ("plus_one",)),
+                     _gaussian_builder("cosine"), ("plus_one",)),
         ScheduleInfo("ss-linear", "star-shaped equivalent of linear (Theorem 2: SNR_t - SNR_{t+1})",
-                     ("gaussian",), _gaussian_builder("ss-linear")),
+                     _gaussian_builder("ss-linear")),
         ScheduleInfo("ss-cosine", "star-shaped equivalent of cosine (Theorem 2), the published SS-DDPM schedule",
-                     ("gaussian",), _gaussian_builder("ss-cosine"), ("plus_one",)),
+                     _gaussian_builder("ss-cosine"), ("plus_one",)),
         ScheduleInfo("beta-cosine", "Beta nu_t matched to ss-cosine by mutual information I(x0; x_t) "
-                     "(published, CIFAR-10)", ("beta",), _beta_cosine, ("x0_concentration", "cache")),
+                     "(published, CIFAR-10)", _beta_cosine, ("x0_concentration", "cache")),
         ScheduleInfo("dirichlet-exp", "Dirichlet nu_t exponential decay 2000 -> 1e-6 (published, ratio 1.25 at "
-                     "T = 64)", ("dirichlet",), _published(decays.dirichlet_exp, "dirichlet")),
+                     "T = 64)", _published(decays.dirichlet_exp)),
         ScheduleInfo("wishart-exp", "Wishart n_t exponential decay 20000 -> p + 3, xi_t = sqrt(linspace(1, 1e-8)) "
-                     "(published)", ("wishart",), _wishart),
+                     "(published)", _wishart),
         ScheduleInfo("vmf-spline", "vMF log10 kappa cubic spline 3 -> -3 (published, EOSDIS fires)",
-                     ("vmf",), _published(decays.vmf_spline_schedule, "vmf")),
+                     _published(decays.vmf_spline_schedule)),
         ScheduleInfo("categorical-d3pm", "categorical bar_beta_t matched to the D3PM cosine baseline "
-                     "(published, text8)", ("categorical",), _categorical_d3pm, ("cache",)),
+                     "(published, text8)", _categorical_d3pm, ("cache",)),
         ScheduleInfo("gamma-exp", "Gamma shape 1e4 -> 1 exponential decay, xi 0 -> 1 (the 1-D analogue of "
-                     "wishart-exp)", ("gamma",), _published(decays.gamma_exp, "gamma")),
+                     "wishart-exp)", _published(decays.gamma_exp)),
         ScheduleInfo("von-mises-exp", "von Mises kappa exponential decay 1000 -> 1e-3 (ratio 1.25 at T = 64)",
-                     ("von-mises",), _published(decays.von_mises_exp, "von-mises")),
+                     _published(decays.von_mises_exp)),
         ScheduleInfo("snr-matched", "any family: per-step bisection so its KL-SNR equals a Gaussian reference's "
-                     "SNR (cached)", None, _snr_matched, ("reference", "cache")),
+                     "SNR (cached)", _snr_matched, ("reference", "cache"), universal=True),
         ScheduleInfo("custom", "values given in the spec (list) or a .npy file, validated for the family",
-                     None, _custom, ("values", "file")),
+                     _custom, ("values", "file"), universal=True),
     )
 }
 
@@ -205,6 +211,4 @@ def gaussian_equivalent_snr(name: str, steps: int, **options) -> torch.Tensor:
         return torch.from_numpy(gaussian.gaussian_snr("ss-cosine", steps))
     family = options.get("family") or (info.applies_to[0] if info.applies_to else None)
     params = info.build_numpy(steps, **options)
-    if family == "gaussian":
-        return torch.from_numpy(params["mean"] ** 2 / params["var"])
     return torch.from_numpy(kl_snr(family, params, options.get("event_shape")))

@@ -9,10 +9,13 @@ from typing import Callable, Iterator
 import attrs
 
 from mstar_engine.data.catalog import DATASETS, expand_path
-from mstar_engine.domains import DOMAINS, family_accepts
+from mstar_engine.distill.stages import halving_problem, halvings
+from mstar_engine.families import REGISTRY, get
+from mstar_engine.families.base import ScheduleValueError
+from mstar_engine.families.domains import DOMAINS, family_accepts
 from mstar_engine.metrics.catalog import METRICS, data_mismatch, default_inception_path
+from mstar_engine.schedules.registry import build_for_spec
 from mstar_engine.spec.errors import Issue, Location
-from mstar_engine.spec.resolve import COORDINATEWISE, default_schedule
 from mstar_engine.spec.schema import Spec
 
 #: Gaussian DDPM-like schedules; every other named schedule is star-shaped (information in s_t).
@@ -49,14 +52,9 @@ class Checker:
         return self.issues
 
 
-def _family(spec: Spec):
-    from mstar_engine.families import get
-    return get(spec.process.family)
-
-
 def check_domain(c: Checker) -> None:
     spec, info = c.spec, DATASETS[c.spec.data.name]
-    fam = _family(spec)
+    fam = get(spec.process.family)
     data_domain = info.domain_for(spec.data.range)
     if data_domain == "any":  # a user's file: checked against the family's domain when loaded
         return
@@ -70,12 +68,10 @@ def check_domain(c: Checker) -> None:
 
 
 def check_schedule(c: Checker) -> None:
-    from mstar_engine.schedules import SCHEDULES
-    sched, proc = c.spec.process.schedule, c.spec.process
-    if sched.name not in ("auto", "custom") and proc.family not in SCHEDULES[sched.name].families:
-        fits = sorted(n for n, s in SCHEDULES.items() if proc.family in s.families)
-        c.add(("process", "schedule", "name"), f"schedule '{sched.name}' does not apply to the {proc.family} family",
-              f"use one of {', '.join(fits)}, or auto")
+    sched, proc, fam = c.spec.process.schedule, c.spec.process, get(c.spec.process.family)
+    if sched.name not in ("auto", "custom", "snr-matched") and sched.name not in fam.schedules:
+        c.add(("process", "schedule", "name"), f"schedule '{sched.name}' does not apply to the {fam.name} family",
+              f"use one of {', '.join(sorted((*fam.schedules, 'custom', 'snr-matched')))}, or auto")
     if sched.name == "custom":
         if (sched.values is None) == (sched.file is None):
             c.add(("process", "schedule", "name"), "a custom schedule needs exactly one of values or file",
@@ -84,7 +80,7 @@ def check_schedule(c: Checker) -> None:
             c.add(("process", "schedule", "values"), f"a custom schedule for steps = {proc.steps} needs "
                   f"{proc.steps} or {proc.steps + 1} values, got {len(sched.values)}")
         elif sched.values is not None and sched.file is None:
-            check_custom_values(c, sched.values)
+            check_custom(c, sched.values, None)
         if sched.file is not None:
             if not sched.file.endswith(".npy"):
                 c.add(("process", "schedule", "file"), f"'{sched.file}' is not a .npy file",
@@ -93,7 +89,7 @@ def check_schedule(c: Checker) -> None:
                 c.add(("process", "schedule", "file"), f"schedule file '{sched.file}' not found",
                       "give a path relative to the working directory", "environment")
             elif sched.values is None:
-                check_custom_file(c, sched.file)
+                check_custom(c, None, sched.file)
     else:
         for key in ("values", "file"):
             if getattr(sched, key) is not None:
@@ -104,39 +100,27 @@ def check_schedule(c: Checker) -> None:
               'set process.schedule.name = "snr-matched" or remove it')
 
 
-def _event_shape(spec: Spec) -> tuple[int, ...]:
-    return DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
-
-
-def check_custom_values(c: Checker, values: list[float]) -> None:
-    """The values of a custom schedule must lie in the family's range (the rules of
-    :mod:`mstar_engine.schedules.custom`, which would refuse them when the run starts)."""
-    from mstar_engine.schedules.custom import PRIMARY, ScheduleValueError, _params_of, build_custom
-    proc = c.spec.process
-    pseudo = len(values) == proc.steps + 1  # index 0 is the pseudo step t = 0
+def check_custom(c: Checker, values: list[float] | None, file: str | None) -> None:
+    """Custom schedule values (or a file that exists) must hold a valid schedule for this family and
+    steps: the rules of :mod:`mstar_engine.schedules.custom`, which would refuse them when the run starts."""
+    proc, fam, data = c.spec.process, get(c.spec.process.family), c.spec.data
+    pseudo = values is not None and len(values) == proc.steps + 1  # index 0 is the pseudo step t = 0
     try:
-        build_custom(proc.steps, proc.family, values=values, event_shape=_event_shape(c.spec))
-    except ScheduleValueError as exc:
-        index = exc.step if pseudo else exc.step - 1
-        primary = PRIMARY.get(proc.family, _params_of(proc.family)[0])
-        c.add(("process", "schedule", "values", index), f"value {values[index]:g} at index {index} (step t = "
-              f"{exc.step}) is out of range for the {proc.family} family's schedule",
-              f"every value ({primary}" + ("" if exc.name == primary else f", here {exc.name}") + f") must be "
-              f"{exc.rule}; index i is step t = {'i' if pseudo else 'i + 1'}")
+        build_for_spec("custom", proc.steps, proc.family, DATASETS[data.name].event_shape(data.dim, data.image_size),
+                       values=values, file=None if file is None else expand_path(file))
     except ValueError as exc:
-        c.add(("process", "schedule", "values"), str(exc).removeprefix("custom schedule: "))
-
-
-def check_custom_file(c: Checker, file: str) -> None:
-    """A custom schedule file that exists must hold a valid schedule for this family and steps."""
-    from mstar_engine.schedules.custom import build_custom
-    proc = c.spec.process
-    try:
-        build_custom(proc.steps, proc.family, file=expand_path(file), event_shape=_event_shape(c.spec))
-    except ValueError as exc:
-        c.add(("process", "schedule", "file"), f"'{file}': {str(exc).removeprefix('custom schedule: ')}",
-              "see the accepted forms in mstar_engine/schedules/custom.py (one value per step, in the family's "
-              "range)")
+        problem = str(exc).removeprefix("custom schedule: ")
+        if file is not None:
+            c.add(("process", "schedule", "file"), f"'{file}': {problem}", "see the accepted forms in "
+                  "mstar_engine/schedules/custom.py (one value per step, in the family's range)")
+        elif isinstance(exc, ScheduleValueError):
+            index, primary = exc.step if pseudo else exc.step - 1, fam.custom_primary or fam.schedule_params[0]
+            c.add(("process", "schedule", "values", index), f"value {values[index]:g} at index {index} (step t = "
+                  f"{exc.step}) is out of range for the {fam.name} family's schedule",
+                  f"every value ({primary}" + ("" if exc.name == primary else f", here {exc.name}") + f") must be "
+                  f"{exc.rule}; index i is step t = {'i' if pseudo else 'i + 1'}")
+        else:
+            c.add(("process", "schedule", "values"), problem)
 
 
 def check_coupling(c: Checker) -> None:
@@ -150,7 +134,7 @@ def check_coupling(c: Checker) -> None:
     if c.is_set("process", "coupling", "lr") and coupling.kind != "learned":
         c.add(("process", "coupling", "lr"), "lr is only used by the learned coupling",
               'set process.coupling.kind = "learned" or remove it')
-    name = proc.schedule.name if proc.schedule.name != "auto" else default_schedule(proc.family, coupling.kind)
+    name = proc.schedule.name if proc.schedule.name != "auto" else get(proc.family).default_schedule(coupling.kind)
     star_schedule = name not in MARKOV_SCHEDULES
     if coupling.kind == "deterministic" and proc.inputs == "state" and star_schedule:
         c.add(("process", "inputs"), "a deterministic coupling with a star-shaped schedule and the state input alone "
@@ -159,8 +143,8 @@ def check_coupling(c: Checker) -> None:
     if coupling.kind != "independent" and proc.inputs == "tail":
         c.add(("process", "inputs"), "under a coupling with rho > 0 the tail statistic alone is not sufficient",
               'use inputs = "tail+state" (the default for coupled processes)', "warning")
-    if proc.loss == "eps-mse" and proc.family != "gaussian":
-        c.add(("process", "loss"), f"eps-mse is the Gaussian noise-prediction loss; the {proc.family} family "
+    if proc.loss == "eps-mse" and not get(proc.family).predicts_noise:
+        c.add(("process", "loss"), f"eps-mse is the Gaussian noise-prediction loss; the {get(proc.family).name} family "
               "predicts x0", 'use loss = "kl", "kl-rescaled" or "x0-mse"')
 
 
@@ -299,9 +283,10 @@ def check_distill(c: Checker) -> None:
               "(BENCHMARKS.md, progressive distillation)",
               'to distil, train with process.inputs = "state" and process.coupling.kind = "ddpm" (the student then '
               'follows the deterministic teacher)', "warning")
-    if d.target == "landing" and (c.spec.process.family not in COORDINATEWISE or inputs != "state"):
+    if d.target == "landing" and (not get(c.spec.process.family).coordinatewise or inputs != "state"):
+        fits = ", ".join(n for n, cls in sorted(REGISTRY.items()) if cls.coordinatewise)
         c.add(("distill", "target"), "the landing target needs process.inputs = \"state\" and a family whose noise "
-              f"maps act coordinate by coordinate ({', '.join(COORDINATEWISE)})", 'use target = "teacher" or "auto"')
+              f"maps act coordinate by coordinate ({fits})", 'use target = "teacher" or "auto"')
     if d.to is not None:
         problem = halving_problem(steps, d.to)
         if problem:
@@ -320,23 +305,6 @@ def check_distill(c: Checker) -> None:
         previous = n
 
 
-def halvings(steps: int) -> list[int]:
-    out, n = [], steps
-    while n % 2 == 0 and n > 1:
-        n //= 2
-        out.append(n)
-    return out
-
-
-def halving_problem(steps: int, to: int) -> str:
-    """Empty if ``to`` is ``steps`` divided by a power of two (at least once), else why not."""
-    if to >= steps:
-        return f"distilling to {to} steps needs fewer than process.steps = {steps}"
-    if to not in halvings(steps):
-        return f"{to} does not divide process.steps = {steps} by a power of two"
-    return ""
-
-
 def check_eval(c: Checker) -> None:
     ev, info = c.spec.eval, DATASETS[c.spec.data.name]
     if c.spec.train.eval_every is not None and not ev.metrics:
@@ -347,7 +315,7 @@ def check_eval(c: Checker) -> None:
         mismatch = data_mismatch(name, info.name, info.is_image)
         if mismatch:
             c.add(("eval", "metrics", i), *mismatch)
-        if name == "knn-kl" and info.domain == "categorical":
+        if name == "knn-kl" and info.domain in DOMAINS and DOMAINS[info.domain].discrete:
             c.add(("eval", "metrics", i), "knn-kl needs continuous data: categorical samples repeat exactly, so "
                   "nearest-neighbour distances are zero and the estimate is meaningless", "use mmd or energy")
         if metric.needs_labels and info.num_classes == 0:

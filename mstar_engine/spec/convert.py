@@ -14,6 +14,9 @@ from typing import Any
 
 import attrs
 
+from mstar_engine.data.catalog import DATASETS
+from mstar_engine.families import REGISTRY, get
+from mstar_engine.families.domains import DOMAINS, family_accepts
 from mstar_engine.spec.errors import Issue, Location, did_you_mean, format_path
 from mstar_engine.spec.fields import INT_MAX, INT_MAX_WHY
 
@@ -186,6 +189,14 @@ class Converter:
         names = list(choices() if callable(choices) else choices)
         if raw in names:
             return True
+        if path == ("process", "family") and isinstance(raw, str):  # a plug-in: entry point or import path
+            try:
+                return get(raw) is not None
+            except ValueError as exc:
+                self.error(path, str(exc), "name a family of mstar list families, or 'package.module:Class'")
+                return False
+            except KeyError:
+                pass
         hint = did_you_mean(raw, names)
         self.error(path, f"unknown value '{raw}': expected one of {', '.join(repr(n) for n in names)}", hint)
         return False
@@ -295,9 +306,6 @@ def _table(document: dict, name: str) -> dict:
 
 
 def _family_for_data(document: dict, names: list[str], listed: str) -> tuple[str, str]:
-    from mstar_engine.data.catalog import DATASETS
-    from mstar_engine.domains import DOMAINS, family_accepts
-    from mstar_engine.families import REGISTRY
     data = _table(document, "data")
     info = DATASETS.get(data.get("name")) if isinstance(data.get("name"), str) else None
     data_range = data.get("range") if data.get("range") in ("symmetric", "unit") else "symmetric"
@@ -316,9 +324,6 @@ def _family_for_data(document: dict, names: list[str], listed: str) -> tuple[str
 
 
 def _data_for_family(document: dict, names: list[str], listed: str) -> tuple[str, str]:
-    from mstar_engine.data.catalog import DATASETS
-    from mstar_engine.domains import DOMAINS
-    from mstar_engine.families import REGISTRY
     family = _table(document, "process").get("family")
     cls = REGISTRY.get(family) if isinstance(family, str) else None
     if cls is None:

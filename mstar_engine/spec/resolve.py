@@ -8,39 +8,15 @@ from __future__ import annotations
 import attrs
 
 from mstar_engine.data.catalog import DATASETS
+from mstar_engine.families import get
 from mstar_engine.spec.schema import Spec
-
-#: The published schedule of each family (MATH.md §4; constants in the reference notes §3).
-DEFAULT_SCHEDULE = {
-    "beta": "beta-cosine",
-    "dirichlet": "dirichlet-exp",
-    "wishart": "wishart-exp",
-    "vmf": "vmf-spline",
-    "categorical": "categorical-d3pm",
-    "gamma": "gamma-exp",
-    "von-mises": "von-mises-exp",
-}
-
-
-#: Families whose noise maps act coordinate by coordinate (``Family.coordinatewise``): the
-#: distillation landing target exists for them (a test keeps this list equal to the registry's).
-COORDINATEWISE = ("gaussian", "beta", "gamma", "von-mises")
-
-
-def default_schedule(family: str, coupling: str) -> str:
-    """Gaussian: the star-shaped equivalent of the cosine DDPM for the independent (star-shaped)
-    coupling, the cosine DDPM schedule itself for coupled processes. Other families: the
-    published schedule, or snr-matched for families registered without one."""
-    if family == "gaussian":
-        return "ss-cosine" if coupling == "independent" else "cosine"
-    return DEFAULT_SCHEDULE.get(family, "snr-matched")
 
 
 def resolve(spec: Spec) -> Spec:
     proc, info = spec.process, DATASETS[spec.data.name]
     schedule = proc.schedule
     if schedule.name == "auto":
-        schedule = attrs.evolve(schedule, name=default_schedule(proc.family, proc.coupling.kind))
+        schedule = attrs.evolve(schedule, name=get(proc.family).default_schedule(proc.coupling.kind))
     inputs = proc.inputs
     if inputs == "auto":
         inputs = "tail" if proc.coupling.kind == "independent" else "tail+state"
@@ -63,7 +39,7 @@ def resolve(spec: Spec) -> Spec:
         if distill.coupling == "auto":
             distill = attrs.evolve(distill, coupling="deterministic" if inputs == "state" else "model")
         if distill.target == "auto":
-            landing = proc.family in COORDINATEWISE and inputs == "state"
+            landing = get(proc.family).coordinatewise and inputs == "state"
             distill = attrs.evolve(distill, target="landing" if landing else "teacher")
 
     sample = spec.sample

@@ -18,6 +18,7 @@ from mstar_engine.data.splits import holdout_split
 from mstar_engine.data.synthetic import make_synthetic
 from mstar_engine.families import REGISTRY, DomainError
 from mstar_engine.spec.schema import Data
+from tests.families.fixtures import toy
 
 
 def _data(name: str, **kw) -> Data:
@@ -256,7 +257,7 @@ def test_skye():
     loaded = load_dataset(_data("skye", holdout=0.2), seed=1)
     assert loaded.domain == "simplex" and loaded.event_shape == (3,)
     assert loaded.num_train + loaded.num_held_out == 23 and loaded.num_held_out == round(23 * 0.2)
-    check_for_family(loaded, REGISTRY["dirichlet"].toy())
+    check_for_family(loaded, toy(REGISTRY["dirichlet"]))
 
 
 def test_offline_dim_cannot_be_changed():

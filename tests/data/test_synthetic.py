@@ -23,6 +23,7 @@ from mstar_engine.data.synthetic import (
     mixture_mean,
 )
 from mstar_engine.families import REGISTRY, DomainError
+from tests.families.fixtures import toy
 
 FAMILY_OF = {
     "gaussian-mixture": "gaussian",
@@ -60,8 +61,8 @@ SHAPES = [
 def family_for(name: str, event_shape: tuple[int, ...]):
     """The dataset's family, built from its ``toy()`` schedule with the dataset's event shape."""
     cls = REGISTRY[FAMILY_OF[name]]
-    toy = cls.toy()
-    return cls(event_shape, **{k: getattr(toy, k) for k in cls.schedule_params})
+    small = toy(cls)
+    return cls(event_shape, **{k: getattr(small, k) for k in cls.schedule_params})
 
 
 def test_every_synthetic_catalog_entry_is_covered():

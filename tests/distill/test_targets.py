@@ -24,6 +24,7 @@ from mstar_engine.app.model import build_denoiser
 from mstar_engine.sampling import sample, step_grid
 from mstar_engine.spec import load_spec_text
 from mstar_engine.spec.resolve import resolve
+from tests.families.fixtures import toy, toy_data
 
 
 class ToyTeacher(torch.nn.Module):
@@ -48,7 +49,7 @@ def _mv(fam: Gaussian, t):
 
 
 def test_landing_target_is_salimans_ho_ddim_target():
-    fam, T, L = Gaussian.toy(steps=16), 16, 2          # teacher 8 evaluations, student 4
+    fam, T, L = toy(Gaussian, steps=16), 16, 2          # teacher 8 evaluations, student 4
     g = torch.Generator().manual_seed(0)
     n = 64
     t_a = torch.tensor(step_grid(T, 4)).repeat(n // 4)
@@ -74,7 +75,7 @@ def test_landing_target_is_salimans_ho_ddim_target():
 
 def test_landing_target_lands_where_the_teacher_lands_with_shared_noise():
     """ρ < 1: with the same ε per step, one student block from x̃ lands on the teacher's x_c."""
-    fam, T, L = Gaussian.toy(steps=16), 16, 4          # teacher 4 evaluations, student 2: t_a = 16 or 8
+    fam, T, L = toy(Gaussian, steps=16), 16, 4          # teacher 4 evaluations, student 2: t_a = 16 or 8
     rho = torch.linspace(0.2, 0.9, T + 1, dtype=torch.float64)
     n = 32
     t_a = torch.tensor([16, 8]).repeat(n // 2)
@@ -109,7 +110,7 @@ def test_teacher_target_is_the_samplers_second_prediction(rho_value):
     """At t_a = T the target equals the x̂0 that ``sample`` evaluates at T − L, both drawing from
     one generator stream (prior, then the first segment's steps): training targets and the
     sampler run the same block rule."""
-    fam, T, L = Dirichlet.toy(steps=16), 16, 2
+    fam, T, L = toy(Dirichlet, steps=16), 16, 2
     rho = torch.full((T + 1,), rho_value, dtype=torch.float64)
     teacher = ToySimplexTeacher()
     n = 50
@@ -178,7 +179,7 @@ def test_one_stage_lowers_the_target_error(name, tmp_path):
     student.load_state_dict(teacher.state_dict())
     fam, T = process.family, process.family.steps
     rho = torch.ones(T + 1, dtype=torch.float64) if d.coupling == "deterministic" else process.rho()
-    x0 = fam.toy_data(256, torch.Generator().manual_seed(5))
+    x0 = toy_data(fam, 256, torch.Generator().manual_seed(5))
     x_a, s_a, t_a = stage_inputs(process, x0, torch.tensor(step_grid(T, 8)), torch.Generator().manual_seed(6))
 
     def error() -> float:
@@ -189,7 +190,7 @@ def test_one_stage_lowers_the_target_error(name, tmp_path):
 
     def batches(start):
         while True:
-            yield fam.toy_data(64, torch.Generator().manual_seed(start + 11))
+            yield toy_data(fam, 64, torch.Generator().manual_seed(start + 11))
 
     distill_stage(process, teacher, student, batches, Recipe.of(d), Stage(T, 8, tmp_path / "distill-8", 0), rho,
                   log=lambda _: None)
@@ -197,22 +198,16 @@ def test_one_stage_lowers_the_target_error(name, tmp_path):
     assert after < 0.5 * before, (before, after)
 
 
-def test_coordinatewise_list_matches_the_families():
-    from mstar_engine.families import REGISTRY
-    from mstar_engine.spec.resolve import COORDINATEWISE
-    assert set(COORDINATEWISE) == {name for name, cls in REGISTRY.items() if cls.coordinatewise}
-
-
 @pytest.mark.parametrize("family_name", ["beta", "gamma", "von-mises"])
 def test_newton_landing_target_lands_where_the_teacher_lands(family_name):
     """ρ = 1: a block with one prediction keeps ξ, so it lands at from_noise(to_noise(x_a, x̃, t_a),
     x̃, t_c) (written out here with the family's maps); the solved x̃ lands on the teacher's x_c."""
     from mstar_engine.families import get
-    fam, T, L = get(family_name).toy(steps=16), 16, 2
+    fam, T, L = toy(get(family_name), steps=16), 16, 2
     rho = torch.ones(T + 1, dtype=torch.float64)
     n = 40
     g = torch.Generator().manual_seed(8)
-    x0 = fam.toy_data(n, g)
+    x0 = toy_data(fam, n, g)
     t_a = torch.tensor(step_grid(T, 4)).repeat(n // 4)
     x_a = fam.sample(x0, t_a, g)
     s_a = torch.zeros_like(fam.stat(x_a, t_a))
@@ -248,11 +243,11 @@ def test_circle_differences_wrap_so_targets_across_pi_are_close():
     """On the circle, π − 0.01 and −π + 0.01 are 0.02 apart: the landing solver and the
     distillation loss measure differences with the family's wrapped difference."""
     from mstar_engine.families import get
-    fam = get("von-mises").toy(steps=4)
+    fam = toy(get("von-mises"), steps=4)
     a = torch.tensor([[math.pi - 0.01]], dtype=torch.float64)
     b = torch.tensor([[-math.pi + 0.01]], dtype=torch.float64)
     torch.testing.assert_close(fam.difference(a, b), torch.tensor([[-0.02]], dtype=torch.float64))
     torch.testing.assert_close(fam.project(torch.tensor([3 * math.pi / 2], dtype=torch.float64)),
                                torch.tensor([-math.pi / 2], dtype=torch.float64))
-    beta = get("beta").toy(steps=4)
+    beta = toy(get("beta"), steps=4)
     assert float(beta.project(torch.tensor([1.5], dtype=torch.float64))) < 1.0

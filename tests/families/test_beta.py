@@ -7,6 +7,7 @@ from scipy import integrate, stats
 
 from mstar_engine.families.base import DomainError
 from mstar_engine.families.beta import Beta
+from tests.families.fixtures import toy
 
 F64 = torch.float64
 NUS = [1e-3, 0.37, 1.0, 126.0, 1e4]
@@ -121,7 +122,7 @@ def test_sharp_marginal_concentrates_at_x0():
 
 
 def test_prior_is_uniform_and_head_is_sigmoid():
-    fam = Beta.toy()
+    fam = toy(Beta)
     p = fam.prior_sample(4000, torch.Generator().manual_seed(4), dtype=F64)
     assert stats.kstest(p.reshape(-1).numpy(), "uniform").pvalue > 1e-3
     raw = torch.tensor([[-3.0, 0.0, 2.0], [-800.0, 0.0, 800.0]], dtype=F64)

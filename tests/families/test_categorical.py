@@ -12,6 +12,7 @@ from scipy import special, stats
 from mstar_engine.families.base import DomainError
 from mstar_engine.families.categorical import Categorical
 from mstar_engine.process.kernel import coupled_step
+from tests.families.fixtures import out_of_domain, toy, toy_data
 
 F64 = torch.float64
 
@@ -42,7 +43,7 @@ def test_sampling_round_trip_and_normal_noise(bar_beta):
     fam = Categorical((4, 4), bar_beta=torch.tensor([bar_beta, bar_beta], dtype=F64))
     g = torch.Generator().manual_seed(0)
     n = 5000
-    x0 = fam.toy_data(n, g)
+    x0 = toy_data(fam, n, g)
     x = fam.sample(x0, 1, g)
     fam.check_domain(x)
     # class offsets (x − x0) mod K: the true class with 1 − β̄ + β̄/K, each other one with β̄/K
@@ -60,10 +61,10 @@ def test_sampling_round_trip_and_normal_noise(bar_beta):
 
 
 def test_kernel_preserves_marginal():
-    fam = Categorical.toy()
+    fam = toy(Categorical)
     g = torch.Generator().manual_seed(1)
     n = 6000
-    x0 = fam.toy_data(1, g).expand(n, 3, 4)
+    x0 = toy_data(fam, 1, g).expand(n, 3, 4)
     for t in (2, 6):
         x_t = fam.sample(x0, t, g)
         p = probs(fam, x0[:1], t - 1)[0]
@@ -74,9 +75,9 @@ def test_kernel_preserves_marginal():
 
 
 def test_kl_is_exact_for_probability_vectors():
-    fam = Categorical.toy()
+    fam = toy(Categorical)
     g = torch.Generator().manual_seed(2)
-    x0 = fam.toy_data(5, g)
+    x0 = toy_data(fam, 5, g)
     x0_hat = fam.head(3 * torch.randn(5, 3, 4, generator=g, dtype=F64))
     for t in range(fam.steps + 1):
         p, p_hat = probs(fam, x0, t), probs(fam, x0_hat, t)
@@ -121,9 +122,9 @@ def test_identity_pseudo_step_gives_cross_entropy_and_finite_stat():
 
 def test_softmax_of_tail_statistic_is_the_brute_force_posterior():
     """softmax(s_t) = q(x0 | x_{t:T}) under a uniform prior (SS-DDPM eq. 116), by enumeration."""
-    fam = Categorical.toy()
+    fam = toy(Categorical)
     g = torch.Generator().manual_seed(3)
-    x0 = fam.toy_data(2, g)
+    x0 = toy_data(fam, 2, g)
     t0 = 3
     xs = {t: fam.sample(x0, t, g) for t in range(t0, fam.steps + 1)}
     s = sum(fam.stat(xs[t], t) for t in xs)
@@ -135,9 +136,9 @@ def test_softmax_of_tail_statistic_is_the_brute_force_posterior():
 
 
 def test_exponential_family_identity():
-    fam = Categorical.toy()
+    fam = toy(Categorical)
     g = torch.Generator().manual_seed(4)
-    x0, x = fam.toy_data(6, g), fam.toy_data(6, g)
+    x0, x = toy_data(fam, 6, g), toy_data(fam, 6, g)
     for t in range(fam.steps + 1):
         lhs = fam.log_prob(x, x0, t)
         rhs = (fam.features(x0) * fam.stat(x, t)).sum((1, 2)) - fam.log_normalizer(x0, t)
@@ -145,15 +146,15 @@ def test_exponential_family_identity():
 
 
 def test_head_prior_domain():
-    fam = Categorical.toy(dtype=torch.float32)
+    fam = toy(Categorical, dtype=torch.float32)
     raw = torch.tensor([[[50.0, -50.0, 0.0, 0.0]] * 3, [[-50.0] * 4] * 3])
     out = fam.head(raw)
     fam.check_domain(out, "head output")
     fam.check_domain(fam.prior_sample(8, torch.Generator().manual_seed(0)))
     with pytest.raises(DomainError, match="sum to 1|lie in"):
-        fam.check_domain(fam.out_of_domain_example()[:1])
+        fam.check_domain(out_of_domain(fam)[:1])
     with pytest.raises(DomainError, match="lie in"):
-        fam.check_domain(fam.out_of_domain_example()[1:])
+        fam.check_domain(out_of_domain(fam)[1:])
     with pytest.raises(DomainError, match="trailing shape"):
         fam.check_domain(torch.zeros(2, 3, 5))
     with pytest.raises(ValueError, match="bar_beta"):

@@ -7,6 +7,7 @@ from scipy import integrate, stats
 
 from mstar_engine.families.base import DomainError
 from mstar_engine.families.gamma import Gamma
+from tests.families.fixtures import toy
 
 F64 = torch.float64
 SHAPES = [1e-3, 0.1, 1.0, 40.0, 1e4]
@@ -109,7 +110,7 @@ def test_mean_moves_from_x0_to_one():
 
 
 def test_prior_is_q_T_at_one():
-    fam = Gamma.toy()
+    fam = toy(Gamma)
     p = fam.prior_sample(4000, torch.Generator().manual_seed(5), dtype=F64)
     a = fam.shape[-1].item()
     assert stats.kstest(p.reshape(-1).numpy(), stats.gamma(a, scale=1 / a).cdf).pvalue > 1e-3
@@ -128,7 +129,7 @@ def test_kl_rescaled_head_stat():
 
 
 def test_check_domain_and_schedule_validation():
-    fam = Gamma.toy()
+    fam = toy(Gamma)
     for bad in ([[1.0, 0.0]], [[1.0, -2.0]], [[np.inf, 1.0]]):
         with pytest.raises(DomainError, match="gamma"):
             fam.check_domain(torch.tensor(bad, dtype=F64))

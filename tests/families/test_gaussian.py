@@ -17,6 +17,7 @@ from mstar_engine.families.gaussian import (
 )
 from mstar_engine.families.base import DomainError
 from mstar_engine.process.kernel import coupled_step
+from tests.families.fixtures import out_of_domain, toy, toy_data
 
 F64 = torch.float64
 
@@ -29,9 +30,9 @@ def ddpm_family(steps: int = 10, event=(4,)) -> tuple[Gaussian, torch.Tensor]:
 
 
 def test_log_prob_matches_scipy():
-    fam = Gaussian.toy()
+    fam = toy(Gaussian)
     g = torch.Generator().manual_seed(0)
-    x0 = fam.toy_data(6, g)
+    x0 = toy_data(fam, 6, g)
     t = torch.arange(6) + 1
     x = fam.sample(x0, t, g)
     m, v = fam.mean[t][:, None].numpy(), fam.var[t][:, None].numpy()
@@ -40,9 +41,9 @@ def test_log_prob_matches_scipy():
 
 
 def test_exponential_family_identity_and_kl():
-    fam = Gaussian.toy()
+    fam = toy(Gaussian)
     g = torch.Generator().manual_seed(1)
-    x0, x0b = fam.toy_data(5, g), fam.toy_data(5, g)
+    x0, x0b = toy_data(fam, 5, g), toy_data(fam, 5, g)
     x = torch.randn(5, 3, generator=g, dtype=F64)
     for t in range(fam.steps + 1):
         c_a = fam.log_prob(x, x0, t) - ((fam.features(x0) * fam.stat(x, t)).sum(1) - fam.log_normalizer(x0, t))
@@ -58,9 +59,9 @@ def test_exponential_family_identity_and_kl():
 
 
 def test_noise_map_is_exact_inverse():
-    fam = Gaussian.toy()
+    fam = toy(Gaussian)
     g = torch.Generator().manual_seed(2)
-    x0 = fam.toy_data(4000, g)
+    x0 = toy_data(fam, 4000, g)
     t = torch.randint(0, fam.steps + 1, (4000,), generator=g)
     x = fam.sample(x0, t, g)
     xi = fam.to_noise(x, x0, t)
@@ -147,13 +148,13 @@ def test_star_shaped_equivalent_tail_statistic_is_ddpm_state():
 
 
 def test_head_prior_domain():
-    fam = Gaussian.toy(dtype=torch.float32)
+    fam = toy(Gaussian, dtype=torch.float32)
     raw = torch.randn(5, 3)
     assert torch.equal(fam.head(raw), raw)
     assert fam.prior_sample(7, dtype=torch.float32).shape == (7, 3)
     fam.check_domain(raw)
     with pytest.raises(DomainError, match="NaN or infinite"):
-        fam.check_domain(fam.out_of_domain_example())
+        fam.check_domain(out_of_domain(fam))
     with pytest.raises(DomainError, match="trailing shape"):
         fam.check_domain(torch.zeros(2, 4))
     with pytest.raises(ValueError, match="var"):
@@ -161,7 +162,7 @@ def test_head_prior_domain():
 
 
 def test_float32_inputs_keep_dtype():
-    fam = Gaussian.toy()
+    fam = toy(Gaussian)
     x0 = torch.randn(4, 3)
     x = fam.sample(x0, 3)
     assert x.dtype == torch.float32

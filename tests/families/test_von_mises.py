@@ -11,6 +11,7 @@ from scipy import integrate, special, stats
 from mstar_engine.families.base import DomainError
 from mstar_engine.families.von_mises import VonMises, wrap_angle
 from mstar_engine.process.kernel import coupled_step
+from tests.families.fixtures import out_of_domain, toy, toy_data
 
 F64 = torch.float64
 KAPPAS = [1e-4, 0.05, 1.0, 8.0, 60.0, 1e3, 1e5]
@@ -23,7 +24,7 @@ def family(d: int = 2) -> VonMises:
 def test_log_prob_matches_scipy():
     fam = family(3)
     g = torch.Generator().manual_seed(0)
-    x0, x = fam.toy_data(5, g), fam.toy_data(5, g)
+    x0, x = toy_data(fam, 5, g), toy_data(fam, 5, g)
     for t, k in enumerate(KAPPAS):
         ref = stats.vonmises(k, loc=x0.numpy()).logpdf(x.numpy()).sum(1)
         np.testing.assert_allclose(fam.log_prob(x, x0, t).numpy(), ref, rtol=1e-11, atol=1e-11)
@@ -66,7 +67,7 @@ def test_samples_match_scipy_and_round_trip():
     fam = family(2)
     g = torch.Generator().manual_seed(1)
     n = 3000
-    x0 = fam.toy_data(n, g)
+    x0 = toy_data(fam, n, g)
     for t, k in enumerate(KAPPAS):
         x = fam.sample(x0, t, g)
         fam.check_domain(x)
@@ -94,10 +95,10 @@ def test_round_trip_across_the_wrap_and_far_tails():
 
 
 def test_kernel_preserves_marginal():
-    fam = VonMises.toy()
+    fam = toy(VonMises)
     g = torch.Generator().manual_seed(2)
     n = 4000
-    x0 = fam.toy_data(n, g)
+    x0 = toy_data(fam, n, g)
     t = 5
     x_t = fam.sample(x0, t, g)
     direct = wrap_angle(fam.sample(x0, t - 1, g) - x0).flatten().numpy()
@@ -107,9 +108,9 @@ def test_kernel_preserves_marginal():
 
 
 def test_kl_closed_form_and_monte_carlo():
-    fam = VonMises.toy(dim=2)
+    fam = toy(VonMises, dim=2)
     g = torch.Generator().manual_seed(3)
-    x0, x0_hat = fam.toy_data(1, g), fam.toy_data(1, g)
+    x0, x0_hat = toy_data(fam, 1, g), toy_data(fam, 1, g)
     n = 20000
     for t in (2, 4, 7):
         k = float(fam.kappa[t])
@@ -123,9 +124,9 @@ def test_kl_closed_form_and_monte_carlo():
 
 
 def test_exponential_family_identity():
-    fam = VonMises.toy(dim=3)
+    fam = toy(VonMises, dim=3)
     g = torch.Generator().manual_seed(4)
-    x0, x0b, x = fam.toy_data(4, g), fam.toy_data(4, g), fam.toy_data(4, g)
+    x0, x0b, x = toy_data(fam, 4, g), toy_data(fam, 4, g), toy_data(fam, 4, g)
     assert fam.stat(x, 2).shape == (4, 3, 2) == fam.features(x0).shape
     for t in range(fam.steps + 1):
         rest_a = fam.log_prob(x, x0, t) - ((fam.features(x0) * fam.stat(x, t)).sum((1, 2)) - fam.log_normalizer(x0, t))
@@ -134,7 +135,7 @@ def test_exponential_family_identity():
 
 
 def test_head_prior_domain():
-    fam = VonMises.toy(dim=2, dtype=torch.float32)
+    fam = toy(VonMises, dim=2, dtype=torch.float32)
     raw = torch.tensor([[[-1.0, 0.0], [-1.0, -0.0]], [[50.0, -50.0], [0.0, 0.0]]])
     out = fam.head(raw)
     assert out.shape == (2, 2)
@@ -144,6 +145,6 @@ def test_head_prior_domain():
     fam.check_domain(prior)
     assert stats.kstest(prior.flatten().numpy(), stats.uniform(-math.pi, 2 * math.pi).cdf).pvalue > 1e-3
     with pytest.raises(DomainError, match=r"outside \[−π, π\)"):
-        fam.check_domain(fam.out_of_domain_example())
+        fam.check_domain(out_of_domain(fam))
     with pytest.raises(ValueError, match="kappa"):
         VonMises((2,), kappa=torch.tensor([1.0, 0.0], dtype=F64))

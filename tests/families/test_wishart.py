@@ -11,6 +11,7 @@ from scipy import stats
 from mstar_engine.families.base import DomainError
 from mstar_engine.families.wishart import Wishart
 from mstar_engine.process.kernel import coupled_step
+from tests.families.fixtures import out_of_domain, toy, toy_data
 
 F64 = torch.float64
 
@@ -24,10 +25,10 @@ def scale_matrix(fam: Wishart, x0: torch.Tensor, t: int) -> np.ndarray:
 
 @pytest.mark.parametrize("p", [2, 3, 5])
 def test_log_prob_matches_scipy(p):
-    fam = Wishart.toy(p=p)
+    fam = toy(Wishart, p=p)
     g = torch.Generator().manual_seed(p)
-    x0 = fam.toy_data(1, g)
-    x = fam.toy_data(4, g)
+    x0 = toy_data(fam, 1, g)
+    x = toy_data(fam, 4, g)
     for t in (0, 3, 8):
         ref = stats.wishart(df=float(fam.df[t]), scale=scale_matrix(fam, x0[0], t)).logpdf(np.moveaxis(x.numpy(), 0, -1))
         np.testing.assert_allclose(fam.log_prob(x, x0.expand(4, p, p), t).numpy(), ref, rtol=1e-11)
@@ -36,10 +37,10 @@ def test_log_prob_matches_scipy(p):
 @pytest.mark.parametrize("p", [2, 3, 5])
 def test_bartlett_round_trip(p):
     """to_noise ∘ from_noise and from_noise ∘ to_noise are identities, noise tails included."""
-    fam = Wishart.toy(p=p)
+    fam = toy(Wishart, p=p)
     g = torch.Generator().manual_seed(10 + p)
     n = 400
-    x0 = fam.toy_data(n, g)
+    x0 = toy_data(fam, n, g)
     t = torch.randint(0, fam.steps + 1, (n,), generator=g)
     xi = torch.randn(n, p * (p + 1) // 2, generator=g, dtype=F64)
     xi[:8] *= 4.0  # tails of the chi-square diagonal
@@ -52,10 +53,10 @@ def test_bartlett_round_trip(p):
 
 @pytest.mark.parametrize("p", [2, 3])
 def test_samples_match_scipy_and_noise_is_normal(p):
-    fam = Wishart.toy(p=p)
+    fam = toy(Wishart, p=p)
     g = torch.Generator().manual_seed(20 + p)
     n = 3000
-    x0 = fam.toy_data(1, g)
+    x0 = toy_data(fam, 1, g)
     for t in (1, 5, 8):
         x = fam.sample(x0.expand(n, p, p), t, g)
         ref = stats.wishart(df=float(fam.df[t]), scale=scale_matrix(fam, x0[0], t)).rvs(n, random_state=t)
@@ -66,9 +67,9 @@ def test_samples_match_scipy_and_noise_is_normal(p):
 
 
 def test_mean_moves_from_x0_to_identity():
-    fam = Wishart.toy(p=3)
+    fam = toy(Wishart, p=3)
     g = torch.Generator().manual_seed(30)
-    x0 = fam.toy_data(1, g)
+    x0 = toy_data(fam, 1, g)
     n = 4000
     x = fam.sample(x0.expand(n, 3, 3), 0, g)  # ξ_0 = 1: E X = X0
     se = x.std(0) / math.sqrt(n)
@@ -81,10 +82,10 @@ def test_mean_moves_from_x0_to_identity():
 
 
 def test_kernel_preserves_marginal():
-    fam = Wishart.toy(p=2)
+    fam = toy(Wishart, p=2)
     g = torch.Generator().manual_seed(40)
     n = 3000
-    x0 = fam.toy_data(1, g).expand(n, 2, 2)
+    x0 = toy_data(fam, 1, g).expand(n, 2, 2)
     t = 5
     x_t = fam.sample(x0, t, g)
     direct = fam.sample(x0, t - 1, g)
@@ -96,9 +97,9 @@ def test_kernel_preserves_marginal():
 
 @pytest.mark.parametrize("p", [2, 4])
 def test_kl_closed_form_and_monte_carlo(p):
-    fam = Wishart.toy(p=p)
+    fam = toy(Wishart, p=p)
     g = torch.Generator().manual_seed(50 + p)
-    x0, x0_hat = fam.toy_data(1, g), fam.toy_data(1, g)
+    x0, x0_hat = toy_data(fam, 1, g), toy_data(fam, 1, g)
     n = 8000
     for t in (2, 5, 8):
         nt = float(fam.df[t])
@@ -114,9 +115,9 @@ def test_kl_closed_form_and_monte_carlo(p):
 
 
 def test_exponential_family_identity():
-    fam = Wishart.toy(p=3)
+    fam = toy(Wishart, p=3)
     g = torch.Generator().manual_seed(60)
-    x0, x0b, x = fam.toy_data(4, g), fam.toy_data(4, g), fam.toy_data(4, g)
+    x0, x0b, x = toy_data(fam, 4, g), toy_data(fam, 4, g), toy_data(fam, 4, g)
     for t in range(fam.steps + 1):
         rest_a = fam.log_prob(x, x0, t) - ((fam.features(x0) * fam.stat(x, t)).sum((1, 2)) - fam.log_normalizer(x0, t))
         rest_b = fam.log_prob(x, x0b, t) - ((fam.features(x0b) * fam.stat(x, t)).sum((1, 2)) - fam.log_normalizer(x0b, t))
@@ -124,7 +125,7 @@ def test_exponential_family_identity():
 
 
 def test_far_tail_state_gives_finite_noise():
-    fam = Wishart.toy(p=2)
+    fam = toy(Wishart, p=2)
     x0 = torch.eye(2, dtype=F64)[None]
     x = torch.tensor([[[1e-3, 0.0], [0.0, 50.0]]], dtype=F64)  # far from q_0(· | I) (n_0 = 500)
     xi = fam.to_noise(x, x0, 0)
@@ -132,7 +133,7 @@ def test_far_tail_state_gives_finite_noise():
 
 
 def test_head_prior_domain_and_schedule_checks():
-    fam = Wishart.toy(p=3, dtype=torch.float32)
+    fam = toy(Wishart, p=3, dtype=torch.float32)
     raw = torch.tensor([[50.0] * 6, [-50.0] * 6, [0.0] * 6, [-50.0, 50.0, -50.0, 50.0, -50.0, 50.0]],
                        requires_grad=True)
     out = fam.head(raw)
@@ -141,9 +142,9 @@ def test_head_prior_domain_and_schedule_checks():
     assert torch.isfinite(raw.grad).all()
     fam.check_domain(fam.prior_sample(16, torch.Generator().manual_seed(0)))
     with pytest.raises(DomainError, match="positive definite|not symmetric"):
-        fam.check_domain(fam.out_of_domain_example()[:1])
+        fam.check_domain(out_of_domain(fam)[:1])
     with pytest.raises(DomainError, match="not symmetric"):
-        fam.check_domain(fam.out_of_domain_example()[1:])
+        fam.check_domain(out_of_domain(fam)[1:])
     with pytest.raises(ValueError, match="p − 1 = 2"):
         Wishart((3, 3), df=torch.tensor([10.0, 2.0], dtype=F64), xi=torch.tensor([1.0, 0.5], dtype=F64))
     with pytest.raises(ValueError, match="xi"):

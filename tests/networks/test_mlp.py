@@ -20,6 +20,7 @@ from mstar_engine.networks import (
 from mstar_engine.process.forward import rollout
 from mstar_engine.process.normalise import TailNorm
 from mstar_engine.sampling import sample, step_grid
+from tests.families.fixtures import toy, toy_data
 
 SMALL = {"hidden": 16, "blocks": 2, "time_dim": 8}
 FAMILIES = sorted(REGISTRY)
@@ -29,9 +30,9 @@ INPUTS = ("tail", "state", "tail+state")
 def _setup(name: str, n: int = 6, seed: int = 0):
     """Toy family, its TailNorm from 64 examples, and a batch (x0, x_t, s_t, t) at random steps."""
     gen = torch.Generator().manual_seed(seed)
-    fam = REGISTRY[name].toy()
-    norm = TailNorm.estimate(fam, [fam.toy_data(64, gen)], generator=gen)
-    x0 = fam.toy_data(n, gen)
+    fam = toy(REGISTRY[name])
+    norm = TailNorm.estimate(fam, [toy_data(fam, 64, gen)], generator=gen)
+    x0 = toy_data(fam, n, gen)
     t = torch.randint(1, fam.steps + 1, (n,), generator=gen)
     out = rollout(fam, x0, t, generator=gen)
     return fam, norm, x0, out.x[:, 0], out.s[:, 0], t
@@ -122,7 +123,7 @@ def test_drop_labels():
 
 def test_published_parameter_count():
     # Dirichlet on the 3-simplex, tail input: 3 in, 3 out; hidden 512, 3 blocks, time 32.
-    fam = REGISTRY["dirichlet"].toy()
+    fam = toy(REGISTRY["dirichlet"])
     norm = TailNorm(torch.zeros(fam.steps + 1), torch.ones(fam.steps + 1))
     den = build_mlp_denoiser(fam, norm, "tail", {"hidden": 512, "blocks": 3, "time_dim": 32})
     by_hand = (3 + 32) * 512 + 512 + 3 * (512 * 512 + 512) + 512 * 3 + 3
@@ -200,9 +201,9 @@ def test_satisfies_sampling_protocol(setups):
 def test_overfits_64_gaussian_examples():
     """200 Adam steps on 64 fixed (s_t, x_t, t, x0) examples reduce the x0-MSE by more than 10×."""
     gen = torch.Generator().manual_seed(0)
-    fam = Gaussian.toy()
-    norm = TailNorm.estimate(fam, [fam.toy_data(64, gen)], generator=gen)
-    x0 = fam.toy_data(64, gen)
+    fam = toy(Gaussian)
+    norm = TailNorm.estimate(fam, [toy_data(fam, 64, gen)], generator=gen)
+    x0 = toy_data(fam, 64, gen)
     t = torch.randint(1, fam.steps + 1, (64,), generator=gen)
     out = rollout(fam, x0, t, generator=gen)
     x_t, s_t = out.x[:, 0], out.s[:, 0]

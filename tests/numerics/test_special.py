@@ -1,4 +1,4 @@
-"""Oracles for the shared numerics of mstar_engine.families.special (MATH.md §4 "Gamma inverse CDFs").
+"""Oracles for the shared numerics of mstar_engine.numerics.special (MATH.md §4 "Gamma inverse CDFs").
 
 Tolerances: the inverse CDF is solved to float64 precision of *torch's* regularised incomplete
 gamma function, which itself is off from the exact value by up to ~2e-9 relative for shapes above
@@ -11,7 +11,7 @@ import pytest
 import scipy.special as sc
 import torch
 
-from mstar_engine.families import special as S
+from mstar_engine.numerics import special as S
 
 F64 = torch.float64
 

@@ -11,6 +11,7 @@ from scipy import stats
 
 from mstar_engine.families.gaussian import Gaussian
 from mstar_engine.process.forward import rollout
+from tests.families.fixtures import toy
 
 N = 60_000
 
@@ -18,7 +19,7 @@ N = 60_000
 @pytest.mark.parametrize("rho_kind", ["star", "coupled", "deterministic"])
 @pytest.mark.parametrize("t", [1, 7, 20])
 def test_exact_tail_has_the_simulated_law(rho_kind, t):
-    fam = Gaussian.toy(steps=20)
+    fam = toy(Gaussian, steps=20)
     rho = {"star": None, "coupled": torch.linspace(0.3, 0.95, 21, dtype=torch.float64),
            "deterministic": torch.ones(21, dtype=torch.float64)}[rho_kind]
     x0 = torch.tensor([0.7, -1.2, 0.0], dtype=torch.float64).expand(N, 3).contiguous()
@@ -39,7 +40,7 @@ def test_exact_tail_has_the_simulated_law(rho_kind, t):
 
 
 def test_exact_tail_moments_are_cached_per_coupling():
-    fam = Gaussian.toy(steps=20)
+    fam = toy(Gaussian, steps=20)
     rho = torch.full((21,), 0.5, dtype=torch.float64)
     first = fam.tail_moments(rho)
     assert fam.tail_moments(rho.clone()) is first

@@ -12,6 +12,7 @@ from mstar_engine.families.gamma import Gamma
 from mstar_engine.families.gaussian import Gaussian
 from mstar_engine.process.kernel_kl import interaction_error, kernel_kl, learnable
 from mstar_engine.schedules import LearnedCoupling
+from tests.families.fixtures import toy, toy_data
 
 N = 40000
 
@@ -39,7 +40,7 @@ def test_monte_carlo_matches_gaussian_closed_form(rho):
 
 
 def test_gamma_kernel_kl_at_rho_zero_is_the_marginal_kl():
-    fam = Gamma.toy()
+    fam = toy(Gamma)
     g = torch.Generator().manual_seed(4)
     x0 = torch.full((N, 2), 1.3, dtype=torch.float64)
     x0_hat = torch.full((N, 2), 0.9, dtype=torch.float64)
@@ -81,9 +82,9 @@ def test_gamma_kernel_kl_matches_numerical_integration():
 
 def test_families_with_auxiliary_inverse_are_not_learnable():
     from mstar_engine.families.beta import Beta
-    beta = Beta.toy()
-    assert not learnable(beta) and learnable(Gamma.toy()) and learnable(cosine_gaussian(4))
-    x = beta.toy_data(4)
+    beta = toy(Beta)
+    assert not learnable(beta) and learnable(toy(Gamma)) and learnable(cosine_gaussian(4))
+    x = toy_data(beta, 4)
     with pytest.raises(ValueError, match="ddpm coupling rule"):
         kernel_kl(beta, x, x, x, 2, torch.tensor(0.5))
 
@@ -168,7 +169,7 @@ def test_wishart_kernel_kl_has_finite_gradients_in_rho():
     from mstar_engine.schedules import build_schedule
     fam = Wishart((2, 2), **build_schedule("wishart-exp", 64))
     g = torch.Generator().manual_seed(0)
-    x0 = fam.toy_data(256, g)
+    x0 = toy_data(fam, 256, g)
     logit = torch.zeros(65, dtype=torch.float64, requires_grad=True)
     for t in range(1, 65):
         keep = torch.full((256, 1), t)

@@ -7,6 +7,7 @@ from scipy import stats
 
 from mstar_engine.families.gaussian import Gaussian
 from mstar_engine.process.forward import rollout
+from tests.families.fixtures import toy, toy_data
 
 T = 40
 
@@ -79,11 +80,11 @@ def test_carried_noise_rollout_has_the_coupled_kernel_law(family_name):
     import importlib
     from mstar_engine.process.kernel import coupled_step
     module = importlib.import_module(f"mstar_engine.families.{family_name}")
-    fam = next(c for c in vars(module).values() if isinstance(c, type) and getattr(c, "name", None)
-               and c.__module__ == module.__name__).toy()
+    fam = toy(next(c for c in vars(module).values() if isinstance(c, type) and getattr(c, "name", None)
+                   and c.__module__ == module.__name__))
     n, t = 4000, 5
     g = torch.Generator().manual_seed(11)
-    x0 = fam.toy_data(1, g).expand(n, *fam.event_shape)
+    x0 = toy_data(fam, 1, g).expand(n, *fam.event_shape)
     rho = torch.full((fam.steps + 1,), 0.8, dtype=torch.float64)
     out = rollout(fam, x0, torch.stack([torch.full((n,), t), torch.full((n,), t - 1)], 1), rho=rho, generator=g)
     x_t, x_prev = out.x[:, 0], out.x[:, 1]

@@ -7,6 +7,7 @@ from scipy import stats
 from mstar_engine.families.dirichlet import Dirichlet
 from mstar_engine.process.forward import rollout
 from mstar_engine.sampling import sample, step_grid
+from tests.families.fixtures import toy
 
 
 @pytest.mark.parametrize("steps,k,expected", [(8, 8, [8, 7, 6, 5, 4, 3, 2, 1]), (8, 4, [8, 6, 4, 2]),
@@ -23,7 +24,7 @@ def test_step_grid_rejects_bad_counts():
 @pytest.mark.parametrize("evaluations", [16, 4, 1])
 @pytest.mark.parametrize("rho", [0.0, 0.7])
 def test_block_rule_evaluates_the_grid_only(evaluations, rho):
-    fam = Dirichlet.toy(steps=16)
+    fam = toy(Dirichlet, steps=16)
     calls = []
 
     def denoiser(s, x, t):
@@ -41,7 +42,7 @@ def test_block_rule_keeps_the_forward_law_of_the_tail(evaluations):
     """Star-shaped sampler, perfect denoiser on one-point data (x̂0 = x0): the tail accumulated
     below step T, s_1 − s_T = Σ_{s<T} A_s T(x_s), has its forward law whatever the number of
     evaluations; a sampler that skipped the intermediate draws would change it."""
-    fam = Dirichlet.toy(steps=16)
+    fam = toy(Dirichlet, steps=16)
     n = 3000
     x0 = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
     seen = {}

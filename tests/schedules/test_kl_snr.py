@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import special
 
-from mstar_engine.schedules.kl_snr import MEASURES, kl_snr
+from mstar_engine.families import REGISTRY
+from mstar_engine.schedules.kl_snr import kl_snr
 
 
 def pair_ratio(kl_matrix, w, g):
@@ -107,15 +108,15 @@ def test_gaussian_is_the_snr():
     assert kl_snr("gaussian", {"mean": np.array([0.6]), "var": np.array([0.64])})[0] == pytest.approx(0.36 / 0.64)
 
 
-@pytest.mark.parametrize("family", sorted(MEASURES))
+@pytest.mark.parametrize("family", sorted(REGISTRY))
 def test_paths_are_increasing_from_zero(family):
-    fm = MEASURES[family]
-    lam = np.logspace(np.log10(fm.lam_bounds[0]), np.log10(fm.lam_bounds[1]), 97)
-    s = kl_snr(family, fm.path(lam, fm.default_shape), fm.default_shape)
+    cls = REGISTRY[family]
+    lam = np.logspace(np.log10(cls.kl_snr_bounds[0]), np.log10(cls.kl_snr_bounds[1]), 97)
+    s = kl_snr(family, cls.kl_snr_path(lam, cls.kl_snr_shape), cls.kl_snr_shape)
     assert np.all(np.isfinite(s)) and np.all(np.diff(s) > 0)
     assert s[0] < 1e-9
 
 
 def test_unknown_family_is_a_clear_error():
-    with pytest.raises(KeyError, match="register_measure"):
+    with pytest.raises(KeyError, match="unknown family 'poisson'"):
         kl_snr("poisson", {"rate": np.ones(3)})

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from mstar_cli.main import cli
 from mstar_engine.spec.schema import SEED_MAX
+from tests.families.fixtures import toy, toy_data
 
 BASE = """\
 [experiment]
@@ -75,8 +76,8 @@ def test_seed_bound_is_what_the_training_streams_can_take():
     from mstar_engine.distributed.group import SINGLE
     from mstar_engine.families import REGISTRY
     from mstar_engine.train.inputs import BlockInputs
-    family = REGISTRY["gaussian"].toy(steps=4)
-    x = family.toy_data(64)
+    family = toy(REGISTRY["gaussian"], steps=4)
+    x = toy_data(family, 64)
 
     def block(seed):
         inputs = BlockInputs(family, lambda start: batches(x, 8, 0, start), 8, 2, seed, torch.device("cpu"), SINGLE,

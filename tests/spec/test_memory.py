@@ -19,6 +19,7 @@ from mstar_engine.data.catalog import DATASETS
 from mstar_engine.spec import load_spec
 from mstar_engine.spec.memory import GiB, ROLLOUT_BLOCK, estimate, family_shapes, memory_issue, network_size
 from mstar_engine.spec.resolve import resolve
+from tests.families.fixtures import toy
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"
@@ -88,7 +89,7 @@ def test_parameter_count_equals_the_real_network(name):
 def test_family_shapes_are_those_of_every_family():
     from mstar_engine.families import REGISTRY
     for name, cls in REGISTRY.items():
-        family = cls.toy()
+        family = toy(cls)
         shapes = family_shapes(name, family.event_shape)
         assert (shapes.event, shapes.stat, shapes.norm, shapes.raw) == (
             family.event_shape, family.stat_shape, family.norm_shape, family.raw_shape), name

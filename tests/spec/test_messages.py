@@ -13,6 +13,7 @@ from mstar_engine.data.load import DataError, load_dataset
 from mstar_engine.families import REGISTRY, DomainError
 from mstar_engine.spec import SpecError, load_spec_text
 from mstar_engine.spec.schema import Data, family_names
+from tests.families.fixtures import toy
 
 BASE = """\
 [experiment]
@@ -88,7 +89,7 @@ def test_domain_error_of_a_file_names_the_file(tmp_path):
     np.save(path, np.random.default_rng(0).uniform(0.1, 1.0, size=(50, 3)))
     loaded = load_dataset(Data(name="file", root=str(path)), seed=0)
     with pytest.raises(DomainError) as info:
-        check_for_family(loaded, REGISTRY["dirichlet"].toy())
+        check_for_family(loaded, toy(REGISTRY["dirichlet"]))
     message = str(info.value)
     assert message.startswith(f"the file {str(path)!r} (data.root) is outside the dirichlet family's domain")
     assert "dataset 'file'" not in message

@@ -12,6 +12,7 @@ class Domain:
     name: str
     description: str
     requirement: str  # what data must satisfy, phrased for error messages
+    discrete: bool = False  # values repeat exactly (nearest-neighbour distances can be zero)
 
 
 DOMAINS: dict[str, Domain] = {
@@ -24,7 +25,7 @@ DOMAINS: dict[str, Domain] = {
         Domain("sphere", "unit vectors on the sphere S^{d-1}", "unit-norm vectors (‖x‖ = 1)"),
         Domain("circle", "angles on the circle", "angles in [-pi, pi)"),
         Domain("spd", "symmetric positive-definite matrices", "symmetric positive-definite p×p matrices"),
-        Domain("categorical", "one-hot tokens over K classes", "one-hot vectors over K classes"),
+        Domain("categorical", "one-hot tokens over K classes", "one-hot vectors over K classes", discrete=True),
     )
 }
 
