@@ -1,4 +1,5 @@
-"""Numerics shared by the families and their schedule measures, each with scipy oracle tests in
-``tests/numerics``: :mod:`.special` (normal and Gamma CDFs and their inverses, torch),
+"""Numerics shared by the families: Gamma and normal CDFs, Bessel ratios, geodesic angles, quadrature.
+
+Each has scipy oracle tests in ``tests/numerics``: :mod:`.special` (normal and Gamma CDFs and their inverses, torch),
 :mod:`.bessel` (Bessel ratios and the vMF normaliser), :mod:`.geodesic` (the geodesic-angle
 distribution of the sphere and circle), :mod:`.quadrature` (expectations over reference data)."""
