@@ -143,9 +143,13 @@ class Family(abc.ABC):
         return a - b
 
     def to(self, device: torch.device | str) -> "Family":
-        """Move the schedule arrays to ``device`` (in place) and return self."""
-        for key in self.schedule_params:
-            setattr(self, key, getattr(self, key).to(device))
+        """Move every tensor the family holds (schedule arrays, cached tables) to ``device``, in
+        place, and return self."""
+        for key, value in vars(self).items():
+            if torch.is_tensor(value):
+                setattr(self, key, value.to(device))
+            elif callable(getattr(value, "to", None)):  # a numerics table holding tensors
+                value.to(device)
         return self
 
     # ------------------------------------------------------------------ noise maps (MATH.md §2)

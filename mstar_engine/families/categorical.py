@@ -101,11 +101,6 @@ class Categorical(Family):
         self._log_hit = torch.log1p(-bb * (1 - 1 / self.classes))                   # log(1 − β̄ + β̄/K)
         self._log_miss = torch.log(bb.clamp(min=torch.finfo(torch.float64).tiny)) - log_k  # log(β̄/K)
 
-    def to(self, device: torch.device | str) -> "Categorical":
-        super().to(device)
-        self._bb, self._log_hit, self._log_miss = (v.to(device) for v in (self._bb, self._log_hit, self._log_miss))
-        return self
-
     @property
     def noise_shape(self) -> tuple[int, ...]:
         return (self.length,)

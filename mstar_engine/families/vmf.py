@@ -80,14 +80,6 @@ class VonMisesFisher(Family):
         self._log_c = torch.from_numpy(log_vmf_normalizer(self.dim, kappa.numpy())).to(device)
         self._angles = (SphereAngle3(kappa) if self.dim == 3 else GeodesicAngleCDF(kappa.numpy(), self.dim)).to(device)
 
-    def to(self, device: torch.device | str) -> "VonMisesFisher":
-        super().to(device)
-        self._kappa64 = self._kappa64.to(device)
-        self._kl_coef = self._kl_coef.to(device)
-        self._log_c = self._log_c.to(device)
-        self._angles.to(device)
-        return self
-
     # ------------------------------------------------------------------ geometry
     @staticmethod
     def _reflect(mu: Tensor, y: Tensor) -> Tensor:

@@ -88,14 +88,6 @@ class VonMises(Family):
         self._log_norm = (math.log(_TWO_PI) + torch.log(i0e) + kappa).to(device)  # log(2π I_0(κ))
         self._table = GeodesicAngleCDF(kappa.numpy(), 2).to(device)
 
-    def to(self, device: torch.device | str) -> "VonMises":
-        super().to(device)
-        self._kappa64 = self._kappa64.to(device)
-        self._kl_coef = self._kl_coef.to(device)
-        self._log_norm = self._log_norm.to(device)
-        self._table.to(device)
-        return self
-
     @property
     def stat_shape(self) -> tuple[int, ...]:
         return (*self.event_shape, 2)

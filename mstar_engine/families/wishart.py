@@ -104,12 +104,6 @@ class Wishart(Family):
         rows, cols = torch.tril_indices(p, p)
         self._rows, self._cols = rows.to(df.device), cols.to(df.device)
 
-    def to(self, device: torch.device | str) -> "Wishart":
-        super().to(device)
-        self._df, self._xi = self._df.to(device), self._xi.to(device)
-        self._rows, self._cols = self._rows.to(device), self._cols.to(device)
-        return self
-
     @property
     def noise_shape(self) -> tuple[int, ...]:
         return (self.event_shape[0] * (self.event_shape[0] + 1) // 2,)  # read before __init__ by spec.memory
