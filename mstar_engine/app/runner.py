@@ -143,8 +143,8 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     model = Model(process, ema.eval())
     students, seconds = {}, {}
     if spec.distill is not None:
-        model, students, seconds = distill_model(spec, model, data, plan.run_dir, fingerprint=fingerprint(spec),
-                                                 resume=resume, log=log, group=group)
+        model, students, seconds = distill_model(spec, model, data, plan.run_dir, resume=resume, log=log,
+                                                 group=group)
     served = students.get(spec.sample.steps, model)  # sample with the student made for sample.steps
     samples = served.sample(spec.sample.num_samples, spec.sample.steps, seed=seed + 3,
                            batch_size=spec.sample.batch_size, final=spec.sample.final,

@@ -91,120 +91,101 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
     ``cfg.steps_per_stage`` optimiser steps; return it and the seconds the stage took in total
     (over resumptions). ``rho`` is the sampling coupling of teacher and student (length T + 1);
     ``batches(start_example)`` yields x0 (or (x0, labels)) batches from that position."""
-    distilling = Distillation(process, teacher, student, batches, cfg, stage, rho, seed, fingerprint or {},
-                              log_every, checkpoint_every, clip_grad, log, group, streams)
+    family, T, total = process.family, process.family.steps, cfg.steps_per_stage
+    length = T // stage.teacher_steps
+    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    fingerprint = dict(fingerprint or {}, teacher=weights_digest(teacher), teacher_steps=str(stage.teacher_steps),
+                       student_steps=str(stage.student_steps), steps_per_stage=str(total), lr=repr(cfg.lr),
+                       batch_size=str(cfg.batch_size), weighting=cfg.weighting, target=cfg.target,
+                       coupling=cfg.coupling)
+    run = ResumableStage(student, optimizer, total, stage.directory, stage.directory.parent.parent / "distill.jsonl",
+                         fingerprint=fingerprint, log_every=log_every, checkpoint_every=checkpoint_every,
+                         clip_grad=clip_grad, group=group, log=log, name=stage.name, prefix=f"{stage.name}: ",
+                         fix="Lower distill.lr or set train.clip_grad", tag={"stage": stage.student_steps},
+                         mismatch=_mismatch, skip_finished=True)  # a finished stage is not repeated
     if not resume and group.main:  # start afresh: the earlier students are set aside, not deleted
         _set_aside(stage, "--resume never", log)
     group.barrier()
     found = find_checkpoint(stage.directory, warn=log if group.main else None)
-    if found is not None and found[1].get("fingerprint", {}).get("teacher") != distilling.fingerprint["teacher"]:
+    if found is not None and found[1].get("fingerprint", {}).get("teacher") != fingerprint["teacher"]:
         log(f"{stage.name}: the teacher changed since {found[0]} was written (trained further?); distilling again")
         group.barrier()  # every process has read the folder before rank 0 moves it
         if group.main:
             _set_aside(stage, "a new teacher", log)
         found = None
-    distilling.run(found)
-    student.eval()
-    return student, distilling.seconds
+    teacher.eval()
+    per = cfg.batch_size // streams
+    built, everything = group.streams(streams)  # everything: all streams built here, keep the shard after
+    stream_teacher = ShardedTeacher(teacher, group) if everything and per % group.world == 0 else teacher
+    device, stream = run.device, Stream(batches)
+    student_grid = torch.tensor(step_grid(T, stage.student_steps)).to(device)
+    lr, seconds, started = cfg.lr, 0.0, 0.0
 
-
-class Distillation(ResumableStage):
-    """The step maths of one distillation stage; :func:`distill_stage` runs it."""
-    fix = "Lower distill.lr or set train.clip_grad"
-    skip_finished = True  # a finished stage is not repeated
-
-    def __init__(self, process: DiffusionProcess, teacher: nn.Module, student: nn.Module,
-                 batches: Callable[[int], Iterator], cfg: Recipe, stage: Stage, rho: Tensor, seed: int,
-                 fingerprint: dict, log_every: int, checkpoint_every: int, clip_grad: float | None,
-                 log: Callable[[str], None], group: Group, streams: int) -> None:
-        fingerprint = dict(fingerprint, teacher=weights_digest(teacher), teacher_steps=str(stage.teacher_steps),
-                           student_steps=str(stage.student_steps), steps_per_stage=str(cfg.steps_per_stage),
-                           lr=repr(cfg.lr), batch_size=str(cfg.batch_size), weighting=cfg.weighting,
-                           target=cfg.target, coupling=cfg.coupling)
-        super().__init__(cfg.steps_per_stage, stage.directory, stage.directory.parent.parent / "distill.jsonl",
-                         fingerprint=fingerprint, log_every=log_every, checkpoint_every=checkpoint_every,
-                         group=group, log=log)
-        self.name, self.prefix, self.tag = stage.name, f"{stage.name}: ", {"stage": stage.student_steps}
-        self.process, self.student, self.cfg, self.stage, self.rho = process, student, cfg, stage, rho
-        self.seed, self.clip_grad, self.seconds, self.streams = seed, clip_grad, 0.0, streams
-        self.optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-        self.device = next(student.parameters()).device
-        self.student_grid = torch.tensor(step_grid(process.family.steps, stage.student_steps)).to(self.device)
-        self.built, self.everything = group.streams(streams)  # everything: all streams built here, keep the shard
-        per = cfg.batch_size // streams
-        self.teacher = ShardedTeacher(teacher, group) if self.everything and per % group.world == 0 else teacher
-        teacher.eval()
-        student.train()
-        self.stream = Stream(batches)
-
-    def mismatch(self, path: Path, differing: list[str]) -> str:
-        return (f"{path} was written with different distillation settings ({', '.join(differing)}); run mstar "
-                "distill with --resume never to distil it afresh (the earlier students are moved to "
-                "checkpoints/replaced/)")
-
-    def load(self, state: dict) -> None:
-        self.student.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.seconds = float(state["seconds"])
-
-    def state(self) -> dict:
-        self.tick()
-        return {"model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "seconds": self.seconds, "complete": self.step >= self.total, "evaluations": self.stage.student_steps,
-                "teacher_evaluations": self.stage.teacher_steps, "sampling_rho": self.rho.detach().cpu(),
-                "event_shape": list(self.process.family.event_shape),
-                "num_classes": int(getattr(getattr(self.student, "backbone", self.student), "num_classes", 0))}
-
-    def begin(self) -> None:
-        self.started = time.perf_counter()
-
-    def tick(self) -> None:
-        """Add the time since the last tick to the stage's seconds."""
+    def tick() -> None:  # the seconds the stage took, over resumptions
+        nonlocal seconds, started
         now = time.perf_counter()
-        self.seconds, self.started = self.seconds + now - self.started, now
+        seconds, started = seconds + now - started, now
 
-    def losses(self) -> tuple[Tensor, float | None]:
-        cfg, step, family, device, group = self.cfg, self.step, self.process.family, self.device, self.group
-        self.lr = learning_rate(step, cfg.lr, self.total, decay="linear")
-        for param_group in self.optimizer.param_groups:
-            param_group["lr"] = self.lr
-        key = (self.seed * 1_000_003 + self.stage.index) * 1_000_003 + step
-        drawn = self.stream.batch_at(step * cfg.batch_size, cfg.batch_size)
+    def load(state: dict) -> None:
+        nonlocal seconds
+        seconds = float(state["seconds"])
+
+    def state() -> dict:
+        tick()
+        return {"seconds": seconds, "complete": run.step >= total, "evaluations": stage.student_steps,
+                "teacher_evaluations": stage.teacher_steps, "sampling_rho": rho.detach().cpu(),
+                "event_shape": list(family.event_shape)}
+
+    def begin() -> None:
+        nonlocal started
+        started = time.perf_counter()
+
+    def losses() -> tuple[Tensor, float | None]:
+        nonlocal lr
+        step = run.step
+        lr = learning_rate(step, cfg.lr, total, decay="linear")
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = lr
+        key = (seed * 1_000_003 + stage.index) * 1_000_003 + step
+        drawn = stream.batch_at(step * cfg.batch_size, cfg.batch_size)
         x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
         x0, labels = to_device(x0, device), to_device(labels, device)
-        per, length, parts = cfg.batch_size // self.streams, family.steps // self.stage.teacher_steps, []
-        for j in self.built:  # stream j: examples [j·per, (j+1)·per), its own generator
+        parts = []
+        for j in built:  # stream j: examples [j·per, (j+1)·per), its own generator
             g = generator(device, stream_key(key, j))
             rows = slice(j * per, (j + 1) * per)
             lab = labels[rows] if labels is not None else None
-            x_a, s_a, t_a = stage_inputs(self.process, x0[rows], self.student_grid, g)
-            parts.append((x_a, s_a, t_a, lab, distill_targets(family, self.teacher, s_a, x_a, t_a, length, self.rho,
-                                                              cfg.target, g, lab)))
+            x_a, s_a, t_a = stage_inputs(process, x0[rows], student_grid, g)
+            parts.append((x_a, s_a, t_a, lab,
+                          distill_targets(family, stream_teacher, s_a, x_a, t_a, length, rho, cfg.target, g, lab)))
         x_a, s_a, t_a = (torch.cat([p[i] for p in parts]) for i in range(3))
         labels = torch.cat([p[3] for p in parts]) if labels is not None else None
         target = torch.cat([p[4] for p in parts])
-        if self.everything:  # the student learns on this process's shard
+        if everything:  # the student learns on this process's shard
             mine = group.shard(cfg.batch_size)
             x_a, s_a, t_a, target = x_a[mine], s_a[mine], t_a[mine], target[mine]
             labels = labels[mine] if labels is not None else None
-        pred = predict(self.student, s_a, x_a, t_a, labels).to(target.dtype)
+        pred = predict(student, s_a, x_a, t_a, labels).to(target.dtype)
         weights = loss_weight(family, t_a, cfg.weighting).to(torch.float64)
         # the mean over the global batch: this shard's sum over the global batch size
-        self.loss = (weights * (family.difference(pred, target) ** 2).flatten(1).mean(1)).sum() / cfg.batch_size
-        return self.loss, None if torch.isfinite(self.loss) else float(self.loss)
+        loss = (weights * (family.difference(pred, target) ** 2).flatten(1).mean(1)).sum() / cfg.batch_size
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss, None if torch.isfinite(loss) else float(loss)
 
-    def update(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self.loss.backward()
-        self.group.sum_gradients(list(self.student.parameters()))
-        if self.clip_grad is not None:
-            nn.utils.clip_grad_norm_(self.student.parameters(), self.clip_grad)
-        self.optimizer.step()
+    def record(loss: float) -> tuple[dict, str]:
+        tick()
+        return ({"stage": stage.student_steps, "step": run.step, "loss": loss, "lr": lr, "seconds": round(seconds, 2)},
+                f"{stage.name}: step {run.step}/{total}  loss {loss:.4g}  lr {lr:.2e}")
 
-    def record(self, loss: float) -> tuple[dict, str]:
-        self.tick()
-        return ({**self.tag, "step": self.step, "loss": loss, "lr": self.lr, "seconds": round(self.seconds, 2)},
-                f"{self.name}: step {self.step}/{self.total}  loss {loss:.4g}  lr {self.lr:.2e}")
+    run.run(found, losses=losses, record=record, load=load, state=state, begin=begin)
+    student.eval()
+    return student, seconds
+
+
+def _mismatch(path: Path, differing: list[str]) -> str:
+    return (f"{path} was written with different distillation settings ({', '.join(differing)}); run mstar distill "
+            "with --resume never to distil it afresh (the earlier students are moved to checkpoints/replaced/)")
 
 
 class ShardedTeacher:

@@ -7,11 +7,11 @@ distillation coupling (``distill.coupling``), which their checkpoints store.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import attrs
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mstar_engine.data.stream import training_source
 from mstar_engine.distill.loop import Recipe, Stage, distill_stage
@@ -42,45 +42,32 @@ def stages_of(spec: Spec, run_dir: Path) -> list[Stage]:
             for i, (n_t, n_s) in enumerate(zip(teachers, counts))]
 
 
-def distill_all(spec: Spec, process: DiffusionProcess, teacher: nn.Module, batches: Callable[[int], Iterator],
-                run_dir: Path, *, num_classes: int = 0, fingerprint: dict | None = None, resume: bool = True,
-                log: Callable[[str], None] = print, group: Group = SINGLE) -> list[tuple[Stage, Model, float]]:
-    """Run every stage of ``spec.distill``; return (stage, student model, seconds) per stage.
-    ``teacher`` is the trained (EMA) denoiser; ``batches`` yields ``distill.batch_size`` batches."""
-    d = spec.distill
-    rho = sampling_rho(process, d.coupling)
-    student_spec = attrs.evolve(spec, network=attrs.evolve(spec.network, dropout=0.0))
-    out = []
-    current = teacher.eval()
-    for stage in stages_of(spec, run_dir):
-        student = build_denoiser(student_spec, process, num_classes=num_classes)
-        student.load_state_dict(current.state_dict())
-        student.to(next(current.parameters()).device)
-        student, seconds = distill_stage(
-            process, current, student, batches, Recipe.of(d), stage, rho, seed=spec.experiment.seed,
-            fingerprint=fingerprint, resume=resume, log_every=spec.train.log_every,
-            checkpoint_every=spec.train.checkpoint_every, clip_grad=spec.train.clip_grad, log=log, group=group, streams=spec.devices.processes)
-        out.append((stage, Model(process, student, rho=rho, steps=stage.student_steps), seconds))
-        current = student
-    return out
-
-
-def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, fingerprint: dict | None = None,
-                  resume: bool = True, log: Callable[[str], None] = print, group: Group = SINGLE
+def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, resume: bool = True,
+                  log: Callable[[str], None] = print, group: Group = SINGLE
                   ) -> tuple[Model, dict[int, Model], dict[int, float]]:
-    """Distil the trained ``model`` (EMA weights) on ``data``'s training split as ``spec.distill``
-    says; return the teacher with the distillation sampler's ρ, the students and the seconds each
-    stage took (both by the students' evaluation counts)."""
-    device = next(model.denoiser.parameters()).device
-    source = training_source(data, spec.distill.batch_size, spec.experiment.seed,
-                             labelled=spec.network.class_conditional, flip=spec.data.flip,
-                             workers=spec.train.workers, pin_memory=device.type == "cuda")
-    classes = int(getattr(model.denoiser.backbone, "num_classes", 0))
-    done = distill_all(spec, model.process, model.denoiser, source, run_dir, num_classes=classes,
-                       fingerprint=fingerprint, resume=resume, log=log, group=group)
-    teacher = attrs.evolve(model, rho=sampling_rho(model.process, spec.distill.coupling))
-    return (teacher, {stage.student_steps: student for stage, student, _ in done},
-            {stage.student_steps: secs for stage, _, secs in done})
+    """Distil the trained ``model`` (EMA weights) on ``data``'s training split stage by stage as
+    ``spec.distill`` says, each student starting from its teacher; return the teacher with the
+    distillation sampler's ρ, the students and the seconds each stage took (both by the students'
+    evaluation counts)."""
+    d, process, current = spec.distill, model.process, model.denoiser.eval()
+    device = next(current.parameters()).device
+    batches = training_source(data, d.batch_size, spec.experiment.seed, labelled=spec.network.class_conditional,
+                              flip=spec.data.flip, workers=spec.train.workers, pin_memory=device.type == "cuda")
+    classes = int(getattr(current.backbone, "num_classes", 0))
+    student_spec = attrs.evolve(spec, network=attrs.evolve(spec.network, dropout=0.0))
+    rho = sampling_rho(process, d.coupling)
+    students, seconds = {}, {}
+    for stage in stages_of(spec, run_dir):
+        student = build_denoiser(student_spec, process, num_classes=classes)
+        student.load_state_dict(current.state_dict())
+        student.to(device)
+        current, seconds[stage.student_steps] = distill_stage(
+            process, current, student, batches, Recipe.of(d), stage, rho, resume=resume, seed=spec.experiment.seed,
+            fingerprint=fingerprint(spec), log_every=spec.train.log_every,
+            checkpoint_every=spec.train.checkpoint_every, clip_grad=spec.train.clip_grad, log=log, group=group,
+            streams=spec.devices.processes)
+        students[stage.student_steps] = Model(process, current, rho=rho, steps=stage.student_steps)
+    return attrs.evolve(model, rho=rho), students, seconds
 
 
 def distill_spec(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str] = ()) -> Spec:
@@ -157,8 +144,8 @@ def _distill_run(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str],
     if spec.distill.batch_size % group.world:
         raise DistillError(f"distill.batch_size {spec.distill.batch_size} does not split evenly over {group.world} "
                            f"processes; use a multiple of {group.world}")
-    teacher, students, seconds = distill_model(spec, run.model, data, run_dir, fingerprint=fingerprint(spec),
-                                               resume=resume, log=log if group.main else silent, group=group)
+    teacher, students, seconds = distill_model(spec, run.model, data, run_dir, resume=resume,
+                                               log=log if group.main else silent, group=group)
     results = {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
                "coupling": teacher.process.coupling_kind, "inputs": teacher.process.inputs, "results": []}
     if spec.eval.metrics:  # the sampling shared out over the processes

@@ -36,8 +36,9 @@ def step_loss(family: Family, x0: Tensor, x0_hat: Tensor, t: Tensor, kind: str =
 
 
 def loss_weight(family: Family, t: Tensor, weighting: str) -> Tensor:
-    """Per-step weight: 1, SNR_t, max(SNR_t, 1) (truncated SNR of progressive distillation) or
-    min(SNR_t, γ) (min-SNR), from the family's Gaussian-equivalent SNR."""
+    """Per-step weight of training (``process.loss_weighting``) and distillation
+    (``distill.weighting``): 1, SNR_t, max(SNR_t, 1) (truncated SNR of progressive distillation)
+    or min(SNR_t, γ) (min-SNR), from the family's Gaussian-equivalent SNR."""
     if weighting == "none":
         return torch.ones(t.shape, device=t.device)
     snr = family.gaussian_snr().to(t.device)[t]

@@ -93,122 +93,106 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     evaluation during training), outside the training's random streams, so it changes nothing.
     ``found``: the (path, state) of the checkpoint to resume from when the caller has already
     loaded it (:func:`~mstar_engine.train.checkpoint.find_checkpoint`), so it is not read twice."""
+    family = process.family
+    device = next(denoiser.parameters()).device
+    ema = copy.deepcopy(denoiser).requires_grad_(False)
+    params = [{"params": denoiser.parameters(), "lr": cfg.lr}]
+    learned = process.learned
+    if learned is not None:
+        learned.to(device)
+        params.append({"params": learned.parameters(), "lr": cfg.lr, "coupling": True})
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                        **_fast_update(denoiser))
     run_dir.mkdir(parents=True, exist_ok=True)
-    training = Training(process, denoiser, batches, cfg, total_steps, run_dir, seed, fingerprint or {}, log,
-                        label_dropout, group, streams, periodic)
+    stage = ResumableStage(denoiser, optimizer, total_steps, run_dir / "checkpoints" / "train",
+                           run_dir / "metrics.jsonl", fingerprint=fingerprint or {}, log_every=cfg.log_every,
+                           checkpoint_every=cfg.checkpoint_every, keep=cfg.keep_checkpoints,
+                           loss_limit=cfg.loss_limit, clip_grad=cfg.clip_grad, group=group, log=log)
+    if group.rank:  # dropout masks differ between processes
+        torch.manual_seed(_rank_seed(seed, group.rank, 0))
     if resume and found is None:
-        found = find_checkpoint(training.directory, warn=log if group.main else None)
-    training.run(found)
-    return training.ema
+        found = find_checkpoint(stage.directory, warn=log if group.main else None)
+    b, k = cfg.batch_size, cfg.t_per_rollout
+    null_label = int(getattr(getattr(denoiser, "backbone", denoiser), "num_classes", 0))
+    block = BlockInputs(family, batches, b, k, seed, device, group, streams)
+    mixed = autocast(cfg.precision, device)
+    backbone = getattr(denoiser, "backbone", None)
+    if cfg.channels_last and getattr(backbone, "spatial", False):
+        backbone.to(memory_format=torch.channels_last)
+    if cfg.compile and not getattr(backbone, "compiled", False):
+        # compile the forward only, so parameter names (checkpoints) do not change
+        backbone.forward = torch.compile(backbone.forward)
+        backbone.compiled = True
+    if cfg.activation_checkpointing:
+        if not hasattr(backbone, "checkpointing"):
+            raise ValueError("train.activation_checkpointing needs the U-Net backbone (network.kind = \"unet\")")
+        backbone.checkpointing = True
+    ema_params, model_params = list(ema.parameters()), list(denoiser.parameters())
+    ema_buffers = list(zip(ema.buffers(), denoiser.buffers()))
+    inputs, block_rho, lr, start, log_step, log_time = [], None, cfg.lr, 0.0, 0, 0.0
 
-
-class Training(ResumableStage):
-    """The step maths of training (see the module docstring); :func:`train` runs it."""
-
-    def __init__(self, process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int], Iterator],
-                 cfg: Settings, total: int, run_dir: Path, seed: int, fingerprint: dict,
-                 log: Callable[[str], None], label_dropout: float, group: Group, streams: int,
-                 periodic: Periodic | None) -> None:
-        super().__init__(total, run_dir / "checkpoints" / "train", run_dir / "metrics.jsonl", fingerprint=fingerprint,
-                         log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, keep=cfg.keep_checkpoints,
-                         loss_limit=cfg.loss_limit, group=group, log=log)
-        self.process, self.denoiser, self.cfg, self.seed, self.periodic = process, denoiser, cfg, seed, periodic
-        self.label_dropout, self.inputs, self.block_rho = label_dropout, [], None
-        self.device = device = next(denoiser.parameters()).device
-        self.ema = copy.deepcopy(denoiser).requires_grad_(False)
-        params = [{"params": denoiser.parameters(), "lr": cfg.lr}]
-        self.learned = process.learned
-        if self.learned is not None:
-            self.learned.to(device)
-            params.append({"params": self.learned.parameters(), "lr": cfg.lr, "coupling": True})
-        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                                 **_fast_update(denoiser))
-        if group.rank:  # dropout masks differ between processes
-            torch.manual_seed(_rank_seed(seed, group.rank, 0))
-        self.null_label = int(getattr(getattr(denoiser, "backbone", denoiser), "num_classes", 0))
-        self.block = BlockInputs(process.family, batches, cfg.batch_size, cfg.t_per_rollout, seed, device, group,
-                                 streams)
-        self.mixed = autocast(cfg.precision, device)
-        backbone = getattr(denoiser, "backbone", None)
-        if cfg.channels_last and getattr(backbone, "spatial", False):
-            backbone.to(memory_format=torch.channels_last)
-        if cfg.compile and not getattr(backbone, "compiled", False):
-            # compile the forward only, so parameter names (checkpoints) do not change
-            backbone.forward = torch.compile(backbone.forward)
-            backbone.compiled = True
-        if cfg.activation_checkpointing:
-            if not hasattr(backbone, "checkpointing"):
-                raise ValueError("train.activation_checkpointing needs the U-Net backbone (network.kind = \"unet\")")
-            backbone.checkpointing = True
-        self.ema_params, self.model_params = list(self.ema.parameters()), list(denoiser.parameters())
-        self.ema_buffers = list(zip(self.ema.buffers(), denoiser.buffers()))
-        denoiser.train()
-
-    def load(self, state: dict) -> None:
-        self.denoiser.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.learned is not None:
-            self.learned.load_state_dict(state["coupling"])
-        ranks, rank = state.get("torch_rng_ranks", []), self.group.rank
-        if len(ranks) == self.group.world:
-            torch.set_rng_state(ranks[rank])
-        elif rank == 0:
+    def load(state: dict) -> None:
+        nonlocal inputs, block_rho
+        ema.load_state_dict(state["ema"])
+        if learned is not None:
+            learned.load_state_dict(state["coupling"])
+        ranks = state.get("torch_rng_ranks", [])
+        if len(ranks) == group.world:
+            torch.set_rng_state(ranks[group.rank])
+        elif group.rank == 0:
             torch.set_rng_state(state["torch_rng"])
         else:  # resumed with another number of processes
-            torch.manual_seed(_rank_seed(self.seed, rank, self.step))
-        if self.step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with
-            self.block_rho = state["block_rho"]
-            self.inputs = self.block(self.step // ROLLOUT_BLOCK, self.block_rho)
+            torch.manual_seed(_rank_seed(seed, group.rank, stage.step))
+        if stage.step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with
+            block_rho = state["block_rho"]
+            inputs = block(stage.step // ROLLOUT_BLOCK, block_rho)
 
-    def state(self) -> dict:
-        rng = self.group.gather(torch.get_rng_state())  # collective: every process takes part
-        return {"model": self.denoiser.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "coupling": self.learned.state_dict() if self.learned is not None else {}, "torch_rng": rng[0],
-                "torch_rng_ranks": rng if self.group.world > 1 else [], "block_rho": self.block_rho,
-                "event_shape": list(self.process.family.event_shape), "num_classes": self.null_label,
-                "loss_reference": self.loss_reference}
+    def state() -> dict:
+        rng = group.gather(torch.get_rng_state())  # collective: every process takes part
+        return {"ema": ema.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
+                "torch_rng": rng[0], "torch_rng_ranks": rng if group.world > 1 else [],
+                "block_rho": block_rho, "event_shape": list(family.event_shape),
+                "loss_reference": stage.loss_reference}
 
-    def begin(self) -> None:
-        if self.periodic is not None:
-            self.periodic.resumed(self.step)
-        self.start = self.last_log_time = time.perf_counter()
-        self.last_log_step = self.step
+    def begin() -> None:
+        nonlocal start, log_step, log_time
+        if periodic is not None:
+            periodic.resumed(stage.step)
+        start, log_step, log_time = time.perf_counter(), stage.step, time.perf_counter()
 
-    def losses(self) -> tuple[Tensor, float | None]:
-        cfg, step, process, family, device = self.cfg, self.step, self.process, self.process.family, self.device
-        self.lr = learning_rate(step, cfg.lr, self.total, cfg.warmup_steps, cfg.lr_schedule)
-        for param_group in self.optimizer.param_groups:
-            param_group["lr"] = process.coupling_lr if param_group.get("coupling") else self.lr
-        if not self.inputs or step % ROLLOUT_BLOCK == 0:
-            self.block_rho = process.rho()
-            self.inputs = self.block(step // ROLLOUT_BLOCK, self.block_rho)
-        x0, keep, x_k, s_k, labels = self.inputs[step % ROLLOUT_BLOCK]  # this process's shard; labels of the batch
-        b, k, rank = cfg.batch_size, cfg.t_per_rollout, self.group.rank
-        step_generator = generator(device, self.seed * 1_000_003 + 7919 * step + 1 + 104_729 * rank)
+    def losses() -> tuple[Tensor, float | None]:
+        nonlocal inputs, block_rho, lr
+        step = stage.step
+        lr = learning_rate(step, cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule)
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = process.coupling_lr if param_group.get("coupling") else lr
+        if not inputs or step % ROLLOUT_BLOCK == 0:
+            block_rho = process.rho()
+            inputs = block(step // ROLLOUT_BLOCK, block_rho)
+        x0, keep, x_k, s_k, labels = inputs[step % ROLLOUT_BLOCK]  # this process's shard; labels of the batch
+        step_generator = generator(device, seed * 1_000_003 + 7919 * step + 1 + 104_729 * group.rank)
         if labels is not None:  # drawn for the global batch, then sharded like the examples
-            labels = drop_labels(labels.repeat_interleave(k, 0), self.label_dropout, self.null_label,
-                                 generator=torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * step + 2))
-            labels = to_device(labels.view(b, k)[self.group.shard(b)].reshape(-1), device)
+            labels = drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
+                                 generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2))
+            labels = to_device(labels.view(b, k)[group.shard(b)].reshape(-1), device)
         x0_rep = x0.repeat_interleave(k, 0)
         t = keep.reshape(-1)
         x_t, s_t = x_k.flatten(0, 1), s_k.flatten(0, 1)
-        self.optimizer.zero_grad(set_to_none=True)
-        n = x_t.shape[0] * self.group.world  # (x0, t) pairs in the global batch
+        optimizer.zero_grad(set_to_none=True)
+        n = x_t.shape[0] * group.world  # (x0, t) pairs in the global batch
         loss = torch.zeros((), dtype=torch.float64, device=device)
         # gradient accumulation: the step's (x0, t) pairs in train.accumulation micro-batches, each
         # loss weighted by its share, so the gradient is that of the whole batch
         for part in torch.arange(x_t.shape[0]).chunk(cfg.accumulation):
             lab = labels[part] if labels is not None else None
-            with self.mixed:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
-                x0_hat = self.denoiser(s_t[part], x_t[part], t[part], lab) if lab is not None else \
-                    self.denoiser(s_t[part], x_t[part], t[part])
+            with mixed:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
+                x0_hat = denoiser(s_t[part], x_t[part], t[part], lab) if lab is not None else \
+                    denoiser(s_t[part], x_t[part], t[part])
             micro = step_loss(family, x0_rep[part], x0_hat, t[part], process.loss, process.loss_weighting).mean()
             total = micro
-            if self.learned is not None:
-                rho = self.learned()[t[part]]
+            if learned is not None:
+                rho = learned()[t[part]]
                 total = total + kernel_kl(family, x_t[part], x0_rep[part], x0_hat.detach(), t[part], rho,
                                           generator=step_generator).mean()
             if not torch.isfinite(total):
@@ -217,41 +201,41 @@ class Training(ResumableStage):
             loss = loss + micro.detach() * (part.numel() / n)
         return loss, None
 
-    def update(self) -> None:
-        self.group.sum_gradients([p for g in self.optimizer.param_groups for p in g["params"]])
-        if self.cfg.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.cfg.clip_grad)
-        if self.learned is not None and not all(bool(torch.isfinite(p.grad).all()) for p in self.learned.parameters()
-                                                if p.grad is not None):
-            self.diverged("the learned coupling's gradient became infinite", "Lower process.coupling.lr or use the "
-                          "ddpm coupling")
-        self.optimizer.step()
-        decay = ema_decay(self.step + 1, self.cfg.ema, self.cfg.ema_warmup)
+    def stepped() -> None:
+        if learned is not None and not all(bool(torch.isfinite(p.grad).all()) for p in learned.parameters()
+                                           if p.grad is not None):  # summed over the processes, never clipped
+            stage.diverged("the learned coupling's gradient became infinite", "Lower process.coupling.lr or use the "
+                           "ddpm coupling")
+        decay = ema_decay(stage.step + 1, cfg.ema, cfg.ema_warmup)
         with torch.no_grad():
-            torch._foreach_lerp_(self.ema_params, self.model_params, 1.0 - decay)
-            for e, p in self.ema_buffers:
+            torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
+            for e, p in ema_buffers:
                 e.copy_(p)
 
-    def record(self, loss: float) -> tuple[dict, str]:
-        now, step, b = time.perf_counter(), self.step, self.cfg.batch_size
-        speed = (step - self.last_log_step) * b / max(now - self.last_log_time, 1e-9)
-        eta = (self.total - step) * b / max(speed, 1e-9)
-        steps_per_s = speed / b
-        record = {"step": step, "loss": loss, "lr": self.lr, "examples_per_s": round(speed, 1),
-                  "steps_per_s": round(steps_per_s, 2), "seconds": round(now - self.start, 2)}
-        if self.learned is not None:
-            record["rho_mean"] = float(self.learned().detach()[1:].mean())
-        self.last_log_step, self.last_log_time = step, now
-        return record, (f"step {step}/{self.total}  loss {loss:.4f}  lr {self.lr:.2e}  {speed:,.0f} ex/s  "
-                        f"{steps_per_s:.1f} it/s  ETA {duration(eta)}")
+    def record(loss: float) -> tuple[dict, str]:
+        nonlocal log_step, log_time
+        clock, step = time.perf_counter(), stage.step
+        speed = (step - log_step) * b / max(clock - log_time, 1e-9)
+        eta = (total_steps - step) * b / max(speed, 1e-9)
+        line = {"step": step, "loss": loss, "lr": lr, "examples_per_s": round(speed, 1),
+                "steps_per_s": round(speed / b, 2), "seconds": round(clock - start, 2)}
+        if learned is not None:
+            line["rho_mean"] = float(learned().detach()[1:].mean())
+        log_step, log_time = step, clock
+        return line, (f"step {step}/{total_steps}  loss {loss:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
+                      f"{speed / b:.1f} it/s  ETA {duration(eta)}")
 
-    def after(self, stopping: bool) -> None:
-        periodic, step = self.periodic, self.step
-        if periodic is not None and step % periodic.every == 0 and step < self.total and not stopping:
+    def after(stopping: bool) -> None:
+        nonlocal log_time
+        if periodic is not None and stage.step % periodic.every == 0 and stage.step < total_steps and not stopping:
             began = time.perf_counter()
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                periodic(step, self.ema)
-            self.last_log_time += time.perf_counter() - began  # the status line's speed is training's
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                periodic(stage.step, ema)
+            log_time += time.perf_counter() - began  # the status line's speed is training's
+
+    stage.run(found, losses=losses, record=record, load=load, state=state, stepped=stepped, begin=begin,
+              after=after)
+    return ema
 
 
 def _rank_seed(seed: int, rank: int, step: int) -> int:

@@ -1,8 +1,8 @@
 """One resumable stage: what training and every distillation stage share.
 
-A stage takes ``total`` optimiser steps; a subclass of :class:`ResumableStage` gives its step
-maths (:meth:`~ResumableStage.losses`, :meth:`~ResumableStage.update`) and what its checkpoints
-and log lines hold; the skeleton does the rest the same way for every stage:
+A stage trains a model for ``total`` optimiser steps. Each stage gives only its step maths (the
+loss of a step and what its checkpoints and log lines hold) to :meth:`ResumableStage.run`, which
+does the rest the same way for every stage:
 
 - resume from a checkpoint whose fingerprint (the settings it depends on) matches, or start;
 - one collective per step for the loss, a non-finite loss and Ctrl-C, so that every process stops
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.rundir.records import append_jsonl, keep_records
@@ -51,71 +51,90 @@ def truncate_log(path: Path, step: int, warn: Callable[[str], None] | None = Non
 
 
 class ResumableStage:
-    """The skeleton of a stage; :meth:`run` resumes or starts it and takes its remaining steps.
+    """The skeleton of a stage that trains ``model`` with ``optimizer`` for ``total`` steps (the
+    gradients summed over the processes and clipped to ``clip_grad``); :meth:`run` resumes or
+    starts it with the stage's step maths and takes the steps left. ``name`` and ``prefix`` go
+    into its messages ("stopped by Ctrl-C after training step 12 of 24"), ``fix`` is the advice
+    when it diverges, ``tag`` is in each of its log lines (which lines of the log are its own),
+    ``mismatch`` says why a checkpoint of other settings is refused; ``skip_finished``: a stage
+    resumed at its end says nothing and leaves its log as it is."""
 
-    A subclass sets the class attributes and gives the step maths: ``load(state)`` restores it from
-    a checkpoint (``self.step`` is already its step); ``state()`` is what a checkpoint holds beside
-    the step and fingerprint (called in every process, so it may gather; ``model``, ``ema`` and
-    ``coupling`` must be finite); ``losses()`` computes step ``self.step``: this process's share of
-    its loss (summed over the processes) and the non-finite value met, if any (the step is then not
-    taken); ``update()`` applies the step's gradients; ``record(loss)`` is the log record (holding
-    :attr:`tag`) and the status line after the step."""
-
-    name = "training"            # in messages: "stopped by Ctrl-C after training step 12 of 24"
-    prefix = ""                  # of the stage's messages ("distill 16→8: ")
-    fix = "Lower train.lr, set train.clip_grad, or check the data"  # advice when it diverges
-    tag: dict = {}               # in every log line of the stage (which the log's lines are its own)
-    skip_finished = False        # resumed at its end: no "resumed" line, the log left as it is
-
-    def __init__(self, total: int, directory: Path, log_path: Path, *, fingerprint: dict, log_every: int,
-                 checkpoint_every: int, keep: int = 3, loss_limit: float = 0.0, group: Group = SINGLE,
-                 log: Callable[[str], None] = print) -> None:
-        self.total, self.directory, self.log_path, self.fingerprint = total, directory, log_path, fingerprint
-        self.log_every, self.checkpoint_every = log_every, checkpoint_every
-        self.keep, self.loss_limit = keep, loss_limit
-        self.group, self.log = group, log
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total: int, directory: Path,
+                 log_path: Path, *, fingerprint: dict, log_every: int, checkpoint_every: int, keep: int = 3,
+                 loss_limit: float = 0.0, clip_grad: float | None = None, group: Group = SINGLE,
+                 log: Callable[[str], None] = print, name: str = "training", prefix: str = "",
+                 fix: str = "Lower train.lr, set train.clip_grad, or check the data", tag: dict | None = None,
+                 mismatch: Callable[[Path, list[str]], str] = mismatch_message, skip_finished: bool = False) -> None:
+        self.model, self.optimizer, self.total = model, optimizer, total
+        self.directory, self.log_path, self.fingerprint = directory, log_path, fingerprint
+        self.log_every, self.checkpoint_every, self.keep = log_every, checkpoint_every, keep
+        self.loss_limit, self.clip_grad, self.group, self.log = loss_limit, clip_grad, group, log
+        self.name, self.prefix, self.fix, self.tag = name, prefix, fix, tag or {}
+        self.mismatch, self.skip_finished = mismatch, skip_finished
+        self.device = next(model.parameters()).device
         self.step, self.loss_reference = 0, None  # the untrained network's loss: what loss_limit is relative to
         self.resumed_from = self.last_good = None  # checkpoints: the one resumed from, the newest written
+        model.train()
 
-    def begin(self) -> None:
-        """Called once the stage has resumed or started, before its first step."""
-
-    def after(self, stopping: bool) -> None:
-        """Called after each step, its log line and checkpoint (``stopping``: on Ctrl-C)."""
-
-    def mismatch(self, path: Path, differing: list[str]) -> str:
-        return mismatch_message(path, differing)
-
-    def run(self, found: tuple[Path, dict] | None) -> None:
+    def run(self, found: tuple[Path, dict] | None, *, losses: Callable[[], tuple[Tensor, float | None]],
+            record: Callable[[float], tuple[dict, str]], load: Callable[[dict], None] = lambda state: None,
+            state: Callable[[], dict] = dict, stepped: Callable[[], None] = lambda: None,
+            begin: Callable[[], None] = lambda: None, after: Callable[[bool], None] = lambda stopping: None) -> None:
         """Resume from ``found`` (a checkpoint's path and state), or start afresh when None; then
-        take the steps left."""
+        take the steps left. The step maths: ``losses()`` is step ``self.step``'s loss (this
+        process's share of it, summed over the processes; its gradients computed) and the non-finite
+        value met if any (the step is then not taken); ``stepped()`` follows each optimiser step;
+        ``record(loss)`` is the log record and the status line after a step. A checkpoint holds the
+        model, the optimiser and ``state()`` (built in every process, so it may gather; ``ema`` and
+        ``coupling`` must be finite), which ``load(state)`` restores (``self.step`` already set).
+        ``begin()`` is called before the first step, ``after(stopping)`` after each step."""
         if found is not None:
-            path, state = found
-            differing = differing_keys(self.fingerprint, state.get("fingerprint", {}))
+            path, saved = found
+            differing = differing_keys(self.fingerprint, saved.get("fingerprint", {}))
             if differing:
                 raise CheckpointMismatch(self.mismatch(path, differing))
             if self.group.main:
                 point_latest(path)
-            self.step, self.loss_reference = int(state["step"]), state.get("loss_reference")
+            self.step, self.loss_reference = int(saved["step"]), saved.get("loss_reference")
             self.resumed_from = self.last_good = path
-            self.load(state)
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            load(saved)
         if not (self.skip_finished and self.step >= self.total):
             if found is not None:
                 self.log(f"{self.prefix}resumed from {found[0]} at step {self.step}")
             if self.group.main:
                 truncate_log(self.log_path, self.step, self.log, **self.tag)
-        self.begin()
+        begin()
         with interrupt.graceful_stop():
             while self.step < self.total:
-                self.take_step()
+                loss, bad = losses()
+                stopping, value = self._collective(loss, bad)
+                self.group.sum_gradients([p for g in self.optimizer.param_groups for p in g["params"]])
+                if self.clip_grad is not None:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+                self.optimizer.step()
+                stepped()
+                self.step += 1
+                if self.step % self.log_every == 0 or self.step == self.total:
+                    line, text = record(value)
+                    if self.group.main:
+                        append_jsonl(self.log_path, [line])
+                    self.log(text)
+                if self.step % self.checkpoint_every == 0 or self.step == self.total or stopping:
+                    self.last_good = self._checkpoint(state())
+                after(stopping)
+                if stopping and self.step < self.total:
+                    raise interrupt.Interrupted(f"stopped by Ctrl-C after {self.name} step {self.step} of "
+                                                f"{self.total}; {self.last_good} holds it: run the same command "
+                                                "again to resume")
 
-    def take_step(self) -> None:
-        loss, bad = self.losses()
-        # one collective for the loss, the divergence flag and Ctrl-C, so every process stops together
+    def _collective(self, loss: Tensor, bad: float | None) -> tuple[bool, float]:
+        """Whether to stop after this step (Ctrl-C in any process) and the step's loss; one
+        collective for the loss, the divergence flag and Ctrl-C, so every process stops together."""
         flags = torch.tensor([float(bad is not None), float(interrupt.requested())], dtype=torch.float64,
                              device=loss.device)
         summed = self.group.sum_(torch.cat([loss.detach().to(torch.float64).reshape(1), flags]))
-        stopping = bool(summed[2] > 0)  # Ctrl-C in any process: every process stops after this step
         if summed[1] > 0:
             self.diverged(f"the loss became {bad}" if bad is not None else
                           "the loss became non-finite in another process")
@@ -126,31 +145,22 @@ class ResumableStage:
             self.diverged(f"the loss {value:.4g} exceeded train.loss_limit ({self.loss_limit:g}) times the untrained "
                           f"network's {self.loss_reference:.4g}", "Lower train.lr, set train.clip_grad, or raise "
                           "train.loss_limit (0 turns this check off)")
-        self.update()
-        self.step += 1
-        if self.step % self.log_every == 0 or self.step == self.total:
-            record, line = self.record(value)
-            if self.group.main:
-                append_jsonl(self.log_path, [record])
-            self.log(line)
-        if self.step % self.checkpoint_every == 0 or self.step == self.total or stopping:
-            self.last_good = self.checkpoint()
-        self.after(stopping)
-        if stopping and self.step < self.total:
-            raise interrupt.Interrupted(f"stopped by Ctrl-C after {self.name} step {self.step} of {self.total}; "
-                                        f"{self.last_good} holds it: run the same command again to resume")
+        return bool(summed[2] > 0), value
 
-    def checkpoint(self) -> Path:
+    def _checkpoint(self, state: dict) -> Path:
         """Write the step's checkpoint (process 0); its path."""
-        state = self.state()
+        model = self.model
+        state = {"step": self.step, "model": model.state_dict(), "optimizer": self.optimizer.state_dict(), **state,
+                 "fingerprint": self.fingerprint,
+                 "num_classes": int(getattr(getattr(model, "backbone", model), "num_classes", 0))}
         bad = nonfinite(state)
         if bad:  # never written (the weights are equal in every process): the last good checkpoint stays
             self.diverged(f"the weights became non-finite ({bad})")
         if not self.group.main:  # the file process 0 writes for this step
             return self.directory / f"step-{self.step:08d}.pt"
-        return save_checkpoint(self.directory, self.step, {"step": self.step, **state, "fingerprint": self.fingerprint},
-                               keep=self.keep, protect=[self.resumed_from])
+        return save_checkpoint(self.directory, self.step, state, keep=self.keep, protect=[self.resumed_from])
 
     def diverged(self, what: str, fix: str | None = None) -> NoReturn:
+        """Stop as diverged (:class:`TrainingDiverged`), naming the step and the last good checkpoint."""
         where = f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was written yet"
         raise TrainingDiverged(f"{self.prefix}{what} at step {self.step}; {where}. {fix or self.fix}")
