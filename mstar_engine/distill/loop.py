@@ -98,11 +98,11 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
                        student_steps=str(stage.student_steps), steps_per_stage=str(total), lr=repr(cfg.lr),
                        batch_size=str(cfg.batch_size), weighting=cfg.weighting, target=cfg.target,
                        coupling=cfg.coupling)
-    run = ResumableStage(student, optimizer, total, stage.directory, stage.directory.parent.parent / "distill.jsonl",
-                         fingerprint=fingerprint, log_every=log_every, checkpoint_every=checkpoint_every,
-                         clip_grad=clip_grad, group=group, log=log, name=stage.name, prefix=f"{stage.name}: ",
-                         fix="Lower distill.lr or set train.clip_grad", tag={"stage": stage.student_steps},
-                         mismatch=_mismatch, skip_finished=True)  # a finished stage is not repeated
+    resumable = ResumableStage(
+        student, optimizer, total, stage.directory, stage.directory.parent.parent / "distill.jsonl",
+        fingerprint=fingerprint, log_every=log_every, checkpoint_every=checkpoint_every, clip_grad=clip_grad,
+        group=group, log=log, name=stage.name, prefix=f"{stage.name}: ", fix="Lower distill.lr or set train.clip_grad",
+        tag={"stage": stage.student_steps}, mismatch=_mismatch, skip_finished=True)  # a finished stage: not repeated
     if not resume and group.main:  # start afresh: the earlier students are set aside, not deleted
         _set_aside(stage, "--resume never", log)
     group.barrier()
@@ -117,7 +117,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
     per = cfg.batch_size // streams
     built, everything = group.streams(streams)  # everything: all streams built here, keep the shard after
     stream_teacher = ShardedTeacher(teacher, group) if everything and per % group.world == 0 else teacher
-    device, stream = run.device, Stream(batches)
+    device, stream = resumable.device, Stream(batches)
     student_grid = torch.tensor(step_grid(T, stage.student_steps)).to(device)
     lr, seconds, started = cfg.lr, 0.0, 0.0
 
@@ -132,7 +132,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
 
     def state() -> dict:
         tick()
-        return {"seconds": seconds, "complete": run.step >= total, "evaluations": stage.student_steps,
+        return {"seconds": seconds, "complete": resumable.step >= total, "evaluations": stage.student_steps,
                 "teacher_evaluations": stage.teacher_steps, "sampling_rho": rho.detach().cpu(),
                 "event_shape": list(family.event_shape)}
 
@@ -142,7 +142,7 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
 
     def losses() -> tuple[Tensor, float | None]:
         nonlocal lr
-        step = run.step
+        step = resumable.step
         lr = learning_rate(step, cfg.lr, total, decay="linear")
         for param_group in optimizer.param_groups:
             param_group["lr"] = lr
@@ -175,10 +175,11 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
 
     def record(loss: float) -> tuple[dict, str]:
         tick()
-        return ({"stage": stage.student_steps, "step": run.step, "loss": loss, "lr": lr, "seconds": round(seconds, 2)},
-                f"{stage.name}: step {run.step}/{total}  loss {loss:.4g}  lr {lr:.2e}")
+        step = resumable.step
+        return ({"stage": stage.student_steps, "step": step, "loss": loss, "lr": lr, "seconds": round(seconds, 2)},
+                f"{stage.name}: step {step}/{total}  loss {loss:.4g}  lr {lr:.2e}")
 
-    run.run(found, losses=losses, record=record, load=load, state=state, begin=begin)
+    resumable.run(found, losses=losses, record=record, load=load, state=state, begin=begin)
     student.eval()
     return student, seconds
 
