@@ -10,19 +10,27 @@ from pathlib import Path
 from typing import Callable
 
 import attrs
+import tomli_w
 import torch
 from torch import Tensor
 
+from mstar_engine.app.evaluate import evaluate, write_results
+from mstar_engine.app.model import build_denoiser
+from mstar_engine.app.runs import Model, RunError, load_run
+from mstar_engine.data.load import load_data
 from mstar_engine.data.stream import training_source
 from mstar_engine.distill.loop import Recipe, Stage, distill_stage
 from mstar_engine.distill.stages import DistillError, derive_stages
 from mstar_engine.distributed.env import process_count, resolve_backend, secondary_process, silent
 from mstar_engine.distributed.group import SINGLE, Group
+from mstar_engine.distributed.launch import log_to_stderr, run_processes
 from mstar_engine.process.build import DiffusionProcess
-from mstar_engine.app.model import build_denoiser
-from mstar_engine.app.runs import Model
+from mstar_engine.rundir.claim import claim
+from mstar_engine.spec import load_spec_text
+from mstar_engine.spec.resolve import resolve
 from mstar_engine.spec.schema import Spec
 from mstar_engine.train.checkpoint import fingerprint
+from mstar_engine.util.atomic import atomic_write
 
 
 def sampling_rho(process: DiffusionProcess, coupling: str) -> Tensor:
@@ -73,10 +81,6 @@ def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, resume: bool
 def distill_spec(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str] = ()) -> Spec:
     """The run's resolved spec with ``[distill] to = to`` (its other distillation settings kept)
     and ``distill.*`` overrides applied, validated and resolved."""
-    import tomli_w
-
-    from mstar_engine.spec import load_spec_text
-    from mstar_engine.spec.resolve import resolve
     other = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("distill.")]
     if other:
         raise DistillError(f"mstar distill changes only [distill] settings, not {', '.join(other)}; change the "
@@ -109,10 +113,8 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
     teacher beside every student, write the results and return them. ``processes`` (default: the
     run's ``devices.processes``, or torchrun's count) distil data-parallel; rank 0 evaluates.
     The run directory is locked for the whole command."""
-    from mstar_engine.app.runs import load_run
     run_dir = Path(run_dir)
     if group is None and not secondary_process():  # the whole command holds the run's lock
-        from mstar_engine.rundir.claim import claim
         if not (run_dir / "spec.resolved.toml").is_file():
             load_run(run_dir)  # says what is missing, before a lock file is created there
         with claim(run_dir, "distill", log=log):
@@ -122,11 +124,6 @@ def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[
 
 def _distill_run(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str], *, resume: bool,
                  log: Callable[[str], None], processes: int | None, group: Group | None) -> dict | None:
-    import tomli_w
-    from mstar_engine.util.atomic import atomic_write
-    from mstar_engine.data.load import load_data
-    from mstar_engine.app.evaluate import evaluate, write_results
-    from mstar_engine.app.runs import RunError, load_run
     run = load_run(run_dir)
     spec = distill_spec(run_dir, to, overrides)
     total = spec.train.steps
@@ -135,7 +132,6 @@ def _distill_run(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str],
                        "mstar run on its spec (it resumes) before distilling")
     world = process_count(processes, spec.devices.processes)
     if group is None and world > 1:
-        from mstar_engine.distributed.launch import log_to_stderr, run_processes
         accelerator = next(run.model.denoiser.parameters()).device.type
         return run_processes(_distill_run, world, resolve_backend(spec.devices.backend, accelerator), run_dir, to,
                              overrides, resume=resume, log=log_to_stderr, processes=world)
