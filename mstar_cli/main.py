@@ -223,7 +223,7 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
     KEY=VALUE overrides change [distill] settings, e.g. distill.steps_per_stage=2000.
     """
     from mstar_engine.distill import DistillError
-    from mstar_engine.distill.pipeline import distill_run
+    from mstar_engine.app.distill import distill_run
     from mstar_engine.app.report import results_table
     from mstar_engine.app.runs import RunError
     try:

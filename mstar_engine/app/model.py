@@ -1,4 +1,5 @@
-"""From a resolved spec to the engine's objects: the diffusion process and the untrained denoiser."""
+"""From a resolved spec to the engine's objects: the diffusion process, the untrained denoiser, and
+the fingerprint of the settings a checkpoint depends on."""
 from __future__ import annotations
 
 import torch
@@ -8,10 +9,16 @@ from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.networks.denoiser import build_unet_denoiser
 from mstar_engine.process import build
 from mstar_engine.process.build import DiffusionProcess
+from mstar_engine.plan.compile import flatten
 from mstar_engine.process.normalise import TailNorm
 from mstar_engine.schedules import gaussian_equivalent_snr
 from mstar_engine.schedules.registry import build_for_spec
 from mstar_engine.spec.schema import Process, Spec
+
+#: Settings that may change between a run and its resumption without invalidating the checkpoint.
+RESUMABLE_CHANGES = ("experiment.description", "experiment.name", "experiment.output_dir", "compare", "train.steps",
+                     "train.epochs", "train.checkpoint_every", "train.keep_checkpoints", "train.loss_limit",
+                     "train.eval_every", "train.log_every", "train.workers", "sample.", "eval.", "distill.", "devices.")
 
 
 def build_process(spec: Process, event_shape: tuple[int, ...]) -> DiffusionProcess:
@@ -41,3 +48,10 @@ def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None 
         return build_unet_denoiser(process.family, norm, process.inputs, spec.network, num_classes)
     return build_mlp_denoiser(process.family, norm, process.inputs, spec.network.mlp, spec.network.dropout,
                               num_classes)
+
+
+def fingerprint(settings) -> dict[str, str]:
+    """The settings (an attrs tree such as a spec) that a checkpoint depends on, as dotted keys
+    and ``repr`` strings (compared on resume)."""
+    return {".".join(p): repr(v) for p, v in flatten(settings)
+            if not any(".".join(p).startswith(k) for k in RESUMABLE_CHANGES)}

@@ -32,19 +32,19 @@ from mstar_engine.util.devices import training_device
 from mstar_engine.distributed.env import secondary_process, silent
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distributed.launch import launch, log_to_stderr
-from mstar_engine.distill.pipeline import distill_model
+from mstar_engine.app.distill import distill_model
 from mstar_engine.app.compare import record_comparison, variants
 from mstar_engine.app.evaluate import DuringTraining, check_evaluable, evaluate, write_results
 from mstar_engine.plan import Plan, render_plan
 from mstar_engine.app.plots import eval_curve_svgs, loss_curve_svg, trajectory_grid
-from mstar_engine.app.model import build_denoiser, build_process
+from mstar_engine.app.model import build_denoiser, build_process, fingerprint
 from mstar_engine.process.normalise import TailNorm
 from mstar_engine.app.runs import Model, save_grid, save_samples
 from mstar_engine.spec import LoadedSpec
 from mstar_engine.spec.schema import Spec
 from mstar_engine.rundir.claim import claim
 from mstar_engine.rundir.files import write_text
-from mstar_engine.train.checkpoint import differing_keys, find_checkpoint, fingerprint, point_latest
+from mstar_engine.train.checkpoint import differing_keys, find_checkpoint, point_latest
 from mstar_engine.train.loop import Settings, train
 from mstar_engine.train.stage import CheckpointMismatch, mismatch_message
 

@@ -1,4 +1,4 @@
-"""Exponential families: one module per family, the protocol in :mod:`.base`, and the lookup.
+"""One module per exponential family, the protocol (:mod:`.base`), and plug-ins by import path.
 
 Everything the tool knows about a family lives on its class (:class:`Family`). A spec names a
 family by its registry name (the built-ins, and any class decorated with :func:`register`), by the

@@ -1,1 +1,1 @@
-"""train."""
+"""Training: the resumable-stage skeleton, the training loop, LR/EMA schedules, atomic checkpoints."""

@@ -16,19 +16,12 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from mstar_engine.plan.compile import flatten
 from mstar_engine.util.atomic import atomic_write
 
 LATEST = "latest"
 PATTERN = re.compile(r"step-(\d+)\.pt")
 #: What a checkpoint holds that must be finite (weights; the optimiser's moments follow them).
 WEIGHTS = ("model", "ema", "coupling")
-#: Settings that may change between a run and its resumption without invalidating the checkpoint.
-RESUMABLE_CHANGES = ("experiment.description", "experiment.name", "experiment.output_dir", "compare", "train.steps",
-                     "train.epochs", "train.checkpoint_every", "train.keep_checkpoints", "train.loss_limit",
-                     "train.eval_every", "train.log_every", "train.workers", "sample.", "eval.", "distill.", "devices.")
-
-
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says which file and why."""
 
@@ -139,13 +132,6 @@ def nonfinite(state: dict[str, Any]) -> str:
             if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 return f"{entry}.{name}"
     return ""
-
-
-def fingerprint(settings) -> dict[str, str]:
-    """The settings (an attrs tree such as a spec) that a checkpoint depends on, as dotted keys
-    and ``repr`` strings (compared on resume)."""
-    return {".".join(p): repr(v) for p, v in flatten(settings)
-            if not any(".".join(p).startswith(k) for k in RESUMABLE_CHANGES)}
 
 
 def differing_keys(expected: dict, stored: dict) -> list[str]:

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import mstar_engine.app.compare  # noqa: F401 - imported once here, so that each forked child starts at once
-import mstar_engine.distill.pipeline  # noqa: F401
+import mstar_engine.app.distill  # noqa: F401
 import mstar_engine.app.evaluate  # noqa: F401
 import mstar_engine.metrics.distances  # noqa: F401
 from mstar_cli.main import cli

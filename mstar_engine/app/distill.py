@@ -6,6 +6,7 @@ distillation coupling (``distill.coupling``), which their checkpoints store.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -15,21 +16,20 @@ import torch
 from torch import Tensor
 
 from mstar_engine.app.evaluate import evaluate, write_results
-from mstar_engine.app.model import build_denoiser
-from mstar_engine.app.runs import Model, RunError, load_run
+from mstar_engine.app.model import build_denoiser, fingerprint
+from mstar_engine.app.runs import Model, Run, RunError, load_run
 from mstar_engine.data.load import load_data
 from mstar_engine.data.stream import training_source
 from mstar_engine.distill.loop import Recipe, Stage, distill_stage
 from mstar_engine.distill.stages import DistillError, derive_stages
 from mstar_engine.distributed.env import process_count, resolve_backend, secondary_process, silent
 from mstar_engine.distributed.group import SINGLE, Group
-from mstar_engine.distributed.launch import log_to_stderr, run_processes
+from mstar_engine.distributed.launch import launch, log_to_stderr
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.rundir.claim import claim
 from mstar_engine.spec import load_spec_text
 from mstar_engine.spec.resolve import resolve
 from mstar_engine.spec.schema import Spec
-from mstar_engine.train.checkpoint import fingerprint
 from mstar_engine.util.atomic import atomic_write
 
 
@@ -107,40 +107,33 @@ def _explicit(obj) -> dict:
 
 
 def distill_run(run_dir: str | Path, to: int, overrides: tuple[str, ...] | list[str] = (), *, resume: bool = True,
-                log: Callable[[str], None] = print, processes: int | None = None,
-                group: Group | None = None) -> dict | None:
+                log: Callable[[str], None] = print, processes: int | None = None) -> dict | None:
     """``mstar distill RUN --to K``: distil a trained run's teacher stage by stage, evaluate the
     teacher beside every student, write the results and return them. ``processes`` (default: the
     run's ``devices.processes``, or torchrun's count) distil data-parallel; rank 0 evaluates.
     The run directory is locked for the whole command."""
     run_dir = Path(run_dir)
-    if group is None and not secondary_process():  # the whole command holds the run's lock
-        if not (run_dir / "spec.resolved.toml").is_file():
-            load_run(run_dir)  # says what is missing, before a lock file is created there
-        with claim(run_dir, "distill", log=log):
-            return _distill_run(run_dir, to, overrides, resume=resume, log=log, processes=processes, group=None)
-    return _distill_run(run_dir, to, overrides, resume=resume, log=log, processes=processes, group=group)
-
-
-def _distill_run(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str], *, resume: bool,
-                 log: Callable[[str], None], processes: int | None, group: Group | None) -> dict | None:
-    run = load_run(run_dir)
-    spec = distill_spec(run_dir, to, overrides)
-    total = spec.train.steps
-    if spec.train.epochs is None and run.step < total:
-        raise RunError(f"the teacher in {run_dir} is trained for {run.step} of {total} steps; finish training with "
-                       "mstar run on its spec (it resumes) before distilling")
-    world = process_count(processes, spec.devices.processes)
-    if group is None and world > 1:
+    if not (run_dir / "spec.resolved.toml").is_file():
+        load_run(run_dir)  # says what is missing, before a lock file is created there
+    with nullcontext() if secondary_process() else claim(run_dir, "distill", log=log):
+        run = load_run(run_dir)
+        spec = distill_spec(run_dir, to, overrides)
+        total = spec.train.steps
+        if spec.train.epochs is None and run.step < total:
+            raise RunError(f"the teacher in {run_dir} is trained for {run.step} of {total} steps; finish training "
+                           "with mstar run on its spec (it resumes) before distilling")
+        world = process_count(processes, spec.devices.processes)
         accelerator = next(run.model.denoiser.parameters()).device.type
-        return run_processes(_distill_run, world, resolve_backend(spec.devices.backend, accelerator), run_dir, to,
-                             overrides, resume=resume, log=log_to_stderr, processes=world)
-    group = group or SINGLE
+        return launch(_distill_run, world, resolve_backend(spec.devices.backend, accelerator), run, spec,
+                      resume=resume, log=log_to_stderr if world > 1 else log)
+
+
+def _distill_run(run: Run, spec: Spec, *, resume: bool, log: Callable[[str], None], group: Group) -> dict | None:
     data = load_data(spec.data, spec.experiment.seed)
     if spec.distill.batch_size % group.world:
         raise DistillError(f"distill.batch_size {spec.distill.batch_size} does not split evenly over {group.world} "
                            f"processes; use a multiple of {group.world}")
-    teacher, students, seconds = distill_model(spec, run.model, data, run_dir, resume=resume,
+    teacher, students, seconds = distill_model(spec, run.model, data, run.path, resume=resume,
                                                log=log if group.main else silent, group=group)
     results = {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
                "coupling": teacher.process.coupling_kind, "inputs": teacher.process.inputs, "results": []}
@@ -150,6 +143,6 @@ def _distill_run(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str],
     if not group.main:
         return None
     resolved = attrs.asdict(spec, filter=lambda _, v: v is not None)  # the run now records its [distill]
-    atomic_write(run_dir / "spec.resolved.toml", lambda fh: fh.write(tomli_w.dumps(resolved).encode()))
-    write_results(run_dir, results)
+    atomic_write(run.path / "spec.resolved.toml", lambda fh: fh.write(tomli_w.dumps(resolved).encode()))
+    write_results(run.path, results)
     return results
