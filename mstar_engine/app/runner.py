@@ -25,7 +25,7 @@ import tomli_w
 import torch
 
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.data.dataset import check_for_family
+from mstar_engine.data.dataset import LoadedData, check_for_family
 from mstar_engine.data.load import load_data
 from mstar_engine.data.stream import training_source
 from mstar_engine.util.devices import training_device
@@ -44,9 +44,9 @@ from mstar_engine.spec import LoadedSpec
 from mstar_engine.spec.schema import Spec
 from mstar_engine.rundir.claim import claim
 from mstar_engine.rundir.files import write_text
-from mstar_engine.train.checkpoint import differing_keys, find_checkpoint, point_latest
+from mstar_engine.train.checkpoint import find_checkpoint
 from mstar_engine.train.loop import Settings, train
-from mstar_engine.train.stage import CheckpointMismatch, mismatch_message
+from mstar_engine.train.stage import check_fingerprint
 
 NORM_EXAMPLES = 4096  # training examples used to estimate the tail normalisation
 NORM_ELEMENTS = 20_000_000  # at most this many values (examples × T × event size) in that roll-out
@@ -71,13 +71,8 @@ def check_resumable(plan: Plan, resume: bool, log: Callable[[str], None]) -> tup
     if not resume:
         return None
     found = find_checkpoint(plan.run_dir / "checkpoints" / "train", warn=log, set_aside=True)
-    if found is None:
-        return None
-    path, state = found
-    differing = differing_keys(fingerprint(plan.spec), state.get("fingerprint", {}))
-    if differing:
-        raise CheckpointMismatch(mismatch_message(path, differing))
-    point_latest(path)
+    if found is not None:
+        check_fingerprint(found, fingerprint(plan.spec))
     return found
 
 
@@ -86,7 +81,7 @@ class Prepared:
     """Everything training needs, built from a resolved spec: data, process, untrained denoiser
     and the batch source (a pure function of the example position)."""
 
-    data: object                   # LoadedData or LoadedImages
+    data: LoadedData
     process: object                # DiffusionProcess
     denoiser: torch.nn.Module
     source: Callable               # start_example -> iterator of x0 (or (x0, labels)) batches

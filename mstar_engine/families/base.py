@@ -110,6 +110,8 @@ class Family(abc.ABC):
                 f"{type(self).__name__} takes schedule arrays {self.schedule_params}; "
                 f"missing {sorted(missing)}, unexpected {sorted(extra)}"
             )
+        schedule = {k: v if torch.is_tensor(v) and v.is_floating_point() else torch.as_tensor(v, dtype=torch.float64)
+                    for k, v in schedule.items()}  # lists, arrays and integers as float64 tensors
         lengths = {k: v.shape[0] for k, v in schedule.items()}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"schedule arrays differ in length: {lengths}")

@@ -87,8 +87,6 @@ class Categorical(Family):
         return {"bar_beta": 1.0 / (1.0 + np.asarray(lam, dtype=np.float64))}
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
-        schedule = {k: torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v
-                    for k, v in schedule.items()}
         super().__init__(event_shape, **schedule)
         if len(self.event_shape) != 2 or self.event_shape[1] < 2:
             raise self._domain_error("the data", _not_one_hot(self.event_shape))

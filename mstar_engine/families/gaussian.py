@@ -126,8 +126,6 @@ class Gaussian(Family):
         return {"mean": np.sqrt(lam / (1 + lam)), "var": 1 / (1 + lam)}
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
-        schedule = {k: torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v
-                    for k, v in schedule.items()}
         super().__init__(event_shape, **schedule)
         if not (torch.isfinite(self.mean).all() and torch.isfinite(self.var).all()):
             raise ValueError("gaussian schedule: `mean` and `var` must be finite at every step")

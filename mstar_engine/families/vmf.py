@@ -65,8 +65,6 @@ class VonMisesFisher(Family):
         return kappa * bessel_ratio(shape[-1] / 2, torch.from_numpy(kappa)).numpy()
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
-        schedule = {k: torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v
-                    for k, v in schedule.items()}
         super().__init__(event_shape, **schedule)
         if len(self.event_shape) != 1 or self.event_shape[0] < 2:
             raise ValueError(f"vmf needs event shape (d,) with d ≥ 2, got {self.event_shape}")

@@ -73,8 +73,6 @@ class VonMises(Family):
         return kappa * bessel_ratio(1.0, torch.from_numpy(kappa)).numpy()
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
-        schedule = {k: torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v
-                    for k, v in schedule.items()}
         super().__init__(event_shape, **schedule)
         if len(self.event_shape) != 1:
             raise ValueError(f"von-mises needs event shape (d,), got {self.event_shape}")

@@ -87,8 +87,6 @@ class Wishart(Family):
         return {"df": shape[-1] + 3.0 + lam, "xi": lam / (1.0 + lam)}
 
     def __init__(self, event_shape: tuple[int, ...], **schedule: Tensor) -> None:
-        schedule = {k: torch.as_tensor(v, dtype=_F64) if not torch.is_tensor(v) or not v.is_floating_point()
-                    else v for k, v in schedule.items()}
         super().__init__(event_shape, **schedule)
         if len(self.event_shape) != 2 or self.event_shape[0] != self.event_shape[1] or self.event_shape[0] < 1:
             raise ValueError(f"wishart needs a square event shape (p, p), got {self.event_shape}")

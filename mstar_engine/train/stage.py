@@ -50,6 +50,17 @@ def truncate_log(path: Path, step: int, warn: Callable[[str], None] | None = Non
     keep_records(path, lambda r: r.get("step", 0) <= step or any(r.get(k) != v for k, v in tag.items()), warn)
 
 
+def check_fingerprint(found: tuple[Path, dict], fingerprint: dict,
+                    mismatch: Callable[[Path, list[str]], str] = mismatch_message, point: bool = True) -> None:
+    """Refuse the checkpoint ``found`` (path, state) when it was written with other settings
+    (:class:`CheckpointMismatch`); else point ``latest`` at it (``point``)."""
+    differing = differing_keys(fingerprint, found[1].get("fingerprint", {}))
+    if differing:
+        raise CheckpointMismatch(mismatch(found[0], differing))
+    if point:
+        point_latest(found[0])
+
+
 class ResumableStage:
     """The skeleton of a stage that trains ``model`` with ``optimizer`` for ``total`` steps (the
     gradients summed over the processes and clipped to ``clip_grad``); :meth:`run` resumes or
@@ -90,11 +101,7 @@ class ResumableStage:
         ``begin()`` is called before the first step, ``after(stopping)`` after each step."""
         if found is not None:
             path, saved = found
-            differing = differing_keys(self.fingerprint, saved.get("fingerprint", {}))
-            if differing:
-                raise CheckpointMismatch(self.mismatch(path, differing))
-            if self.group.main:
-                point_latest(path)
+            check_fingerprint(found, self.fingerprint, self.mismatch, point=self.group.main)
             self.step, self.loss_reference = int(saved["step"]), saved.get("loss_reference")
             self.resumed_from = self.last_good = path
             self.model.load_state_dict(saved["model"])
