@@ -34,14 +34,15 @@ class DiffusionProcess:
 
 def build_process(family: Family, coupling: str, *, rho: float | None = None, inputs: str, loss: str,
                   loss_weighting: str, coupling_lr: float = 1e-3) -> DiffusionProcess:
-    """The process of ``family`` (an instance with its schedule and ``matched_snr``) under the
-    coupling named ``coupling`` (``rho``: the constant coupling's value)."""
+    """The process of ``family`` (an instance with its schedule) under the coupling named
+    ``coupling`` (``rho``: the constant coupling's value; the ddpm rule and the learned coupling's
+    start use the schedule's Gaussian-equivalent SNR, ``family.matched_snr``)."""
     notes = []
     if coupling == "learned" and not learnable(family):
         coupling = "ddpm"
         notes.append(f"the {family.name} family's inverse noise map draws auxiliary variables, so its kernel KL "
                      "is intractable: the learned coupling uses the ddpm rule instead")
-    made = build_coupling(coupling, family.steps, snr=family.gaussian_snr(), rho=rho)
+    made = build_coupling(coupling, family.steps, snr=family.matched_snr, rho=rho)
     learned = made if coupling == "learned" else None
     return DiffusionProcess(family, coupling, None if learned is not None else made, learned, inputs, loss,
                             loss_weighting, coupling_lr, tuple(notes))

@@ -45,3 +45,15 @@ def test_ddpm_rule_with_gaussian_cosine():
     process = build_process(spec.process, shape)
     snr = process.family.mean ** 2 / process.family.var
     assert torch.allclose(process.rho()[2:], (snr[2:] / snr[1:-1]).sqrt().clamp(max=1.0), atol=1e-12)
+
+
+def test_gaussian_ddpm_coupling_uses_the_schedules_closed_form_snr():
+    """ρ* comes from the schedule's Gaussian-equivalent SNR (for cosine: the closed-form ᾱ), not
+    from m_t²/v_t recomputed from the family's arrays, which differs in the last bit."""
+    from mstar_engine.schedules import gaussian_equivalent_snr
+    from mstar_engine.schedules.coupling import ddpm_rho
+    spec, shape = resolved(SPECS[0].parent / "gaussian.toml")
+    proc = attrs.evolve(spec.process, schedule=attrs.evolve(spec.process.schedule, name="cosine"),
+                        coupling=attrs.evolve(spec.process.coupling, kind="ddpm"))
+    T = proc.steps
+    assert torch.equal(build_process(proc, shape).rho(), ddpm_rho(gaussian_equivalent_snr("cosine", T), T))
