@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Callable, Iterator
 
 import attrs
@@ -14,8 +15,10 @@ from mstar_engine.families import REGISTRY, get
 from mstar_engine.families.base import ScheduleValueError
 from mstar_engine.families.domains import DOMAINS, family_accepts
 from mstar_engine.metrics.catalog import METRICS, data_mismatch, default_inception_path
+from mstar_engine.networks.unet import UNET_PRESETS
 from mstar_engine.schedules.registry import build_for_spec
 from mstar_engine.spec.errors import Issue, Location
+from mstar_engine.spec.memory import memory_issue
 from mstar_engine.spec.schema import Spec
 
 #: Gaussian DDPM-like schedules; every other named schedule is star-shaped (information in s_t).
@@ -207,7 +210,6 @@ def check_unet_shape(c: Checker, size: int) -> None:
     """What the U-Net's constructor would refuse: an image size its levels cannot halve, attention
     over channels that do not split into heads of ``head_channels``."""
     net = c.spec.network
-    from mstar_engine.networks.unet import UNET_PRESETS
     arch = UNET_PRESETS[net.preset] if net.preset is not None else attrs.asdict(net.unet)
     where = ("network", "preset") if net.preset is not None else ("network", "unet", "channel_mult")
     mult, heads = list(arch["channel_mult"]), int(arch["head_channels"])
@@ -347,7 +349,6 @@ def check_eval(c: Checker) -> None:
 def check_output(c: Checker) -> None:
     """The run directory output_dir/name (and each [compare] variant's folder under it) must be a
     folder that can be created: no existing file in its place or on its path."""
-    from pathlib import Path
     exp = c.spec.experiment
     run_dir = Path(exp.output_dir) / exp.name
     for target in [run_dir, *(run_dir / "compare" / name for name in c.spec.compare)]:
@@ -381,7 +382,6 @@ def check_memory(c: Checker) -> None:
     device the spec runs on: an environment issue naming both figures when it does not."""
     if any(i.severity == "error" for i in c.issues):
         return  # the estimate needs a consistent spec
-    from mstar_engine.spec.memory import memory_issue
     found = memory_issue(c.spec)
     if found is not None:
         candidates, message, hint = found

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import attrs
 
+from mstar_engine.data.catalog import DATASETS
+from mstar_engine.families import REGISTRY
+from mstar_engine.metrics.catalog import METRICS
+from mstar_engine.schedules import SCHEDULES
 from mstar_engine.spec.fields import setting, section
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -28,22 +32,18 @@ SEED_WHY = ("seeds are below 2^31 because the training's random streams are seed
 
 
 def family_names() -> list[str]:
-    from mstar_engine.families import REGISTRY
     return sorted(REGISTRY)
 
 
 def schedule_names() -> list[str]:
-    from mstar_engine.schedules import SCHEDULES
     return ["auto", *sorted(SCHEDULES)]
 
 
 def dataset_names() -> list[str]:
-    from mstar_engine.data.catalog import DATASETS
     return sorted(DATASETS)
 
 
 def metric_names() -> list[str]:
-    from mstar_engine.metrics.catalog import METRICS
     return sorted(METRICS)
 
 
