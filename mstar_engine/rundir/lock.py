@@ -12,9 +12,7 @@ import json
 import os
 import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 try:
     import fcntl
@@ -26,19 +24,6 @@ NAME = ".lock"
 
 class RunLocked(RuntimeError):
     """Another process is writing to the run directory."""
-
-
-@contextmanager
-def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
-    """Hold the lock of ``run_dir`` (created if needed) for the block; :class:`RunLocked` naming the
-    holder when another live process has it."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = acquire(run_dir, command)
-    try:
-        yield
-    finally:
-        release(fd)
 
 
 def acquire(run_dir: Path, command: str) -> int:
