@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from mstar_engine.families.domains import DOMAINS
+from mstar_engine.numerics.special import compute_dtype
 
 
 class DomainError(ValueError):
@@ -190,10 +191,10 @@ class Family(abc.ABC):
     def stat(self, x: Tensor, t: Tensor | int) -> Tensor:
         """Tail-statistic term A_t^T T(x), shape ``(B, *stat_shape)``."""
 
-    @abc.abstractmethod
     def features(self, x0: Tensor) -> Tensor:
         """f(x0), shape ``(B, *stat_shape)``, so that <f(x0), A_t^T T(x)> is the x0-dependent
-        part of log q_t(x | x0) up to the log-normaliser."""
+        part of log q_t(x | x0) up to the log-normaliser. Default: f(x0) = x0."""
+        return x0
 
     @abc.abstractmethod
     def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
@@ -291,10 +292,25 @@ class Family(abc.ABC):
         return {cls.schedule_params[0]: np.asarray(lam, dtype=np.float64)}
 
     # ------------------------------------------------------------------ helpers
+    def _steps(self, t: Tensor | int, batch: int) -> Tensor:
+        """``t`` as a long tensor of shape (batch,) on the device of the schedule arrays."""
+        return as_steps(t, batch, getattr(self, self.schedule_params[0]).device)
+
+    def _at(self, key: str, t: Tensor | int, like: Tensor) -> Tensor:
+        """The schedule array ``key`` at the steps ``t`` in the compute dtype, shaped (B, 1, ..., 1)
+        against ``like``."""
+        values = getattr(self, key).to(device=like.device, dtype=compute_dtype(like.device))
+        return per_step(values, as_steps(t, like.shape[0], like.device), like.ndim)
+
     def _domain_error(self, what: str, problem: str) -> DomainError:
         need = DOMAINS[self.domain].requirement
         return DomainError(f"{what} is outside the {self.name} family's domain: {problem}. "
                            f"The {self.name} family needs {need}.")
+
+    def _check_finite(self, x: Tensor, what: str) -> None:
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            raise self._domain_error(what, f"{int((~finite).sum())} of {x.numel()} values are NaN or infinite")
 
 
 REGISTRY: dict[str, type[Family]] = {}

@@ -26,7 +26,7 @@ import torch
 from scipy.special import digamma
 from torch import Tensor
 
-from mstar_engine.families.base import Family, as_steps, per_step, register
+from mstar_engine.families.base import Family, register
 from mstar_engine.numerics.quadrature import column, cov, logit_nodes
 from mstar_engine.numerics.special import (
     compute_dtype,
@@ -78,10 +78,8 @@ class Beta(Family):
     # ------------------------------------------------------------------ parameters
     def _params(self, x0: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
         """(α, β, ν_t) in the compute dtype, shaped like x0."""
-        dt = compute_dtype(x0.device)
-        t = as_steps(t, x0.shape[0], x0.device)
-        nu = per_step(self.nu.to(device=x0.device, dtype=dt), t, x0.ndim)
-        x0 = x0.to(dt)
+        nu = self._at("nu", t, x0)
+        x0 = x0.to(nu.dtype)
         return 1 + nu * x0, 1 + nu * (1 - x0), nu
 
     # ------------------------------------------------------------------ noise maps
@@ -128,22 +126,15 @@ class Beta(Family):
 
     def kl_rescaled(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
         """KL / (ν_t + 2): the KL divided by the total concentration α + β (the SS-DDPM CIFAR loss)."""
-        t = as_steps(t, x0.shape[0], x0.device)
-        conc = self.nu.to(device=x0.device, dtype=compute_dtype(x0.device))[t] + 2
+        conc = self._at("nu", t, x0).reshape(-1) + 2
         return (self.kl(x0, x0_hat, t) / conc).to(x0_hat.dtype)
 
     # ------------------------------------------------------------------ exponential-family pieces
     def stat(self, x: Tensor, t: Tensor | int) -> Tensor:
         """ν_t · logit x."""
-        dt = compute_dtype(x.device)
-        t = as_steps(t, x.shape[0], x.device)
-        nu = per_step(self.nu.to(device=x.device, dtype=dt), t, x.ndim)
-        xd = x.to(dt)
+        nu = self._at("nu", t, x)
+        xd = x.to(nu.dtype)
         return (nu * (torch.log(xd) - torch.log1p(-xd))).to(x.dtype)
-
-    def features(self, x0: Tensor) -> Tensor:
-        """f(x0) = x0."""
-        return x0
 
     def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
         """Ω_t(x0) = Σ ln B(1 + ν_t x0, 1 + ν_t (1 − x0))."""
@@ -166,9 +157,7 @@ class Beta(Family):
         return open_unit(torch.sigmoid(raw))
 
     def check_domain(self, x: Tensor, what: str = "data") -> None:
-        finite = torch.isfinite(x)
-        if not bool(finite.all()):
-            raise self._domain_error(what, f"{int((~finite).sum())} of {x.numel()} values are NaN or infinite")
+        self._check_finite(x, what)
         bad = (x <= 0) | (x >= 1)
         if bool(bad.any()):
             raise self._domain_error(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mstar_engine.families.base import Family, as_steps, register
+from mstar_engine.families.base import Family, register
 
 _SQRT_HALF = math.sqrt(0.5)
 
@@ -102,9 +102,6 @@ class Categorical(Family):
     @property
     def noise_shape(self) -> tuple[int, ...]:
         return (self.length,)
-
-    def _steps(self, t: Tensor | int, batch: int) -> Tensor:
-        return as_steps(t, batch, self._bb.device)
 
     def _probs(self, x0: Tensor, t: Tensor) -> Tensor:
         """p_t(x0) = (1 − β̄_t) x0 + β̄_t/K in float64, shape (B, L, K)."""
@@ -209,10 +206,6 @@ class Categorical(Family):
         """softmax(s_t) over the K classes: the posterior q(x0 | x_{t:T}) under a uniform prior,
         which keeps sufficiency (SS-DDPM App. F.4); the per-step statistics are not used."""
         return torch.softmax(s, dim=-1)
-
-    def features(self, x0: Tensor) -> Tensor:
-        """f(x0) = x0 (one-hot)."""
-        return x0
 
     def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
         """Ω_t = 0: ``stat`` already holds normalised log-likelihoods."""

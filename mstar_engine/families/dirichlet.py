@@ -24,7 +24,7 @@ import torch
 from scipy.special import digamma
 from torch import Tensor
 
-from mstar_engine.families.base import Family, as_steps, per_step, register
+from mstar_engine.families.base import Family, register
 from mstar_engine.numerics.quadrature import column, cov, logit_nodes
 from mstar_engine.numerics.special import (
     compute_dtype,
@@ -69,10 +69,8 @@ class Dirichlet(Family):
     # ------------------------------------------------------------------ parameters
     def _params(self, x0: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor]:
         """(α, ν_t) in the compute dtype; α shaped like x0."""
-        dt = compute_dtype(x0.device)
-        t = as_steps(t, x0.shape[0], x0.device)
-        nu = per_step(self.nu.to(device=x0.device, dtype=dt), t, x0.ndim)
-        return 1 + nu * x0.to(dt), nu
+        nu = self._at("nu", t, x0)
+        return 1 + nu * x0.to(nu.dtype), nu
 
     # ------------------------------------------------------------------ noise maps
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
@@ -112,21 +110,14 @@ class Dirichlet(Family):
 
     def kl_rescaled(self, x0: Tensor, x0_hat: Tensor, t: Tensor | int) -> Tensor:
         """KL / (ν_t + K): the KL divided by the total concentration Σ α (Beta's ν + 2 at K = 2)."""
-        t = as_steps(t, x0.shape[0], x0.device)
-        conc = self.nu.to(device=x0.device, dtype=compute_dtype(x0.device))[t] + self.components
+        conc = self._at("nu", t, x0).reshape(-1) + self.components
         return (self.kl(x0, x0_hat, t) / conc).to(x0_hat.dtype)
 
     # ------------------------------------------------------------------ exponential-family pieces
     def stat(self, x: Tensor, t: Tensor | int) -> Tensor:
         """ν_t · log x."""
-        dt = compute_dtype(x.device)
-        t = as_steps(t, x.shape[0], x.device)
-        nu = per_step(self.nu.to(device=x.device, dtype=dt), t, x.ndim)
-        return (nu * torch.log(x.to(dt))).to(x.dtype)
-
-    def features(self, x0: Tensor) -> Tensor:
-        """f(x0) = x0."""
-        return x0
+        nu = self._at("nu", t, x)
+        return (nu * torch.log(x.to(nu.dtype))).to(x.dtype)
 
     def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
         """Ω_t(x0) = Σ_k lnΓ(1 + ν_t x0_k) − lnΓ(Σ_k (1 + ν_t x0_k)), summed over simplices."""
@@ -146,9 +137,7 @@ class Dirichlet(Family):
         return torch.softmax(raw, dim=-1)
 
     def check_domain(self, x: Tensor, what: str = "data") -> None:
-        finite = torch.isfinite(x)
-        if not bool(finite.all()):
-            raise self._domain_error(what, f"{int((~finite).sum())} of {x.numel()} values are NaN or infinite")
+        self._check_finite(x, what)
         if x.ndim == 0 or x.shape[-1] != self.components:
             raise self._domain_error(what, f"the last axis has {x.shape[-1] if x.ndim else 0} components, "
                                      f"expected K = {self.components}")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mstar_engine.families.base import Family, as_steps, per_step, register
+from mstar_engine.families.base import Family, register
 from mstar_engine.numerics.quadrature import column, cov, log_nodes
 from mstar_engine.numerics.special import compute_dtype, gamma_log_icdf_normal, normal_from_gamma_log
 
@@ -75,11 +75,7 @@ class Gamma(Family):
     # ------------------------------------------------------------------ parameters
     def _schedule(self, t: Tensor | int, like: Tensor) -> tuple[Tensor, Tensor]:
         """(α_t, ξ_t) in the compute dtype, shaped (B, 1, ..., 1) against ``like``."""
-        dt = compute_dtype(like.device)
-        t = as_steps(t, like.shape[0], like.device)
-        alpha = per_step(self.shape.to(device=like.device, dtype=dt), t, like.ndim)
-        xi = per_step(self.xi.to(device=like.device, dtype=dt), t, like.ndim)
-        return alpha, xi
+        return self._at("shape", t, like), self._at("xi", t, like)
 
     def _params(self, x0: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
         """(α_t, ξ_t, log β_t(x0)) in the compute dtype."""
@@ -155,9 +151,7 @@ class Gamma(Family):
         return F.softplus(raw) + self.head_floor
 
     def check_domain(self, x: Tensor, what: str = "data") -> None:
-        finite = torch.isfinite(x)
-        if not bool(finite.all()):
-            raise self._domain_error(what, f"{int((~finite).sum())} of {x.numel()} values are NaN or infinite")
+        self._check_finite(x, what)
         bad = x <= 0
         if bool(bad.any()):
             raise self._domain_error(what, f"{int(bad.sum())} of {x.numel()} values are ≤ 0 "

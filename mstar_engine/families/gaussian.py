@@ -226,10 +226,6 @@ class Gaussian(Family):
         u = bt * z1 + torch.sqrt(torch.clamp(wt - bt * bt, min=0.0)) * z2
         return m * x0 + torch.sqrt(v) * z1, St * x0 + u
 
-    def features(self, x0: Tensor) -> Tensor:
-        """f(x0) = x0."""
-        return x0
-
     def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
         """Ω_t(x0) = m_t² ‖x0‖² / (2 v_t)."""
         t = as_steps(t, x0.shape[0], self.mean.device)

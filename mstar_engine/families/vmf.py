@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mstar_engine.families.base import Family, as_steps, register
+from mstar_engine.families.base import Family, register
 from mstar_engine.numerics.bessel import bessel_ratio, log_vmf_normalizer
 from mstar_engine.numerics.geodesic import GeodesicAngleCDF, SphereAngle3, ndtri_tail
 
@@ -89,9 +89,6 @@ class VonMisesFisher(Family):
         u[:, :1] = u[:, :1] + s
         uu = 2.0 * (1.0 + mu[:, :1].abs())
         return -s * (y - u * (2.0 * (u * y).sum(1, keepdim=True) / uu))
-
-    def _steps(self, t: Tensor | int, batch: int) -> Tensor:
-        return as_steps(t, batch, self._kappa64.device)
 
     # ------------------------------------------------------------------ noise maps
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
@@ -157,10 +154,6 @@ class VonMisesFisher(Family):
         """A_t T(x) = κ_t x."""
         t = self._steps(t, x.shape[0])
         return self._kappa64[t].to(x.dtype)[:, None] * x
-
-    def features(self, x0: Tensor) -> Tensor:
-        """f(x0) = x0."""
-        return x0
 
     def log_normalizer(self, x0: Tensor, t: Tensor | int) -> Tensor:
         """Ω_t = −log C_d(κ_t), the same for every x0."""

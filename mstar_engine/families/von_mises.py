@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mstar_engine.families.base import Family, as_steps, register
+from mstar_engine.families.base import Family, register
 from mstar_engine.numerics.bessel import bessel_ratio
 from mstar_engine.numerics.geodesic import GeodesicAngleCDF, ndtri_tail
 
@@ -93,9 +93,6 @@ class VonMises(Family):
     @property
     def raw_shape(self) -> tuple[int, ...]:
         return (*self.event_shape, 2)
-
-    def _steps(self, t: Tensor | int, batch: int) -> Tensor:
-        return as_steps(t, batch, self._kappa64.device)
 
     def _coef(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
         return values[t].to(like.dtype)[:, None]

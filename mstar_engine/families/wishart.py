@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mstar_engine.families.base import Family, as_steps, register
+from mstar_engine.families.base import Family, register
 from mstar_engine.numerics.quadrature import column, cov
 from mstar_engine.numerics.special import gamma_log_icdf_normal, normal_from_gamma_log
 
@@ -111,9 +111,6 @@ class Wishart(Family):
         return self.noise_shape
 
     # ------------------------------------------------------------------ helpers
-    def _steps(self, t: Tensor | int, batch: int) -> Tensor:
-        return as_steps(t, batch, self._df.device)
-
     def _unpack(self, v: Tensor) -> Tensor:
         """(B, p(p+1)/2) → lower-triangular (B, p, p), row-major packing."""
         out = v.new_zeros((v.shape[0], self.p, self.p))
