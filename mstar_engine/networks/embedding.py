@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 #: Upper end of the rescaled time range.
 TIME_SCALE = 1000.0
@@ -72,3 +72,15 @@ def resolve_labels(labels, b: int, device: torch.device, num_classes: int) -> Te
         raise ValueError(f"class labels must lie in 0..{num_classes - 1} "
                          f"(or {num_classes} / negative for no label), got max {int(labels.max())}")
     return torch.where(labels < 0, torch.full_like(labels, num_classes), labels)
+
+
+def label_embedding(num_classes: int, dim: int) -> nn.Embedding | None:
+    """The class embedding of a backbone, None without classes: ``num_classes + 1`` rows N(0, 0.1²),
+    the last one, the "no label" entry of classifier-free guidance, zero."""
+    if num_classes <= 0:
+        return None
+    embedding = nn.Embedding(num_classes + 1, dim)
+    with torch.no_grad():
+        embedding.weight.normal_(0.0, 0.1)
+        embedding.weight[num_classes].zero_()
+    return embedding

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mstar_engine.networks.embedding import resolve_labels, sinusoidal_embedding
+from mstar_engine.networks.embedding import label_embedding, resolve_labels, sinusoidal_embedding
 
 
 class MLP(nn.Module):
@@ -60,13 +60,7 @@ class MLP(nn.Module):
             nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Dropout(dropout)) for _ in range(blocks)
         )
         self.decode = nn.Linear(hidden, out_features)
-        if num_classes > 0:
-            self.label_embedding = nn.Embedding(num_classes + 1, hidden)
-            with torch.no_grad():
-                self.label_embedding.weight.normal_(0.0, 0.1)
-                self.label_embedding.weight[num_classes].zero_()
-        else:
-            self.label_embedding = None
+        self.label_embedding = label_embedding(num_classes, hidden)
 
     @property
     def null_label(self) -> int:
@@ -84,15 +78,12 @@ class MLP(nn.Module):
         emb = sinusoidal_embedding(t, self.time_dim).to(x.dtype)
         h = self.encode(torch.cat([x, emb], dim=1))
         if self.label_embedding is not None:
-            h = h + self.label_embedding(self._labels(labels, b, x.device))
+            h = h + self.label_embedding(resolve_labels(labels, b, x.device, self.num_classes))
         elif labels is not None:
             raise ValueError("labels were given to an MLP built without classes (num_classes = 0)")
         for block in self.blocks:
             h = h + block(h)
         return self.decode(h)
-
-    def _labels(self, labels: Tensor | None, b: int, device: torch.device) -> Tensor:
-        return resolve_labels(labels, b, device, self.num_classes)
 
 
 def mlp_parameter_count(in_features: int, out_features: int, hidden: int = 512, blocks: int = 3,

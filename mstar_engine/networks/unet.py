@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from mstar_engine.networks.embedding import resolve_labels, sinusoidal_embedding
+from mstar_engine.networks.embedding import label_embedding, resolve_labels, sinusoidal_embedding
 
 UNET_PRESETS: dict[str, dict] = {
     "cifar10-ddpm": dict(channels=128, channel_mult=(1, 2, 2, 2), res_blocks=2, attention_resolutions=(16,),
@@ -191,12 +191,7 @@ class UNet(nn.Module):
         self.checkpointing = False
         emb_dim = 4 * channels
         self.time_mlp = nn.Sequential(nn.Linear(self.time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.label_embedding = None
-        if num_classes > 0:
-            self.label_embedding = nn.Embedding(num_classes + 1, emb_dim)
-            with torch.no_grad():
-                self.label_embedding.weight.normal_(0.0, 0.1)
-                self.label_embedding.weight[num_classes].zero_()
+        self.label_embedding = label_embedding(num_classes, emb_dim)
 
         def res(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, dropout, scale_shift)
@@ -246,7 +241,7 @@ class UNet(nn.Module):
             t = t.expand(b)
         emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim).to(self.conv_in.weight.dtype))
         if self.label_embedding is not None:
-            emb = emb + self.label_embedding(self._labels(labels, b, x.device))
+            emb = emb + self.label_embedding(resolve_labels(labels, b, x.device, self.num_classes))
         elif labels is not None:
             raise ValueError("labels were given to a UNet built without classes (num_classes = 0)")
         emb = F.silu(emb)
@@ -265,9 +260,6 @@ class UNet(nn.Module):
         if self.checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, h, emb, use_reentrant=False)
         return block(h, emb)
-
-    def _labels(self, labels: Tensor | None, b: int, device: torch.device) -> Tensor:
-        return resolve_labels(labels, b, device, self.num_classes)
 
 
 def _get(cfg: Any, key: str) -> Any:

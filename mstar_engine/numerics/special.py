@@ -249,25 +249,10 @@ def gamma_icdf(u: Tensor, shape: Tensor, *, log_input: bool = False, upper: bool
 
 
 # ---------------------------------------------------------------------------------------- normal ↔ Gamma
-def _icdf_normal_forward(xi: Tensor, a: Tensor) -> Tensor:
-    upper = xi > 0
-    return gamma_log_icdf(log_ndtr(-xi.abs()), a, upper=upper, z=xi.clamp(-Z_MAX, Z_MAX))
-
-
-def _normal_from_log_forward(y: Tensor, a: Tensor) -> Tensor:
-    # the smaller tail per element (P < 1/2: lower), each evaluated only where it is used
-    log_p = gamma_log_tail(y, a, torch.zeros_like(y, dtype=torch.bool))
-    lower = log_p < _LOG_HALF
-    log_f = log_p.clone()
-    log_f[~lower] = gamma_log_tail(y[~lower], a[~lower], torch.ones_like(y[~lower], dtype=torch.bool))
-    z = ndtri_log(log_f)
-    return torch.where(lower, z, -z).clamp(-Z_MAX, Z_MAX)
-
-
 class _GammaLogIcdfNormal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xi: Tensor, a: Tensor) -> Tensor:
-        y = _icdf_normal_forward(xi, a)
+        y = gamma_log_icdf(log_ndtr(-xi.abs()), a, upper=xi > 0, z=xi.clamp(-Z_MAX, Z_MAX))
         ctx.save_for_backward(xi, a, y)
         return y
 
@@ -282,7 +267,13 @@ class _GammaLogIcdfNormal(torch.autograd.Function):
 class _NormalFromGammaLog(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: Tensor, a: Tensor) -> Tensor:
-        z = _normal_from_log_forward(y, a)
+        # the smaller tail per element (P < 1/2: lower), each evaluated only where it is used
+        log_p = gamma_log_tail(y, a, torch.zeros_like(y, dtype=torch.bool))
+        lower = log_p < _LOG_HALF
+        log_f = log_p.clone()
+        log_f[~lower] = gamma_log_tail(y[~lower], a[~lower], torch.ones_like(y[~lower], dtype=torch.bool))
+        z = ndtri_log(log_f)
+        z = torch.where(lower, z, -z).clamp(-Z_MAX, Z_MAX)
         ctx.save_for_backward(y, a, z)
         return z
 
