@@ -21,7 +21,7 @@ as Beta's open interval are then those of float64).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from mstar_engine.families.base import Family, as_steps
 from mstar_engine.networks.embedding import scaled_time
 from mstar_engine.networks.mlp import MLP
-from mstar_engine.networks.unet import build_unet
+from mstar_engine.networks.unet import build_unet, config_value
 from mstar_engine.process.normalise import TailNorm
 
 INPUT_MODES = ("tail", "state", "tail+state")
@@ -91,22 +91,16 @@ class Denoiser(nn.Module):
         self.spatial = bool(getattr(backbone, "spatial", False))
         if self.spatial:
             spatial_inputs(family, inputs)  # raises for families whose shapes are not images
-        if norm is not None:
-            if norm.mean.shape != (family.steps + 1,) or norm.std.shape != (family.steps + 1,):
-                raise ValueError(f"TailNorm statistics have shape {tuple(norm.mean.shape)}, "
-                                 f"expected ({family.steps + 1},) for T = {family.steps}")
-            self.register_buffer("norm_mean", norm.mean.detach().clone())
-            self.register_buffer("norm_std", norm.std.detach().clone())
-        else:
-            self.register_buffer("norm_mean", None)
-            self.register_buffer("norm_std", None)
+        if norm is not None and (norm.mean.shape != (family.steps + 1,) or norm.std.shape != (family.steps + 1,)):
+            raise ValueError(f"TailNorm statistics have shape {tuple(norm.mean.shape)}, "
+                             f"expected ({family.steps + 1},) for T = {family.steps}")
+        self.register_buffer("norm_mean", None if norm is None else norm.mean.detach().clone())
+        self.register_buffer("norm_std", None if norm is None else norm.std.detach().clone())
 
     @property
     def norm(self) -> TailNorm | None:
         """The tail normalisation (from the stored buffers)."""
-        if self.norm_mean is None:
-            return None
-        return TailNorm(self.norm_mean, self.norm_std)
+        return None if self.norm_mean is None else TailNorm(self.norm_mean, self.norm_std)
 
     @property
     def in_features(self) -> int:
@@ -165,16 +159,6 @@ class Denoiser(nn.Module):
         return torch.get_default_dtype()
 
 
-def _get(cfg: Any, key: str, default: Any) -> Any:
-    if cfg is None:
-        return default
-    if isinstance(cfg, Mapping):
-        value = cfg.get(key, default)
-    else:
-        value = getattr(cfg, key, default)
-    return default if value is None else value
-
-
 def build_mlp_denoiser(family: Family, norm: TailNorm | None, inputs: str, mlp_cfg: Any = None,
                        dropout: float = 0.0, num_classes: int = 0) -> Denoiser:
     """A :class:`Denoiser` with an :class:`MLP` backbone sized for ``family`` and ``inputs``.
@@ -186,9 +170,9 @@ def build_mlp_denoiser(family: Family, norm: TailNorm | None, inputs: str, mlp_c
     backbone = MLP(
         in_features=input_features(family, inputs),
         out_features=math.prod(family.raw_shape),
-        hidden=int(_get(mlp_cfg, "hidden", 512)),
-        blocks=int(_get(mlp_cfg, "blocks", 3)),
-        time_dim=int(_get(mlp_cfg, "time_dim", 32)),
+        hidden=int(config_value(mlp_cfg, "hidden", 512)),
+        blocks=int(config_value(mlp_cfg, "blocks", 3)),
+        time_dim=int(config_value(mlp_cfg, "time_dim", 32)),
         dropout=float(dropout),
         num_classes=int(num_classes),
     )

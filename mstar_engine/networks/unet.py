@@ -262,10 +262,12 @@ class UNet(nn.Module):
         return block(h, emb)
 
 
-def _get(cfg: Any, key: str) -> Any:
+def config_value(cfg: Any, key: str, default: Any = None) -> Any:
+    """``key`` of a spec section given as a mapping or an object; ``default`` where it is None or missing."""
     if cfg is None:
-        return None
-    return cfg.get(key) if isinstance(cfg, Mapping) else getattr(cfg, key, None)
+        return default
+    value = cfg.get(key) if isinstance(cfg, Mapping) else getattr(cfg, key, None)
+    return default if value is None else value
 
 
 def build_unet(in_channels: int, out_channels: int, image_size: int, cfg: Any = None, preset: str | None = None,
@@ -277,7 +279,7 @@ def build_unet(in_channels: int, out_channels: int, image_size: int, cfg: Any = 
     non-zero; at 0.0 (the spec default) a preset's own dropout applies. The preset's
     ``image_size`` is its native resolution and is not enforced.
     """
-    kwargs = {k: v for k in _ARCH_KEYS if (v := _get(cfg, k)) is not None}
+    kwargs = {k: v for k in _ARCH_KEYS if (v := config_value(cfg, k)) is not None}
     drop = float(dropout)
     if preset is not None:
         if preset not in UNET_PRESETS:
