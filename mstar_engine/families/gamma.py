@@ -46,7 +46,6 @@ class Gamma(Family):
     summary = "Gamma(shape alpha_t, rate alpha_t (xi_t + (1 - xi_t)/x0)) per coordinate on (0,inf)^d; T(x) = x"
     domain = "positive"
     schedule_params = ("shape", "xi")
-    inverse_uses_aux = False
     coordinatewise = True
     schedules, custom_fill = ("gamma-exp",), "gamma-exp"
 

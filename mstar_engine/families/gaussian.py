@@ -87,7 +87,6 @@ class Gaussian(Family):
     summary = "Gaussian N(m_t x0, v_t I): DDPM marginals or their star-shaped equivalent"
     domain = "real"
     schedule_params = ("mean", "var")
-    inverse_uses_aux = False
     coordinatewise = True
     closed_form_kernel_kl = draws_exact_tail = affine_in_x0 = predicts_noise = True
     schedules = ("ss-cosine", "cosine", "ss-linear", "linear")

@@ -57,7 +57,6 @@ class VonMises(Family):
     summary = "von Mises VM(x0, κ_t) on angles in [-π, π), independent coordinates"
     domain = "circle"
     schedule_params = ("kappa",)
-    inverse_uses_aux = False
     coordinatewise = True
     schedules = ("von-mises-exp",)
 

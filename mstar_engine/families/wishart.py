@@ -65,7 +65,6 @@ class Wishart(Family):
     summary = "Wishart W_p(n_t, V_t(X0)) on SPD matrices, mean moving from X0 to I"
     domain = "spd"
     schedule_params = ("df", "xi")
-    inverse_uses_aux = False
     schedules, custom_fill = ("wishart-exp",), "wishart-exp"
     kl_snr_shape = (2, 2)
 

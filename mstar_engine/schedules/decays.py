@@ -51,11 +51,11 @@ def degree_decay(high: float, low: float, degree: float, steps: int) -> np.ndarr
 VMF_KNOTS = ((0.01, 3.0), (0.3, 0.7), (0.7, 0.0), (1.0, -3.0))
 
 
-def vmf_spline(steps: int) -> np.ndarray:
+def vmf_spline_schedule(steps: int) -> dict[str, np.ndarray]:
     """κ_t for t = 1..T of the published vMF schedule."""
     x, y = zip(*VMF_KNOTS)
     spline = CubicSpline(np.array(x), np.array(y))
-    return 10.0 ** spline(np.arange(steps, dtype=np.float64) / steps)
+    return {"kappa": 10.0 ** spline(np.arange(steps, dtype=np.float64) / steps)}
 
 
 def dirichlet_exp(steps: int) -> dict[str, np.ndarray]:
@@ -74,7 +74,3 @@ def gamma_exp(steps: int) -> dict[str, np.ndarray]:
 
 def von_mises_exp(steps: int) -> dict[str, np.ndarray]:
     return {"kappa": exponential_decay(1000.0, 1e-3, 1.25, steps)}
-
-
-def vmf_spline_schedule(steps: int) -> dict[str, np.ndarray]:
-    return {"kappa": vmf_spline(steps)}
