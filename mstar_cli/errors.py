@@ -50,10 +50,8 @@ def handle_errors(command):
         try:
             return command(*args, **kwargs)
         except SpecError as exc:
-            for issue in exc.warnings:
-                click.echo(str(issue), err=True)
-            for issue in exc.issues:
-                click.echo(f"error: {issue}", err=True)
+            for issue in exc.warnings + exc.issues:
+                click.echo(f"{'' if issue.warning else 'error: '}{issue}", err=True)
             n = len(exc.issues)
             click.echo(f"{n} error{'s' if n != 1 else ''} in the spec", err=True)
             ctx.exit(EXIT_USAGE)

@@ -44,8 +44,7 @@ def validate(specs: tuple[str, ...], ready: bool, overrides: tuple[str, ...]) ->
         except SpecError as exc:
             failed += 1
             for issue in exc.warnings + exc.issues:
-                prefix = "" if issue.warning else "error: "
-                click.echo(f"{prefix}{issue}", err=True)
+                click.echo(f"{'' if issue.warning else 'error: '}{issue}", err=True)
             click.echo(f"FAIL {path}: {len(exc.issues)} error{'s' if len(exc.issues) != 1 else ''}", err=True)
             continue
         for issue in loaded.warnings:
@@ -106,8 +105,7 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, overwrite: bool, dow
         click.echo(f"run directory: {plan.run_dir}", err=True)
     try:
         results = run_spec(plan, loaded, resume=resume == "auto" and not overwrite, overwrite=overwrite,
-                              download=download,
-                              log=lambda line: click.echo(line, err=True))
+                           download=download, log=lambda line: click.echo(line, err=True))
     except run_errors() as exc:
         raise Failure(str(exc)) from None
     if results is None:  # a process other than rank 0 of a torchrun launch: rank 0 prints
@@ -229,9 +227,7 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
     try:
         results = distill_run(run_dir, to, overrides, resume=resume == "auto",
                               log=lambda line: click.echo(line, err=True), processes=nproc_per_node)
-    except (DistillError, RunError) as exc:
-        raise Failure(str(exc)) from None
-    except run_errors() as exc:
+    except (DistillError, RunError, *run_errors()) as exc:
         raise Failure(str(exc)) from None
     if results is not None:  # None in torchrun processes other than rank 0
         click.echo(json.dumps(results, indent=2) if as_json else results_table(results))

@@ -41,9 +41,8 @@ def reference_step_time(backbone: torch.nn.Module, x0: torch.Tensor, steps: int,
     """Seconds per optimiser step of a plain DDPM ε-MSE training loop on batches like ``x0``."""
     T = 1000
     betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
-    alpha_bar = torch.cumprod(1 - betas, 0).to(x0.dtype)
     device = x0.device
-    alpha_bar = alpha_bar.to(device)
+    alpha_bar = torch.cumprod(1 - betas, 0).to(x0.dtype).to(device)
     opt = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
     g = torch.Generator(device=device).manual_seed(0)
     spatial = getattr(backbone, "spatial", False)
@@ -83,14 +82,15 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
     x0 = (x0[0] if isinstance(x0, (tuple, list)) else x0).to(device=device, dtype=torch.float32)
     x0 = x0.repeat_interleave(spec.train.t_per_rollout, 0)  # the same number of (x0, t) pairs per step
     cfg = attrs.evolve(Settings.of(spec.train), checkpoint_every=10**9, log_every=10**9)
+
+    def run(total: int, folder: Path) -> torch.nn.Module:
+        return train(prepared.process, denoiser, prepared.source, cfg, total, folder, seed=spec.experiment.seed,
+                     resume=False, log=lambda _: None, label_dropout=prepared.label_dropout)
     with tempfile.TemporaryDirectory() as tmp:
-        train(prepared.process, denoiser, prepared.source, cfg, warmup, Path(tmp),
-              seed=spec.experiment.seed, resume=False, log=lambda _: None, label_dropout=prepared.label_dropout)
+        run(warmup, Path(tmp))
         _synchronize(device)
         start = time.perf_counter()
-        ema = train(prepared.process, denoiser, prepared.source, cfg, warmup + steps, Path(tmp) / "b",
-                    seed=spec.experiment.seed, resume=False, log=lambda _: None,
-                    label_dropout=prepared.label_dropout)
+        ema = run(warmup + steps, Path(tmp) / "b")
         _synchronize(device)
         # the loop's own clock (metrics.jsonl) runs from its first step to its last, without the set-up
         # and the final checkpoint write that every run pays once

@@ -41,14 +41,11 @@ INCEPTION_METRICS = ("fid", "is")
 def check_evaluable(spec: Spec, held_out_count: int) -> None:
     """Refuse, before any training, an evaluation the held-out split is too small for."""
     ev = spec.eval
-    if not ev.metrics:
-        return
     if not any(m in METRIC_FUNCTIONS for m in ev.metrics):
         return
     knn = "knn-kl" in ev.metrics
     need = ev.knn_k + 1 if knn else 2
-    n = min(ev.num_samples, held_out_count)
-    if n >= need:
+    if min(ev.num_samples, held_out_count) >= need:
         return
     why = f"kNN-KL with k = {ev.knn_k} needs at least {need} samples" if knn else "a metric needs two samples or more"
     limit = (f"eval.num_samples (or mstar eval -n) is {ev.num_samples}" if ev.num_samples < held_out_count else
@@ -211,22 +208,20 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
     with the spec's ``[eval]`` settings unless given here. ``processes`` > 1 (or torchrun) shares
     the sampling out over that many processes (same results; None in processes other than rank 0)."""
-    options = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats,
-               "fid_reference": fid_reference, "precision": precision, "download": download}
     device = next(run.model.denoiser.parameters()).device.type
     return launch(_evaluate_run, process_count(processes, 1), resolve_backend(run.spec.devices.backend, device),
-                  run, **options)
+                  run, steps=steps, metrics=metrics, num_samples=num_samples, repeats=repeats,
+                  fid_reference=fid_reference, precision=precision, download=download)
 
 
 def _evaluate_run(run: Run, *, steps: list[int] | None, metrics: list[str] | None, num_samples: int | None,
                   repeats: int | None, fid_reference: str | None, precision: str | None, download: bool,
                   group: Group) -> dict | None:
-    ev = run.spec.eval
     if steps is None and run.model.steps is not None:  # a student: at the evaluations it was made for
         steps = [run.model.steps]
     changes = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats,
                "fid_reference": fid_reference}
-    ev = attrs.evolve(ev, **{k: v for k, v in changes.items() if v is not None})
+    ev = attrs.evolve(run.spec.eval, **{k: v for k, v in changes.items() if v is not None})
     if not ev.metrics:
         raise ValueError("no metrics to compute: pass --metrics (mstar list metrics) or set eval.metrics in the spec")
     info = DATASETS[run.spec.data.name]
@@ -255,9 +250,7 @@ def _evaluate_run(run: Run, *, steps: list[int] | None, metrics: list[str] | Non
                        download=download, group=group)
     if not group.main:
         return None
-    results["checkpoint"] = str(run.checkpoint)
-    results["step"] = run.step
-    return results
+    return {**results, "checkpoint": str(run.checkpoint), "step": run.step}
 
 
 def _metric(name: str, a, b, ev) -> float:

@@ -21,12 +21,10 @@ def run_directories(folder: str | Path) -> list[Path]:
     variants, in name order; ``folder`` itself when it is one."""
     folder = Path(folder)
     found = [folder] if (folder / "spec.resolved.toml").is_file() else []
-    for resolved in sorted(folder.glob("*/spec.resolved.toml")):
-        found.append(resolved.parent)
+    found += [resolved.parent for resolved in sorted(folder.glob("*/spec.resolved.toml"))]
     out = []
     for run in found:
-        out.append(run)
-        out += sorted(r.parent for r in (run / "compare").glob("*/spec.resolved.toml"))
+        out += [run, *sorted(r.parent for r in (run / "compare").glob("*/spec.resolved.toml"))]
     return out
 
 

@@ -24,8 +24,7 @@ def loss_curve_svg(metrics: str | Path, out: str | Path) -> Path | None:
     a decade) as an SVG line chart; None when there is nothing to plot. A torn last line of the log
     is left out; any other unreadable line is a :class:`~mstar_engine.rundir.records.RecordError`
     naming the file and line."""
-    rows = read_jsonl(metrics)
-    points = [(r["step"], r["loss"]) for r in rows if math.isfinite(r.get("loss", math.nan))]
+    points = [(r["step"], r["loss"]) for r in read_jsonl(metrics) if math.isfinite(r.get("loss", math.nan))]
     if len(points) < 2:
         return None
     return _write(out, line_chart_svg([("loss", points)], "loss"))

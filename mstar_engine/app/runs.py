@@ -14,7 +14,6 @@ the batch size (one generator runs through the batches; the default is the run's
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +25,7 @@ from mstar_engine.data.catalog import DATASETS
 from mstar_engine.util.devices import autocast, training_device
 from mstar_engine.distributed.env import process_count, resolve_backend
 from mstar_engine.distributed.group import SINGLE, Group
-from mstar_engine.distributed.launch import launch
+from mstar_engine.distributed.launch import launch, log_to_stderr
 from mstar_engine.app.model import build_denoiser, build_process
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.util.atomic import atomic_write
@@ -213,7 +212,7 @@ def load_run(path: str | Path, checkpoint: str | Path | None = None, device: str
     else the CPU). Without ``checkpoint``, the newest training checkpoint that loads and holds
     finite weights; each newer one skipped is named through ``warn`` (default: standard error)."""
     path = Path(path)
-    warn = warn or _to_stderr
+    warn = warn or log_to_stderr
     spec = _run_spec(path)
     folder = Path(checkpoint) if checkpoint is not None and Path(checkpoint).is_dir() else \
         (path / "checkpoints" / "train" if checkpoint is None else None)
@@ -277,12 +276,8 @@ def load_students(path: str | Path, device: str | torch.device = "auto",
     number of network evaluations."""
     path, out, spec = Path(path), {}, None
     for folder in sorted(path.glob("checkpoints/distill-*")):
-        found = find_checkpoint(folder, warn=warn or _to_stderr)
+        found = find_checkpoint(folder, warn=warn or log_to_stderr)
         if found is not None and found[1].get("complete"):  # each checkpoint read once, the spec once
             spec = spec or _run_spec(path)
             out[int(found[1]["evaluations"])] = _build(path, spec, *found, device).model
     return dict(sorted(out.items(), reverse=True))
-
-
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr)

@@ -102,23 +102,17 @@ def load_images(data, seed: int) -> LoadedData:
         raise ValueError(f"image_size must be positive, got {size}")
 
     class_names: tuple[str, ...] = ()
-    if name == "digits":
-        x, y = _digits()
-        train_idx, held_idx = holdout_split(torch.arange(x.shape[0]), data.holdout, seed)
-        train, train_y = x[train_idx], y[train_idx]
-        held, held_y = x[held_idx], y[held_idx]
-        num_classes = info.num_classes
-    elif name in _TORCHVISION:
+    if name in _TORCHVISION:
         (train, train_y), (held, held_y) = _torchvision(info, data)
-        num_classes = info.num_classes
-    elif name == "image-folder":
-        x, y, class_names = _image_folder(info, data, size, seed)
+    else:  # digits and image folders: split here
+        if name == "digits":
+            x, y = _digits()
+        else:  # image-folder: the catalog has no other image dataset
+            x, y, class_names = _image_folder(info, data, size, seed)
         train_idx, held_idx = holdout_split(torch.arange(x.shape[0]), data.holdout, seed)
         train, train_y = x[train_idx], y[train_idx]
         held, held_y = x[held_idx], y[held_idx]
-        num_classes = len(class_names)
-    else:  # pragma: no cover - the catalog has no other image dataset
-        raise ValueError(f"image dataset {name!r} has no loader")
+    num_classes = len(class_names) if name == "image-folder" else info.num_classes
 
     if data.classes is not None:
         wanted = sorted({int(k) for k in data.classes})
@@ -267,7 +261,6 @@ def _image_folder(info: DatasetInfo, data, size: int, seed: int) -> tuple[Tensor
         raise DataError(f"image-folder {str(root)!r}: {exc}; expected {info.layout}") from None
     if not ds.samples:
         raise DataError(f"no images under {str(root)!r}; expected {info.layout}")
-    crop = data.crop
     rng = np.random.default_rng(np.random.SeedSequence([seed, _CROP_TAG]))
     images = torch.empty((len(ds.samples), 3, size, size), dtype=torch.float32)
     labels = torch.empty(len(ds.samples), dtype=torch.int64)
@@ -277,7 +270,7 @@ def _image_folder(info: DatasetInfo, data, size: int, seed: int) -> tuple[Tensor
         except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a bad file
             raise DataError(f"cannot read image {path!r}: {exc}") from None
         x = _uint8_to_unit(pil_to_tensor(img).unsqueeze(0))
-        images[i] = _resize_and_crop(x, size, crop, rng)[0]
+        images[i] = _resize_and_crop(x, size, data.crop, rng)[0]
         labels[i] = int(label)
     return images, labels, tuple(ds.classes)
 

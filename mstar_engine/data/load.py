@@ -57,13 +57,11 @@ def load_dataset(data, seed: int) -> LoadedData:
         x = make_synthetic(name, n, seed, data.dim)
     elif info.kind == "file":
         x = load_file(expand_path(data.root))
-    elif info.kind == "offline":
+    else:  # offline: the catalog has no other kind of non-image dataset
         if data.dim is not None and (int(data.dim),) != tuple(info.shape[:1]):
             raise ValueError(f"dataset {name!r} has fixed shape {info.shape}; data.dim cannot be set "
                              f"(got {data.dim})")
         x = load_offline(name)
-    else:  # pragma: no cover - the catalog only has the three kinds
-        raise ValueError(f"dataset {name!r} has unknown kind {info.kind!r}")
 
     source = f"the file {str(expand_path(data.root))!r} (data.root)" if info.kind == "file" else ""
     check_finite(x, name, source or None)

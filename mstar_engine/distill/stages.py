@@ -29,17 +29,12 @@ def derive_stages(steps: int, to: int | None = None, stages: list[int] | None = 
     if (to is None) == (stages is None):
         raise DistillError("give exactly one of to (e.g. --to 8) or explicit stages")
     if to is not None:
-        problem = halving_problem(steps, to)
+        options, problem = halvings(steps), halving_problem(steps, to)
         if problem:
-            options = halvings(steps)
             hint = f"use one of {', '.join(map(str, options))}" if options else \
                 f"a teacher with {steps} steps (odd) cannot be halved; train with a power-of-two multiple of {to}"
             raise DistillError(f"{problem}: {hint}")
-        out, n = [], steps
-        while n > to:
-            n //= 2
-            out.append(n)
-        return out
+        return options[:options.index(to) + 1]
     if not stages:
         raise DistillError("stages is empty: list at least one step count, e.g. [" + str(steps // 2) + "]")
     previous = steps

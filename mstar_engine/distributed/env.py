@@ -16,9 +16,7 @@ def silent(line: str) -> None:
 
 def torchrun_world() -> int | None:
     """The number of processes torchrun started (``WORLD_SIZE`` with ``RANK``), or None."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["WORLD_SIZE"])
-    return None
+    return int(os.environ["WORLD_SIZE"]) if "RANK" in os.environ and "WORLD_SIZE" in os.environ else None
 
 
 def secondary_process() -> bool:

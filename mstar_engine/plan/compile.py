@@ -130,12 +130,10 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None, processes: i
 
     if spec.distill is not None:
         d = spec.distill
-        previous = T
-        for n in d.stages:
+        for previous, n in zip([T, *d.stages], d.stages):
             stages.append(Stage(f"distill {previous}→{n}", f"student makes 1 step where the teacher makes 2 "
-                                f"({d.coupling} sampler, {d.target} target), lr {d.lr:g}→0", d.steps_per_stage, f"{n} steps", d.steps_per_stage * d.batch_size,
-                                str(ckpt / f"distill-{n}")))
-            previous = n
+                                f"({d.coupling} sampler, {d.target} target), lr {d.lr:g}→0", d.steps_per_stage,
+                                f"{n} steps", d.steps_per_stage * d.batch_size, str(ckpt / f"distill-{n}")))
 
     stages.append(Stage("sample", f"{spec.sample.num_samples} samples, final {spec.sample.final}", None,
                         f"{spec.sample.steps} steps", None, str(run_dir / "samples")))
@@ -162,10 +160,7 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None, processes: i
 
 def flatten(obj, path: tuple = ()) -> list[tuple[tuple, object]]:
     if attrs.has(type(obj)):
-        out = []
-        for f in attrs.fields(type(obj)):
-            out += flatten(getattr(obj, f.name), path + (f.name,))
-        return out
+        return [item for f in attrs.fields(type(obj)) for item in flatten(getattr(obj, f.name), path + (f.name,))]
     return [(path, obj)]
 
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable
 
-from mstar_engine.util.atomic import atomic_write
+from mstar_engine.rundir.files import write_text
 
 
 class RecordError(ValueError):
@@ -53,8 +53,7 @@ def read_jsonl(path: str | Path, warn: Callable[[str], None] | None = None) -> l
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
     """Replace ``path`` atomically with ``records``, one JSON object per line."""
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    atomic_write(Path(path), lambda fh: fh.write(text.encode()), shared=True)
+    write_text(Path(path), "".join(json.dumps(r) + "\n" for r in records))
 
 
 def append_jsonl(path: str | Path, records: Iterable[dict]) -> None:
@@ -113,8 +112,7 @@ def read_json(path: str | Path) -> object:
 
 def write_json(path: str | Path, document: object) -> None:
     """Write ``document`` to ``path`` atomically (indented, one trailing newline)."""
-    text = json.dumps(document, indent=2) + "\n"
-    atomic_write(Path(path), lambda fh: fh.write(text.encode()), shared=True)
+    write_text(Path(path), json.dumps(document, indent=2) + "\n")
 
 
 def _reason(exc: ValueError) -> str:

@@ -64,14 +64,11 @@ def load_spec_text(text: str, file: str = "<spec>", overrides: list[str] | tuple
     converter = Converter(locs, file)
     spec = converter.structure(Spec, data, ())
     issues += converter.issues
-    if spec is not None and not issues and semantic:
-        issues += semantic_issues(spec, locs, file)
-    if spec is not None and not issues and semantic:
-        issues += _variant_issues(text, file, overrides, spec, locs, ready)
+    if spec is not None and not issues and semantic:  # the [compare] variants once the spec itself is sound
+        issues += semantic_issues(spec, locs, file) or _variant_issues(text, file, overrides, spec, locs, ready)
     if ready:
         issues = [attrs.evolve(i, severity="error") if i.severity == "environment" else i for i in issues]
-    errors = [i for i in issues if i.severity == "error"]
-    if errors:
+    if any(i.severity == "error" for i in issues):
         raise SpecError(issues)
     return LoadedSpec(spec, file, text, tuple(overrides), locs, tuple(issues))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import attrs
 
@@ -17,7 +17,7 @@ from mstar_engine.families.domains import DOMAINS, family_accepts
 from mstar_engine.metrics.catalog import METRICS, data_mismatch, default_inception_path
 from mstar_engine.networks.unet import UNET_PRESETS
 from mstar_engine.schedules.registry import build_for_spec
-from mstar_engine.spec.errors import Issue, Location
+from mstar_engine.spec.errors import Issue, Location, locate
 from mstar_engine.spec.memory import memory_issue
 from mstar_engine.spec.schema import Spec
 
@@ -36,18 +36,12 @@ class Checker:
         """True when the user wrote this key (in the file or as an override)."""
         return tuple(path) in self.locs
 
-    def locate(self, path: tuple) -> Location:
-        for n in range(len(path), 0, -1):
-            if path[:n] in self.locs:
-                return self.locs[path[:n]]
-        return Location(self.file, 1, 1)
-
     def add(self, path: tuple, message: str, hint: str = "", severity: str = "error",
             related: tuple[tuple, ...] = ()) -> None:
         """Record an issue about ``path``, located at ``path`` if the user wrote it, else at the
         first written key among ``related`` (the other side of a conflict)."""
         where = next((p for p in (path, *related) if p in self.locs), path)
-        self.issues.append(Issue(self.locate(where), path, message, hint, severity))
+        self.issues.append(Issue(locate(self.locs, where, self.file), path, message, hint, severity))
 
     def run(self) -> list[Issue]:
         for check in CHECKS:
@@ -157,14 +151,12 @@ def check_data(c: Checker) -> None:
     if data.dim is not None and not info.dim_meaning:
         c.add(("data", "dim"), f"dataset '{data.name}' has a fixed shape {info.shape}; dim cannot be set",
               "remove data.dim")
-    if data.classes is not None:
-        if info.num_classes == 0:
-            c.add(("data", "classes"), f"dataset '{data.name}' has no class labels", "remove data.classes")
-        else:
-            for i, k in enumerate(data.classes):
-                if info.num_classes > 0 and not 0 <= k < info.num_classes:
-                    c.add(("data", "classes", i), f"class {k} does not exist: '{data.name}' has classes "
-                          f"0..{info.num_classes - 1}")
+    if data.classes is not None and info.num_classes == 0:
+        c.add(("data", "classes"), f"dataset '{data.name}' has no class labels", "remove data.classes")
+    for i, k in enumerate(data.classes or []):
+        if info.num_classes > 0 and not 0 <= k < info.num_classes:
+            c.add(("data", "classes", i), f"class {k} does not exist: '{data.name}' has classes "
+                  f"0..{info.num_classes - 1}")
     if not info.is_image:
         for key in ("image_size", "crop", "range", "flip"):
             if c.is_set("data", key):
@@ -336,11 +328,10 @@ def check_eval(c: Checker) -> None:
         c.add(("eval", "fid_reference"), f"FID reference statistics not found at {expand_path(ev.fid_reference)}",
               "give an .npz with mu and sigma (python -m pytorch_fid --save-stats writes one), or unset it to use "
               "the training images", "environment")
-    n_classes = info.num_classes
     for i, k in enumerate(ev.anomaly_classes or []):
-        if n_classes > 0 and k >= n_classes:
+        if info.num_classes > 0 and k >= info.num_classes:
             c.add(("eval", "anomaly_classes", i), f"class {k} does not exist: '{info.name}' has classes "
-                  f"0..{n_classes - 1}")
+                  f"0..{info.num_classes - 1}")
     for i, n in enumerate(ev.steps or []):
         if n > c.spec.process.steps:
             c.add(("eval", "steps", i), f"{n} network evaluations exceed process.steps = {c.spec.process.steps}")
@@ -394,5 +385,5 @@ CHECKS: list[Callable[[Checker], None]] = [check_domain, check_schedule, check_c
                                            check_output, check_memory]
 
 
-def semantic_issues(spec: Spec, locs: dict[tuple, Location], file: str) -> Iterator[Issue]:
+def semantic_issues(spec: Spec, locs: dict[tuple, Location], file: str) -> list[Issue]:
     return Checker(spec, locs, file).run()

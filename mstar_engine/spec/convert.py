@@ -17,7 +17,7 @@ import attrs
 from mstar_engine.data.catalog import DATASETS
 from mstar_engine.families import REGISTRY, get
 from mstar_engine.families.domains import DOMAINS, family_accepts
-from mstar_engine.spec.errors import Issue, Location, did_you_mean, format_path
+from mstar_engine.spec.errors import Issue, Location, did_you_mean, format_path, locate
 from mstar_engine.spec.fields import INT_MAX, INT_MAX_WHY
 
 
@@ -28,16 +28,9 @@ class Converter:
         self.issues: list[Issue] = []
         self.document: Any = None  # the whole parsed spec, for hints that depend on other keys
 
-    # ------------------------------------------------------------------ locations
-    def locate(self, path: tuple) -> Location:
-        """The location of ``path`` or of its nearest located parent (else the file start)."""
-        for n in range(len(path), 0, -1):
-            if path[:n] in self.locs:
-                return self.locs[path[:n]]
-        return Location(self.file, 1, 1)
-
+    # ------------------------------------------------------------------ issues
     def error(self, path: tuple, message: str, hint: str = "") -> None:
-        self.issues.append(Issue(self.locate(path), path, message, hint))
+        self.issues.append(Issue(locate(self.locs, path, self.file), path, message, hint))
 
     # ------------------------------------------------------------------ structure
     def structure(self, cls: type, data: Any, path: tuple) -> Any:
@@ -217,8 +210,7 @@ _INVALID = object()
 
 def strip_optional(tp: Any) -> Any:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0]
+        return next(a for a in typing.get_args(tp) if a is not type(None))
     return tp
 
 

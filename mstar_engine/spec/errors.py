@@ -34,6 +34,14 @@ class Location:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+def locate(locs: dict[Path, Location], path: Path, file: str) -> Location:
+    """The location of ``path`` or of its nearest located parent (else the start of ``file``)."""
+    for n in range(len(path), 0, -1):
+        if path[:n] in locs:
+            return locs[path[:n]]
+    return Location(file, 1, 1)
+
+
 @attrs.frozen
 class Issue:
     """One problem found in a spec.

@@ -43,10 +43,7 @@ HEADER = """\
 
 def reference_toml() -> str:
     """The reference spec as TOML text (deterministic: the registries' names are sorted)."""
-    blocks = [HEADER]
-    for field in attrs.fields(Spec):
-        blocks.append(_table(field, (field.name,)))
-    return "\n".join(blocks)
+    return "\n".join([HEADER, *(_table(field, (field.name,)) for field in attrs.fields(Spec))])
 
 
 def _table(field: attrs.Attribute, path: tuple) -> str:
@@ -61,11 +58,9 @@ def _table(field: attrs.Attribute, path: tuple) -> str:
             lines += ["#", "# Its keys:", *keys]
         return "\n".join(lines) + "\n"
     scalars = [f for f in attrs.fields(tp) if not _is_table(tp, f)]
-    lines = [*_comment(field.metadata["doc"]), f"[{name}]"]
-    lines += _keys(tp, path, commented=False, fields=scalars)
-    out = ["\n".join(lines) + "\n"]
-    out += [_table(f, path + (f.name,)) for f in attrs.fields(tp) if _is_table(tp, f)]
-    return "\n".join(out)
+    lines = [*_comment(field.metadata["doc"]), f"[{name}]", *_keys(tp, path, commented=False, fields=scalars)]
+    tables = [_table(f, path + (f.name,)) for f in attrs.fields(tp) if _is_table(tp, f)]
+    return "\n".join(["\n".join(lines) + "\n", *tables])
 
 
 @attrs.frozen

@@ -8,6 +8,7 @@ from __future__ import annotations
 import attrs
 
 from mstar_engine.data.catalog import DATASETS
+from mstar_engine.distill.stages import halvings
 from mstar_engine.families import get
 from mstar_engine.spec.schema import Spec
 
@@ -28,12 +29,8 @@ def resolve(spec: Spec) -> Spec:
 
     distill = spec.distill
     if distill is not None:
-        if distill.stages is None and distill.to is not None:
-            stages, n = [], proc.steps
-            while n > distill.to and n % 2 == 0:
-                n //= 2
-                stages.append(n)
-            distill = attrs.evolve(distill, stages=stages)
+        if distill.stages is None and distill.to is not None:  # each halving made from a count above to
+            distill = attrs.evolve(distill, stages=[n for n in halvings(proc.steps) if 2 * n > distill.to])
         if distill.batch_size is None:
             distill = attrs.evolve(distill, batch_size=spec.train.batch_size)
         if distill.coupling == "auto":

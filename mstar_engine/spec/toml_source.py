@@ -234,25 +234,21 @@ class _Scanner:
             if self.i >= len(self.s):
                 return
             start = self.i
-            if self.s.startswith("[[", self.i):
-                self.i += 2
+            if self.peek() == "[":
+                brackets = 2 if self.s.startswith("[[", self.i) else 1  # [[array of tables]] or [table]
+                self.i += brackets
                 parts = self.read_key()
                 keys = [k for k, _ in parts]
-                self.i += 2  # ]]
+                self.i += brackets
                 self.record_prefixes(parts)
-                parent = self.resolve(keys[:-1]) + (keys[-1],)
-                self.record(parent, start)
-                n = self.aot_counts.get(parent, 0)
-                self.aot_counts[parent] = n + 1
-                table = parent + (n,)
-                self.record(table, start)
-            elif self.peek() == "[":
-                self.i += 1
-                parts = self.read_key()
-                keys = [k for k, _ in parts]
-                self.i += 1  # ]
-                self.record_prefixes(parts)
-                table = self.resolve(keys)
+                if brackets == 1:
+                    table = self.resolve(keys)
+                else:
+                    parent = self.resolve(keys[:-1]) + (keys[-1],)
+                    self.record(parent, start)
+                    n = self.aot_counts.get(parent, 0)
+                    self.aot_counts[parent] = n + 1
+                    table = parent + (n,)
                 self.record(table, start)
             else:
                 self.key_value(table)

@@ -73,8 +73,7 @@ def checkpoint_files(directory: str | Path) -> list[Path]:
 def latest_checkpoint(directory: str | Path) -> Path | None:
     """The highest-numbered checkpoint file (not loaded, not checked), or None when there is none.
     :func:`find_checkpoint` is the one to resume or sample from."""
-    files = checkpoint_files(directory)
-    return files[0] if files else None
+    return next(iter(checkpoint_files(directory)), None)
 
 
 def find_checkpoint(directory: str | Path, warn: Callable[[str], None] | None = None, *,
@@ -114,10 +113,8 @@ def load_checkpoint(path: str | Path, finite: bool = True) -> dict[str, Any]:
                               f"mstar: {_torch_reason(exc)})") from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise CheckpointError(f"{path}: not an mstar checkpoint (it holds no 'step' and 'model' entries)")
-    if finite:
-        bad = nonfinite(state)
-        if bad:
-            raise CheckpointError(f"{path}: its weights are not finite ({bad}); the training had diverged")
+    if finite and (bad := nonfinite(state)):
+        raise CheckpointError(f"{path}: its weights are not finite ({bad}); the training had diverged")
     return state
 
 

@@ -53,10 +53,9 @@ def load(key: dict, folder: str = "schedules") -> dict[str, np.ndarray] | None:
     path = cache_path(key, folder)
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: np.array(data[name], dtype=np.float64) for name in data.files}
+            return {name: np.array(data[name], dtype=np.float64) for name in data.files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
-    return arrays
 
 
 def save(key: dict, arrays: dict[str, np.ndarray], folder: str = "schedules") -> Path:
