@@ -245,6 +245,11 @@ class Family(abc.ABC):
             return matched
         raise NotImplementedError(f"family {self.name!r} has no Gaussian-equivalent SNR")
 
+    def coupling_metrics(self, rho: Tensor) -> dict[str, float]:
+        """Diagnostics of a learned coupling ρ_t (length T + 1), logged in metrics.jsonl during
+        training; none by default (the Gaussian reports its interaction's error against the optimum)."""
+        return {}
+
     # ------------------------------------------------------------------ schedule facts (class level)
     @classmethod
     def default_schedule(cls, coupling: str) -> str:

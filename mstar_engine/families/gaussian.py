@@ -236,6 +236,17 @@ class Gaussian(Family):
         return self.mean ** 2 / self.var
 
     # ------------------------------------------------------------------ prior, head, domain
+    def coupling_metrics(self, rho: Tensor) -> dict[str, float]:
+        """``interaction_rel_error`` = ‖M − M*‖ / ‖M*‖ over t = 2..T (MATH.md §2, oracle (c)): M_t the
+        interaction of the given ρ_t, M*_t that of the kernel KL's minimiser ρ*_t = sqrt(SNR_t/SNR_{t−1}),
+        which is sqrt(α_t)/β_t with DDPM marginals. Step 1 is left out: its partner is the pseudo step 0."""
+        mean, var = self.mean.detach().double().cpu(), self.var.detach().double().cpu()
+        rho = rho.detach().double().cpu()
+        snr = mean ** 2 / var
+        m_star = interaction(var[1:-1], var[2:], optimal_rho(snr[2:], snr[1:-1]))
+        m = interaction(var[1:-1], var[2:], rho[2:])
+        return {"interaction_rel_error": float(torch.linalg.vector_norm(m - m_star) / torch.linalg.vector_norm(m_star))}
+
     def prior_sample(self, n: int, generator: torch.Generator | None = None,
                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
         """n draws of N(0, I)."""

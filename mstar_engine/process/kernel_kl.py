@@ -72,10 +72,3 @@ def kernel_kl(family: Family, x_t: Tensor, x0: Tensor, x0_hat: Tensor, t: Tensor
     z_hat = family.to_noise(y, x0_hat, t - 1)
     log_k1 = family.log_prob(y, x0_hat, t - 1) + _log_ratio_normal(z_hat, r * xi_t_hat, var)
     return log_k0 - log_k1
-
-
-def interaction_error(rho: Tensor, var: Tensor, target: Tensor) -> float:
-    """‖M − M*‖ / ‖M*‖ over steps 2..T for the Gaussian interaction M_t = ρ_t/(sqrt(v_{t-1}v_t)(1 − ρ_t²))."""
-    m = rho[2:] / (torch.sqrt(var[1:-1] * var[2:]) * (1 - rho[2:] ** 2))
-    return float(torch.linalg.vector_norm(m - target[2:]) / torch.linalg.vector_norm(target[2:]))
-

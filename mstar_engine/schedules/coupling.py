@@ -12,9 +12,10 @@ which returns a :class:`LearnedCoupling` module whose forward() gives that tenso
   schedule whose SNR increases from t − 1 to t (ss-linear's last step) gets ρ_t = 1, and
   SNR_0 = ∞ gives ρ_1 = 0.
 * learned: one unconstrained parameter θ_t per step, ρ_t = sigmoid(θ_t), trained with the network
-  (MATH.md §2). Initialised at the ddpm rule when an SNR is given (θ = logit ρ*, with ρ* clipped
-  to [1e-4, 1 − 1e-4] so the logit is finite), else at ρ = 0.5 (θ = 0): the midpoint, from which
-  the gradient of the kernel KL can move either way.
+  (MATH.md §2). Initialised at a given constant ``rho`` (the spec's ``process.coupling.rho``), else
+  at the ddpm rule when an SNR is given (θ = logit ρ*, with ρ* clipped to [1e-4, 1 − 1e-4] so the
+  logit is finite), else at ρ = 0.5 (θ = 0): the midpoint, from which the gradient of the kernel
+  KL can move either way.
 """
 from __future__ import annotations
 
@@ -69,13 +70,13 @@ def constant_rho(steps: int, rho: float | None) -> torch.Tensor:
 class LearnedCoupling(nn.Module):
     """ρ_t = sigmoid(θ_t), one parameter per index t = 0..T (θ_0 is unused)."""
 
-    def __init__(self, steps: int, snr=None) -> None:
+    def __init__(self, steps: int, snr=None, start: float | None = None) -> None:
         super().__init__()
         steps = _steps(steps)
-        if snr is None:
+        if snr is None and start is None:
             init = torch.zeros(steps + 1, dtype=torch.float64)
         else:
-            rho = ddpm_rho(snr, steps).clamp(RHO_CLIP, 1 - RHO_CLIP)
+            rho = (constant_rho(steps, start) if start is not None else ddpm_rho(snr, steps)).clamp(RHO_CLIP, 1 - RHO_CLIP)
             init = torch.log(rho) - torch.log1p(-rho)
             init[0] = 0.0
         self.logit = nn.Parameter(init)
@@ -123,7 +124,7 @@ def _build_ddpm(steps: int, snr=None, rho=None) -> torch.Tensor:
 
 
 def _build_learned(steps: int, snr=None, rho=None) -> LearnedCoupling:
-    return LearnedCoupling(steps, snr)
+    return LearnedCoupling(steps, snr, start=rho)
 
 
 COUPLINGS: dict[str, CouplingInfo] = {
@@ -133,7 +134,7 @@ COUPLINGS: dict[str, CouplingInfo] = {
         CouplingInfo("deterministic", "rho = 1: deterministic given x_t (DDIM analogue)", _build_deterministic),
         CouplingInfo("constant", "rho = the given constant in [0, 1]", _build_constant),
         CouplingInfo("ddpm", "rho_t = sqrt(SNR_t / SNR_{t-1}) from the Gaussian-equivalent SNR", _build_ddpm),
-        CouplingInfo("learned", "rho_t = sigmoid(theta_t), trained; starts at the ddpm rule or 0.5", _build_learned),
+        CouplingInfo("learned", "rho_t = sigmoid(theta_t), trained; starts at rho if given, else the ddpm rule", _build_learned),
     )
 }
 

@@ -125,9 +125,9 @@ def check_coupling(c: Checker) -> None:
     coupling = proc.coupling
     if coupling.kind == "constant" and coupling.rho is None:
         c.add(("process", "coupling", "rho"), "a constant coupling needs rho", "add rho = 0.5 (a value in [0, 1])")
-    if coupling.kind != "constant" and coupling.rho is not None:
-        c.add(("process", "coupling", "rho"), f"rho is only used by the constant coupling, not '{coupling.kind}'",
-              'set process.coupling.kind = "constant" or remove rho')
+    if coupling.kind not in ("constant", "learned") and coupling.rho is not None:
+        c.add(("process", "coupling", "rho"), f"rho is only used by the constant and learned couplings, not "
+              f"'{coupling.kind}'", 'set process.coupling.kind = "constant" or remove rho')
     if c.is_set("process", "coupling", "lr") and coupling.kind != "learned":
         c.add(("process", "coupling", "lr"), "lr is only used by the learned coupling",
               'set process.coupling.kind = "learned" or remove it')

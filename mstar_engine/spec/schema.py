@@ -72,7 +72,8 @@ class Schedule:
 class Coupling:
     kind: str = setting("independent", "coupling of consecutive steps: independent (star-shaped, rho = 0), "
                         "deterministic (rho = 1), constant, ddpm (rho*), learned", choices=COUPLINGS)
-    rho: float | None = setting(None, "coupling strength for kind = \"constant\"", ge=0.0, le=1.0)
+    rho: float | None = setting(None, "coupling strength for kind = \"constant\"; for kind = \"learned\", its "
+                                "start at every step (default: the ddpm rule)", ge=0.0, le=1.0)
     lr: float = setting(1e-3, "learning rate of the learned coupling parameters", gt=0.0)
 
 

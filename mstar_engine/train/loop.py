@@ -220,7 +220,9 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         line = {"step": step, "loss": loss, "lr": lr, "examples_per_s": round(speed, 1),
                 "steps_per_s": round(speed / b, 2), "seconds": round(clock - start, 2)}
         if learned is not None:
-            line["rho_mean"] = float(learned().detach()[1:].mean())
+            rho = learned().detach()
+            line["rho_mean"] = float(rho[1:].mean())
+            line.update(family.coupling_metrics(rho))
         log_step, log_time = step, clock
         return line, (f"step {step}/{total_steps}  loss {loss:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
                       f"{speed / b:.1f} it/s  ETA {duration(eta)}")

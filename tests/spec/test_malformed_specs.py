@@ -1008,7 +1008,7 @@ CASES = [
         [data]
         name = "dirichlet-mixture"
         """,
-        "s.toml:9:1: process.coupling.rho: rho is only used by the constant coupling, not 'ddpm'; "
+        "s.toml:9:1: process.coupling.rho: rho is only used by the constant and learned couplings, not 'ddpm'; "
         'set process.coupling.kind = "constant" or remove rho'),
     case("cross-rho-with-default-coupling", """
         [experiment]
@@ -1021,7 +1021,7 @@ CASES = [
         [data]
         name = "dirichlet-mixture"
         """,
-        "s.toml:6:10: process.coupling.rho: rho is only used by the constant coupling, not 'independent'; …"),
+        "s.toml:6:10: process.coupling.rho: rho is only used by the constant and learned couplings, not 'independent'; …"),
     case("cross-coupling-lr-without-learned", """
         [experiment]
         name = "t"
