@@ -6,22 +6,34 @@ a density with respect to the surface measure. T(x) = x, A_t = κ_t, f(x0) = x0;
 does not depend on x0, and c_t(x) = 0. KL(q_t(x0) ‖ q_t(x̂0)) = κ_t A_d(κ_t) (1 − <x0, x̂0>) with
 A_d(κ) = I_{d/2}(κ) / I_{d/2-1}(κ) (:func:`bessel_ratio`).
 
-Noise map (noise_shape (d,)). Write x = cos θ x0 + sin θ v with θ ∈ [0, π] the geodesic angle to
-x0 and v a unit tangent vector at x0. Under q_t, θ and v are independent, θ has density
-∝ exp(κ cos θ) sin^{d-2} θ and v is uniform on the unit sphere of the tangent space x0^⊥.
+Noise map: a bijection between S^{d−1} and R^{d−1} (noise_shape (d − 1,), one standard normal per
+degree of freedom, no auxiliary draws), so that the Gaussian-copula kernel has an exact density
+(the ``learned`` coupling's Monte Carlo kernel KL applies) and ρ = 1 is a deterministic map of
+the path (MATH.md §2). Write x = cos θ x0 + sin θ Q[0; v] with θ ∈ [0, π] the geodesic angle to
+x0, v ∈ S^{d−2} a unit tangent direction and Q the Householder reflection (symmetric, orthogonal,
+Q e_1 = x0) whose columns 2..d span x0^⊥: the frame fixed by x0. Under q_t, θ and v are
+independent, θ has density ∝ exp(κ cos θ) sin^{d−2} θ and v is uniform on S^{d−2}.
 
-* ξ_0 ↦ θ by the inverse CDF: G(θ) = P(Θ ≤ θ) = Φ(−ξ_0), so large ξ_0 means x close to x0
-  (w = <x, x0> = cos θ is increasing in ξ_0). Each half is read from its own tail, in log space:
-  log G = log Φ(−ξ_0) for ξ_0 ≥ 0 and log S = log(1 − G) = log Φ(ξ_0) for ξ_0 < 0, so neither tail
-  loses precision. For d = 3 in closed form (:class:`SphereAngle3`,
+* d ≥ 3, ξ_0 ↦ θ by the inverse CDF: G(θ) = P(Θ ≤ θ) = Φ(−ξ_0), so large ξ_0 means x close to
+  x0 (w = <x, x0> = cos θ is increasing in ξ_0). Each half is read from its own tail, in log
+  space: log G = log Φ(−ξ_0) for ξ_0 ≥ 0 and log S = log(1 − G) = log Φ(ξ_0) for ξ_0 < 0, so
+  neither tail loses precision. For d = 3 in closed form (:class:`SphereAngle3`,
   w = 1 + log(u + (1 − u)e^{−2κ})/κ with u = Φ(ξ_0)); otherwise from per-step tables built at
   construction by Gauss–Legendre quadrature (:class:`GeodesicAngleCDF`).
-* ξ_{1:d} ↦ v: the Gaussian vector ξ_{1:d} ∈ R^{d-1}, normalised, in an orthonormal basis of
-  x0^⊥ given by the Householder reflection Q (symmetric, orthogonal, Q e_1 = x0).
-* ``to_noise`` recovers θ and v exactly; the radius of the tangent Gaussian is lost, so it draws
-  r ~ χ(d−1) (the norm of a fresh Gaussian) and returns r v: exactly N(0, I) for exact samples
-  (``inverse_uses_aux`` = True).
+* d ≥ 3, ξ_{1:d−1} ↦ v ∈ S^m, m = d − 2, by hyperspherical angles (:class:`SphereDirection`),
+  v = (cos φ_1, sin φ_1 cos φ_2, …, Π_{i<m} sin φ_i cos φ_m, Π_{i<m} sin φ_i sin φ_m), each angle by
+  its own inverse CDF: under the uniform law on S^m the polar angle φ_j ∈ [0, π] (j = 1..m−1) has
+  density ∝ sin^{m−j} φ_j (κ = 0 rows of :class:`GeodesicAngleCDF`, G(φ_j) = Φ(−ξ_j)) and the
+  azimuth φ_m ∈ (−π, π] is uniform, φ_m = sign(ξ) π erf(|ξ|/√2). For d = 3 only the azimuth.
+* d = 2 (the circle): the tangent direction is a sign, so one normal encodes the signed angle
+  φ ∈ (−π, π] with density ∝ exp(κ cos φ), F(φ) = Φ(ξ_0): the von Mises map
+  (|φ| from the d = 2 table, :func:`signed_angle_from_normal`).
+* ``to_noise`` is the exact inverse: y = Q x, θ = atan2(‖y_{1:}‖, y_0) and π − θ = atan2(‖y_{1:}‖, −y_0),
+  the angles of y_{1:} by atan2 of suffix norms (hypot), each back through its CDF and Φ⁻¹ with
+  log-space tails, clamped at |ξ| ≈ 37.4. The tangent part y_{1:} = sin θ v carries an absolute
+  rounding error ~1e-16, so for small θ (large κ) the direction keeps ~1e-16/θ relative accuracy.
 
+Gradients flow through both maps (w.r.t. ξ and x; x0 and κ are constants of the map).
 Computations of the noise map run in float64 and return the input dtype.
 """
 from __future__ import annotations
@@ -32,7 +44,9 @@ from torch import Tensor
 
 from mstar_engine.families.base import Family, register
 from mstar_engine.numerics.bessel import bessel_ratio, log_vmf_normalizer
-from mstar_engine.numerics.geodesic import GeodesicAngleCDF, SphereAngle3, ndtri_tail
+from mstar_engine.numerics.geodesic import (GeodesicAngleCDF, SphereAngle3, SphereDirection, angle_from_normal,
+                                            cos_sin, normal_from_angle, normal_from_signed_angle,
+                                            signed_angle_from_normal)
 
 
 @register
@@ -49,7 +63,6 @@ class VonMisesFisher(Family):
     summary = "von Mises–Fisher vMF(x0, κ_t) on the unit sphere S^{d-1}, any d ≥ 2"
     domain = "sphere"
     schedule_params = ("kappa",)
-    inverse_uses_aux = True
     schedules = ("vmf-spline",)
     kl_snr_shape = (3,)
 
@@ -77,6 +90,12 @@ class VonMisesFisher(Family):
         self._kl_coef = (kappa * bessel_ratio(self.dim / 2, kappa)).to(device)
         self._log_c = torch.from_numpy(log_vmf_normalizer(self.dim, kappa.numpy())).to(device)
         self._angles = (SphereAngle3(kappa) if self.dim == 3 else GeodesicAngleCDF(kappa.numpy(), self.dim)).to(device)
+        self._direction = SphereDirection(self.dim - 2).to(device) if self.dim >= 3 else None
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """d − 1 normals: the angle to x0 and the d − 2 angles of the tangent direction."""
+        return (self.dim - 1,)
 
     # ------------------------------------------------------------------ geometry
     @staticmethod
@@ -92,45 +111,39 @@ class VonMisesFisher(Family):
 
     # ------------------------------------------------------------------ noise maps
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
-        """x = cos θ x0 + sin θ Q[0; g/‖g‖] with G_t(θ) = Φ(−ξ_0) and g = ξ_{1:d}.
-
-        The angle comes from the tail of ξ_0's own sign: G = Φ(−ξ_0) for ξ_0 ≥ 0 (θ below the
-        median), S = 1 − G = Φ(ξ_0) otherwise, both as log Φ(−|ξ_0|).
-        """
+        """x = cos θ x0 + sin θ Q[0; v]: θ from ξ_0 (G_t(θ) = Φ(−ξ_0)), v from ξ_{1:} by
+        hyperspherical angles; for d = 2, the signed angle φ = sign(ξ_0) θ with F_t(φ) = Φ(ξ_0)."""
         t = self._steps(t, xi.shape[0])
         xi = xi.to(torch.float64)
         mu = x0.to(torch.float64)
         mu = mu / mu.norm(dim=1, keepdim=True)
-        xi0 = xi[:, 0]
-        theta, psi = self._angles.angle(xi0 >= 0, torch.special.log_ndtr(-xi0.abs()), t)
-        small = theta <= psi  # take cos and sin from the smaller of θ and ψ = π − θ
-        cos = torch.where(small, torch.cos(theta), -torch.cos(psi))[:, None]
-        sin = torch.where(small, torch.sin(theta), torch.sin(psi))[:, None]
-        g = xi[:, 1:]
-        gn = g.norm(dim=1, keepdim=True)
-        e1 = torch.nn.functional.one_hot(torch.zeros_like(t), self.dim - 1).to(g.dtype)
-        v = torch.where(gn > 0, g / gn.clamp(min=1e-300), e1)
-        tangent = self._reflect(mu, torch.cat([torch.zeros_like(g[:, :1]), v], dim=1))
-        return (cos * mu + sin * tangent).to(x0.dtype)
+        if self.dim == 2:
+            theta, psi = signed_angle_from_normal(self._angles, xi[:, 0], t)
+            v = torch.where(xi[:, :1] >= 0, 1.0, -1.0).to(xi.dtype)
+        else:
+            theta, psi = angle_from_normal(self._angles, xi[:, 0], t)
+            v = self._direction.from_normals(xi[:, 1:])
+        cos, sin = cos_sin(theta, psi)
+        tangent = self._reflect(mu, torch.cat([torch.zeros_like(v[:, :1]), v], dim=1))
+        return (cos[:, None] * mu + sin[:, None] * tangent).to(x0.dtype)
 
     def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int,
                  generator: torch.Generator | None = None) -> Tensor:
-        """ξ_0 = ±Φ⁻¹(tail) from θ = atan2(‖y_{1:}‖, y_0), ψ = atan2(‖y_{1:}‖, −y_0), y = Q x;
-        ξ_{1:} = r y_{1:}/‖y_{1:}‖ with an auxiliary radius r ~ χ(d−1) drawn from ``generator``."""
+        """The exact inverse of :meth:`from_noise` (``generator`` is not used): y = Q x,
+        θ = atan2(‖y_{1:}‖, y_0), π − θ = atan2(‖y_{1:}‖, −y_0), the direction of y_{1:}."""
         t = self._steps(t, x.shape[0])
         mu = x0.to(torch.float64)
         mu = mu / mu.norm(dim=1, keepdim=True)
         y = self._reflect(mu, x.to(torch.float64))
         tang = y[:, 1:]
-        tn = tang.norm(dim=1, keepdim=True)
-        theta, psi = torch.atan2(tn[:, 0], y[:, 0]), torch.atan2(tn[:, 0], -y[:, 0])
-        lower, log_tail = self._angles.tail(theta, psi, t)
-        z = -ndtri_tail(log_tail)  # ≥ 0
-        xi0 = torch.where(lower, z, -z)
-        aux = torch.randn(tang.shape, generator=generator, dtype=torch.float64, device=x.device)
-        r = aux.norm(dim=1, keepdim=True)
-        xi_t = torch.where(tn > 0, r * tang / tn.clamp(min=1e-300), aux)
-        return torch.cat([xi0[:, None], xi_t], dim=1).to(x.dtype)
+        tn = torch.linalg.vector_norm(tang, dim=1)
+        theta, psi = torch.atan2(tn, y[:, 0]), torch.atan2(tn, -y[:, 0])
+        if self.dim == 2:
+            z = normal_from_signed_angle(self._angles, theta, psi, t)
+            return torch.where(tang >= 0, z[:, None], -z[:, None]).to(x.dtype)
+        xi0 = normal_from_angle(self._angles, theta, psi, t)
+        # the direction of y_{1:} needs no normalisation (x = ±x0: some direction, finite noise)
+        return torch.cat([xi0[:, None], self._direction.to_normals(tang)], dim=1).to(x.dtype)
 
     # ------------------------------------------------------------------ densities and KL
     def log_prob(self, x: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:

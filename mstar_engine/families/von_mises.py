@@ -16,8 +16,9 @@ F(φ) = Φ(ξ):
 
     ξ = sign(φ) √2 erf⁻¹(G(|φ|)),      |φ| = G⁻¹(erf(|ξ|/√2)),
 
-each half evaluated through its own tail in log space. The noise map runs
-in float64 and returns the input dtype.
+each half evaluated through its own tail in log space (the signed-angle maps of that module,
+:func:`~mstar_engine.numerics.geodesic.signed_angle_from_normal` and its inverse, which the vMF
+family uses for d = 2). The noise map runs in float64 and returns the input dtype.
 """
 from __future__ import annotations
 
@@ -29,10 +30,8 @@ from torch import Tensor
 
 from mstar_engine.families.base import Family, register
 from mstar_engine.numerics.bessel import bessel_ratio
-from mstar_engine.numerics.geodesic import GeodesicAngleCDF, ndtri_tail
+from mstar_engine.numerics.geodesic import GeodesicAngleCDF, normal_from_signed_angle, signed_angle_from_normal
 
-_SQRT_HALF = math.sqrt(0.5)
-_Z_34 = 0.6744897501960817  # Φ⁻¹(¾): |ξ| below it ⇔ G(|φ|) ≤ ½
 _TWO_PI = 2 * math.pi
 
 
@@ -105,11 +104,7 @@ class VonMises(Family):
         """
         t = self._steps(t, xi.shape[0])
         xi = xi.to(torch.float64)
-        a = xi.abs()
-        lower = a <= _Z_34
-        log_tail = torch.where(lower, torch.log(torch.erf(a * _SQRT_HALF)), math.log(2) + torch.special.log_ndtr(-a))
-        rows = t[:, None].expand_as(xi)
-        theta, _ = self._table.angle(lower, log_tail, rows)
+        theta, _ = signed_angle_from_normal(self._table, xi, t[:, None].expand_as(xi))
         return wrap_angle(x0.to(torch.float64) + torch.sign(xi) * theta).to(x0.dtype)
 
     def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int,
@@ -119,11 +114,8 @@ class VonMises(Family):
         t = self._steps(t, x.shape[0])
         phi = wrap_angle(x.to(torch.float64) - x0.to(torch.float64))
         theta = phi.abs()
-        rows = t[:, None].expand_as(phi)
-        lower, log_tail = self._table.tail(theta, math.pi - theta, rows)
-        small = math.sqrt(2) * torch.erfinv(torch.exp(torch.where(lower, log_tail, -math.log(2))))
-        large = -ndtri_tail(log_tail - math.log(2))
-        return (torch.sign(phi) * torch.where(lower, small, large)).to(x.dtype)
+        z = normal_from_signed_angle(self._table, theta, math.pi - theta, t[:, None].expand_as(phi))
+        return (torch.sign(phi) * z).to(x.dtype)
 
     # ------------------------------------------------------------------ densities and KL
     def log_prob(self, x: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:

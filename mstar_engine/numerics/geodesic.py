@@ -1,6 +1,16 @@
-"""The distribution of the geodesic angle θ ∈ [0, π] between x and x0 under vMF_d(x0, κ) (density
-∝ exp(κ cos θ) sin^{d−2} θ; for d = 2, |φ| of a von Mises angle), in the tail representation the
-noise maps of the vMF and von Mises families use. Oracles: ``tests/numerics/test_geodesic.py``.
+"""Angles by inverse CDF for the noise maps of the vMF and von Mises families, in a tail
+representation that keeps both ends of [0, π] at full relative precision:
+
+* the geodesic angle θ ∈ [0, π] between x and x0 under vMF_d(x0, κ), density
+  ∝ exp(κ cos θ) sin^{d−2} θ (:class:`SphereAngle3` for d = 3, :class:`GeodesicAngleCDF`
+  otherwise; for d = 2, |φ| of a von Mises angle φ). At κ = 0 the same tables give the polar
+  angles of the uniform law on a sphere (density ∝ sin^k), and :class:`UniformAngle` the azimuth;
+* one standard normal per angle: :func:`angle_from_normal` / :func:`normal_from_angle` for an angle
+  in [0, π], :func:`signed_angle_from_normal` / :func:`normal_from_signed_angle` for a signed angle
+  in (−π, π] with a law symmetric about 0;
+* :class:`SphereDirection`: a point of S^m from m normals by hyperspherical angles, and back.
+
+Oracles: ``tests/numerics/test_bessel_geodesic.py``.
 """
 from __future__ import annotations
 
@@ -15,18 +25,77 @@ from mstar_engine.numerics.special import log1mexp
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(12)
 
-# The angle θ ∈ [0, π] between x and x0 has density ∝ exp(κ cos θ) sin^{d−2} θ. The noise maps
-# never form G(θ) = P(Θ ≤ θ) near 1: a value is carried as (lower, log tail) with
-# lower = (G ≤ ½), log tail = log G if lower else log S, S = 1 − G = P(Θ > θ). θ comes with its
-# supplement ψ = π − θ, each computed directly (atan2) so that both ends of [0, π] keep their
-# relative precision. Both tails therefore keep full relative precision, which matters in a
-# reverse step where x_t can lie far in the tail of q_t(· | x̂0).
+# The noise maps never form G(θ) = P(Θ ≤ θ) near 1: a value is carried as (lower, log tail) with
+# lower = (G ≤ ½), log tail = log G if lower else log S, S = 1 − G, and θ with its supplement
+# ψ = π − θ, each computed directly (atan2). Both tails keep full relative precision, which matters
+# in a reverse step where x_t can lie far in the tail of q_t(· | x̂0).
 _LOG_TAIL_MIN = -700.0  # |ξ| ≤ 37.4: tails below e^{-700} (where Φ⁻¹ underflows) are clamped
+_SQRT_HALF = math.sqrt(0.5)
+_LOG_2 = math.log(2.0)
+_Z_34 = 0.6744897501960817  # Φ⁻¹(¾): |ξ| ≤ it ⇔ erf(|ξ|/√2) ≤ ½
+
+
+def _softplus(x: Tensor) -> Tensor:
+    """log(1 + e^x) to full precision (torch's softplus returns x itself above x = 20)."""
+    return torch.logaddexp(x, torch.zeros_like(x))
 
 
 def ndtri_tail(log_p: Tensor) -> Tensor:
     """Φ⁻¹(e^{log p}) for log p ≤ log ½, clamped at log p = −700 (ξ ≈ −37.4) like the tables."""
     return torch.special.ndtri(torch.exp(log_p.clamp(min=_LOG_TAIL_MIN)))
+
+
+def cos_sin(theta: Tensor, psi: Tensor) -> tuple[Tensor, Tensor]:
+    """cos θ and sin θ from θ and ψ = π − θ, each taken from the smaller of the two."""
+    small = theta <= psi
+    return torch.where(small, torch.cos(theta), -torch.cos(psi)), torch.where(small, torch.sin(theta), torch.sin(psi))
+
+
+# A law of an angle in [0, π] is an object with ``tail(θ, ψ, rows) -> (lower, log tail)`` and its
+# exact inverse ``angle(lower, log tail, rows) -> (θ, ψ)``: SphereAngle3, GeodesicAngleCDF, UniformAngle.
+def angle_from_normal(law, xi: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(θ, ψ = π − θ) with G(θ) = Φ(−ξ): large ξ means a small angle. Each half is read from the
+    tail of ξ's own sign, log G = log Φ(−ξ) for ξ ≥ 0 and log S = log Φ(ξ) otherwise."""
+    return law.angle(xi >= 0, torch.special.log_ndtr(-xi.abs()), rows)
+
+
+def normal_from_angle(law, theta: Tensor, psi: Tensor, rows: Tensor | None) -> Tensor:
+    """The inverse of :func:`angle_from_normal`: ξ = ±Φ⁻¹(tail), clamped at |ξ| ≈ 37.4."""
+    lower, log_tail = law.tail(theta, psi, rows)
+    z = -ndtri_tail(log_tail)  # ≥ 0
+    return torch.where(lower, z, -z)
+
+
+def signed_angle_from_normal(law, xi: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(|φ|, π − |φ|) of the signed angle φ = sign(ξ)|φ| whose CDF is Φ(ξ), for a law symmetric
+    about 0 with |φ| ~ ``law``: G(|φ|) = erf(|ξ|/√2). |ξ| ≤ Φ⁻¹(¾) is the lower half,
+    log G = log erf(|ξ|/√2); above it log S = log 2 + log Φ(−|ξ|), so neither tail loses precision."""
+    a = xi.abs().clamp(min=1e-300)  # log erf stays finite at ξ = 0, and so does the gradient
+    lower = a <= _Z_34
+    log_g = torch.log(torch.erf(torch.where(lower, a, _Z_34) * _SQRT_HALF))
+    return law.angle(lower, torch.where(lower, log_g, _LOG_2 + torch.special.log_ndtr(-a)), rows)
+
+
+def normal_from_signed_angle(law, theta: Tensor, psi: Tensor, rows: Tensor | None) -> Tensor:
+    """|ξ| for |φ| = θ (ψ = π − θ), the inverse of :func:`signed_angle_from_normal`:
+    √2 erf⁻¹(G) below the median, −Φ⁻¹(S/2) above it. The caller multiplies by sign(φ)."""
+    lower, log_tail = law.tail(theta, psi, rows)
+    small = math.sqrt(2) * torch.erfinv(torch.exp(torch.where(lower, log_tail, -_LOG_2)))
+    return torch.where(lower, small, -ndtri_tail(torch.where(lower, -_LOG_2, log_tail) - _LOG_2))
+
+
+class UniformAngle:
+    """θ uniform on [0, π] (|φ| of a uniform angle on the circle): G = θ/π, S = ψ/π."""
+
+    @staticmethod
+    def tail(theta: Tensor, psi: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        lower = theta <= psi
+        return lower, torch.log(torch.where(lower, theta, psi) / math.pi)
+
+    @staticmethod
+    def angle(lower: Tensor, log_tail: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        near = math.pi * torch.exp(log_tail)  # the smaller of θ and ψ
+        return torch.where(lower, near, math.pi - near), torch.where(lower, math.pi - near, near)
 
 
 class SphereAngle3:
@@ -71,10 +140,11 @@ class SphereAngle3:
 
 
 class GeodesicAngleCDF:
-    """Tabulated distribution of θ ∈ [0, π] with density ∝ exp(κ_t cos θ) sin^{d−2} θ, per step
+    """Tabulated distribution of θ ∈ [0, π] with density ∝ exp(κ_t cos θ) sin^{d−2} θ, per row t
     (the angle to the mean direction under vMF_d(·, κ_t); for d = 2 it is |φ| of a von Mises
-    angle φ). Same interface as :class:`SphereAngle3`: :meth:`tail` and its exact inverse
-    :meth:`angle`.
+    angle φ). κ_t ≥ 0 and d (an integer, or one per row) ≥ 2: at κ = 0 a row is the law of a polar
+    angle of the uniform law on a sphere, density ∝ sin^{d−2} θ. Same interface as
+    :class:`SphereAngle3`: :meth:`tail` and its exact inverse :meth:`angle`.
 
     Two increasing tables against u = log(θ/ψ), ψ = π − θ (geometric spacing towards both ends):
     L(u) = log G for the lower half and R(u) = −log S for the upper half, ``nodes`` points uniform
@@ -93,28 +163,33 @@ class GeodesicAngleCDF:
     solves the cubic by safeguarded Newton, so :meth:`tail` and :meth:`angle` are mutual inverses
     to rounding whatever the tables' accuracy, which is ≲ 1e-8 relative for either tail against
     quadrature (typically 1e-10). The halves meet at the median (L = log ½), where the two
-    tables agree to ~1e-10.
+    tables agree to ~1e-10; the upper half is shifted by that gap (log S = −R + δ_t) so that the
+    map is continuous there to rounding.
     """
 
-    def __init__(self, kappa: np.ndarray | Tensor, dim: int, nodes: int = 2048) -> None:
+    def __init__(self, kappa: np.ndarray | Tensor, dim: int | np.ndarray, nodes: int = 2048) -> None:
         if torch.is_tensor(kappa):
             kappa = kappa.detach().cpu().double().numpy()
-        kappa = np.asarray(kappa, dtype=np.float64)
-        if dim < 2:
+        kappa = np.atleast_1d(np.asarray(kappa, dtype=np.float64))
+        dims = np.broadcast_to(np.asarray(dim, dtype=np.float64), kappa.shape).copy()
+        if not (dims >= 2).all():
             raise ValueError(f"dimension must be ≥ 2, got {dim}")
+        if not (np.isfinite(kappa) & (kappa >= 0)).all():
+            raise ValueError("κ must be finite and ≥ 0")
         self.dim, self.nodes = dim, nodes
-        power = 1e-5 / np.sqrt(np.maximum(np.maximum(kappa, dim), 1.0))
-        negligible = math.exp(-69.0 / (dim - 1))
-        eps_lo = np.maximum(power, np.minimum(1.0, np.sqrt((dim - 1) / kappa)) * negligible)
+        power = 1e-5 / np.sqrt(np.maximum(np.maximum(kappa, dims), 1.0))
+        negligible = np.exp(-69.0 / (dims - 1))
+        kappa_pos = np.maximum(kappa, 1e-300)  # κ = 0: no concentration, the tables span [0, π]
+        eps_lo = np.maximum(power, np.minimum(1.0, np.sqrt((dims - 1) / kappa_pos)) * negligible)
         eps_hi = np.maximum(power, negligible)
-        theta_hi = np.minimum(np.pi - eps_hi, 1.2 * np.sqrt(2 * (800.0 + 3 * dim) / kappa))
+        theta_hi = np.minimum(np.pi - eps_hi, 1.2 * np.sqrt(2 * (800.0 + 3 * dims) / kappa_pos))
         u_lo = np.log(eps_lo) - np.log(np.pi - eps_lo)
         u_hi = np.log(theta_hi) - np.log(np.pi - theta_hi)
         h = (u_hi - u_lo) / (nodes - 1)
         ys, ms, zs = [], [], []
         for start in range(0, len(kappa), 32):  # chunks bound the memory of the quadrature
             sl = slice(start, start + 32)
-            y, m, z = self._build(kappa[sl], u_lo[sl], u_hi[sl], h[sl])
+            y, m, z = self._build(kappa[sl], dims[sl], u_lo[sl], u_hi[sl], h[sl])
             ys.append(y)
             ms.append(m)
             zs.append(z)
@@ -123,39 +198,45 @@ class GeodesicAngleCDF:
         self.M = torch.from_numpy(np.concatenate(ms, axis=1))
         #: log ∫_0^π exp(κ (cos θ − 1)) sin^{d−2} θ dθ per step (numpy; a by-product, used in tests)
         self.log_z = np.concatenate(zs)
+        # the power laws beyond the end nodes: log(θ_0/π), log(ψ_1/π) per row; per (table, row)
+        # the end values and slopes d/d log θ below (du/d log θ = 1 + e^u), −d/d log ψ above
+        self.log_t0, self.log_p1 = -_softplus(-self.lo), -_softplus(self.hi)
+        self.ends = (self.Y[..., 0].reshape(-1), (self.M[..., 0] * (1 + torch.exp(self.lo))).reshape(-1),
+                     self.Y[..., -1].reshape(-1), (self.M[..., -1] * (1 + torch.exp(-self.hi))).reshape(-1))
         rows = torch.arange(len(kappa))
         self.u_med = self._inverse(torch.full((len(kappa),), -math.log(2), dtype=torch.float64),
                                    torch.zeros_like(rows), rows)
+        self.shift = self._value(self.u_med, torch.ones_like(rows), rows) - math.log(2)  # δ_t = R(u_med) − log 2
 
-    def _log_density_u(self, u: np.ndarray, kappa: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _log_density_u(u: np.ndarray, kappa: np.ndarray, d: np.ndarray) -> np.ndarray:
         """log of exp(κ(cos θ − 1)) sin^{d−2}θ · dθ/du at θ = π·expit(u), dθ/du = θψ/π."""
         theta = np.pi * sp_special.expit(u)
         psi = np.pi * sp_special.expit(-u)
         out = -2.0 * kappa * np.sin(theta / 2) ** 2 + np.log(theta) + np.log(psi) - math.log(math.pi)
-        if self.dim != 2:
-            out = out + (self.dim - 2) * np.log(np.sin(np.minimum(theta, psi)))
-        return out
+        return out + (d - 2) * np.log(np.sin(np.minimum(theta, psi)))
 
-    def _build(self, kappa, u_lo, u_hi, h):
-        n, d = self.nodes, self.dim
+    def _build(self, kappa, d, u_lo, u_hi, h):
+        n = self.nodes
         U = u_lo[:, None] + h[:, None] * np.arange(n)[None, :]
         U[:, -1] = u_hi
         mid = 0.5 * (U[:, 1:] + U[:, :-1])
         half = 0.5 * (U[:, 1:] - U[:, :-1])
         Uq = mid[..., None] + half[..., None] * _GL_NODES
-        log_seg = np.log(half) + _logsumexp(self._log_density_u(Uq, kappa[:, None, None]) + np.log(_GL_WEIGHTS), -1)
+        log_f_q = self._log_density_u(Uq, kappa[:, None, None], d[:, None, None])
+        log_seg = np.log(half) + sp_special.logsumexp(log_f_q + np.log(_GL_WEIGHTS), axis=-1)
         # end pieces [0, ε_lo] ≈ ∫ θ^{d−2} dθ; [θ_hi, π] by 64-point Gauss–Legendre in ψ
         eps_lo = np.pi * sp_special.expit(u_lo)
-        log_first = (d - 1) * np.log(eps_lo) - math.log(d - 1)
+        log_first = (d - 1) * np.log(eps_lo) - np.log(d - 1)
         psi_hi = np.pi * sp_special.expit(-u_hi)
         z64, w64 = np.polynomial.legendre.leggauss(64)
         psi_q = 0.5 * psi_hi[:, None] * (z64 + 1)
-        log_dens = -2.0 * kappa[:, None] * np.cos(psi_q / 2) ** 2 + (d - 2) * np.log(np.sin(psi_q))
-        log_last = np.log(0.5 * psi_hi) + _logsumexp(log_dens + np.log(w64), -1)
+        log_dens = -2.0 * kappa[:, None] * np.cos(psi_q / 2) ** 2 + (d[:, None] - 2) * np.log(np.sin(psi_q))
+        log_last = np.log(0.5 * psi_hi) + sp_special.logsumexp(log_dens + np.log(w64), axis=-1)
         cum_lo = np.logaddexp.accumulate(np.concatenate([log_first[:, None], log_seg], 1), axis=1)
         cum_hi = np.logaddexp.accumulate(np.concatenate([log_last[:, None], log_seg[:, ::-1]], 1), axis=1)[:, ::-1]
         log_total = np.logaddexp(cum_lo[:, -1], log_last)[:, None]
-        log_f = self._log_density_u(U, kappa[:, None])
+        log_f = self._log_density_u(U, kappa[:, None], d[:, None])
         Y = np.stack([cum_lo - log_total, log_total - cum_hi])
         M = np.stack([_monotone_slopes(Y[0], np.exp(log_f - cum_lo), h),
                       _monotone_slopes(Y[1], np.exp(log_f - cum_hi), h)])
@@ -163,8 +244,9 @@ class GeodesicAngleCDF:
 
     # ------------------------------------------------------------------ device
     def to(self, device: torch.device | str) -> "GeodesicAngleCDF":
-        for key in ("lo", "hi", "h", "Y", "M", "u_med"):
+        for key in ("lo", "hi", "h", "Y", "M", "log_t0", "log_p1", "u_med", "shift"):
             setattr(self, key, getattr(self, key).to(device))
+        self.ends = tuple(v.to(device) for v in self.ends)
         return self
 
     # ------------------------------------------------------------------ interpolation
@@ -179,47 +261,41 @@ class GeodesicAngleCDF:
         t2 = tau * tau
         return (6 * t2 - 6 * tau) * (y0 - y1) + (3 * t2 - 4 * tau + 1) * m0 + (3 * t2 - 2 * tau) * m1
 
-    def _ends(self, b: Tensor, rows: Tensor):
-        """Values and power-law slopes at the end nodes: d/d log θ below, −d/d log ψ above."""
-        a, z = self.lo[rows], self.hi[rows]
-        first, last = torch.zeros_like(rows), torch.full_like(rows, self.nodes - 1)
-        y0, y1 = self.Y[b, rows, first], self.Y[b, rows, last]
-        s0 = self.M[b, rows, first] * (1 + torch.exp(a))   # du/d log θ = π/ψ = 1 + e^u
-        s1 = self.M[b, rows, last] * (1 + torch.exp(-z))   # −du/d log ψ = π/θ = 1 + e^{−u}
-        return y0, s0, y1, s1
+    def _row(self, rows: Tensor, b: Tensor):
+        """u_lo, u_hi, h per element, the flat (table, row) index and the end values and slopes."""
+        br = b * self.Y.shape[1] + rows
+        return (*(torch.take(v, rows) for v in (self.lo, self.hi, self.h)), br,
+                *(torch.take(v, br) for v in self.ends))
 
     def _value(self, u: Tensor, b: Tensor, rows: Tensor) -> Tensor:
         """Table b (0: L, 1: R) at u; power laws beyond the end nodes."""
-        a, z_end, h = self.lo[rows], self.hi[rows], self.h[rows]
-        z = (u - a) / h
-        zc = z.clamp(0.0, self.nodes - 1.0)
+        a, z_end, h, br, y0, s0, y1, s1 = self._row(rows, b)
+        zc = ((u - a) / h).clamp(0.0, self.nodes - 1.0)
         j = torch.floor(zc).clamp(max=self.nodes - 2)
         tau = zc - j
-        j = j.long()
-        inside = self._hermite(tau, self.Y[b, rows, j], self.Y[b, rows, j + 1],
-                               self.M[b, rows, j] * h, self.M[b, rows, j + 1] * h)
-        y0, s0, y1, s1 = self._ends(b, rows)
-        log_theta = -torch.nn.functional.softplus(-u)  # log(θ/π)
-        log_psi = -torch.nn.functional.softplus(u)     # log(ψ/π)
-        below = y0 + s0 * (log_theta + torch.nn.functional.softplus(-a))
-        above = y1 - s1 * (log_psi + torch.nn.functional.softplus(z_end))
+        k = br * self.nodes + j.long()
+        inside = self._hermite(tau, torch.take(self.Y, k), torch.take(self.Y, k + 1),
+                               torch.take(self.M, k) * h, torch.take(self.M, k + 1) * h)
+        below = y0 + s0 * (-_softplus(-u) - torch.take(self.log_t0, rows))  # log(θ/π) − log(θ_0/π)
+        above = y1 - s1 * (-_softplus(u) - torch.take(self.log_p1, rows))   # log(ψ/π) − log(ψ_1/π)
         return torch.where(u < a, below, torch.where(u > z_end, above, inside))
 
     def _inverse(self, y: Tensor, b: Tensor, rows: Tensor, newton_steps: int = 12) -> Tensor:
-        """u with table b at u equal to y: binary search, then safeguarded Newton on the cubic."""
-        a, z_end, h = self.lo[rows], self.hi[rows], self.h[rows]
-        lo_idx = torch.zeros_like(rows)
-        hi_idx = torch.full_like(rows, self.nodes - 1)
-        for _ in range(int(math.ceil(math.log2(self.nodes - 1)))):
-            mid = (lo_idx + hi_idx) // 2
-            up = self.Y[b, rows, mid] <= y
-            lo_idx = torch.where(up, mid, lo_idx)
-            hi_idx = torch.where(up, hi_idx, mid)
-        y0, y1 = self.Y[b, rows, lo_idx], self.Y[b, rows, lo_idx + 1]
-        m0, m1 = self.M[b, rows, lo_idx] * h, self.M[b, rows, lo_idx + 1] * h
+        """u with table b at u equal to y: binary search, then safeguarded Newton on the cubic
+        (from the linear interpolant it converges in 2–3 steps; on the CPU the loop stops once
+        every step was a Newton step below 1e-8 in the interval's unit, a host sync elsewhere)."""
+        a, z_end, h, br, e0, s0, e1, s1 = self._row(rows, b)
+        base = br * self.nodes
+        lo_idx, last = base, base + (self.nodes - 2)  # the last interval starts at node N − 2
+        for bit in (1 << k for k in reversed(range(int(math.ceil(math.log2(self.nodes - 1)))))):
+            cand = torch.minimum(lo_idx + bit, last)  # binary search: the last node ≤ y, bit by bit
+            lo_idx = torch.where(torch.take(self.Y, cand) <= y, cand, lo_idx)
+        y0, y1 = torch.take(self.Y, lo_idx), torch.take(self.Y, lo_idx + 1)
+        m0, m1 = torch.take(self.M, lo_idx) * h, torch.take(self.M, lo_idx + 1) * h
         gap = y1 - y0
         tau = torch.where(gap > 0, (y - y0) / torch.where(gap > 0, gap, 1.0), 0.0).clamp(0.0, 1.0)
         t_lo, t_hi = torch.zeros_like(tau), torch.ones_like(tau)
+        early_exit = tau.device.type == "cpu"
         for _ in range(newton_steps):
             f = self._hermite(tau, y0, y1, m0, m1) - y
             t_hi = torch.where(f > 0, tau, t_hi)
@@ -227,12 +303,14 @@ class GeodesicAngleCDF:
             df = self._hermite_slope(tau, y0, y1, m0, m1)
             step = tau - f / torch.where(df > 0, df, 1.0)
             ok = (df > 0) & (step >= t_lo) & (step <= t_hi)
+            done = early_exit and bool((ok & ((step - tau).abs() <= 1e-8)).all())
             tau = torch.where(ok, step, 0.5 * (t_lo + t_hi))
-        u = a + (lo_idx.to(tau.dtype) + tau) * h
-        e0, s0, e1, s1 = self._ends(b, rows)
+            if done:
+                break
+        u = a + ((lo_idx - base).to(tau.dtype) + tau) * h
         # power laws: log(θ/π) = log(θ_0/π) + (y − e0)/s0, log(ψ/π) = log(ψ_1/π) − (y − e1)/s1
-        lt = (-torch.nn.functional.softplus(-a) + (y - e0) / torch.where(s0 > 0, s0, 1.0)).clamp(max=0.0)
-        lp = (-torch.nn.functional.softplus(z_end) - (y - e1) / torch.where(s1 > 0, s1, 1.0)).clamp(max=0.0)
+        lt = (torch.take(self.log_t0, rows) + (y - e0) / torch.where(s0 > 0, s0, 1.0)).clamp(max=0.0)
+        lp = (torch.take(self.log_p1, rows) - (y - e1) / torch.where(s1 > 0, s1, 1.0)).clamp(max=0.0)
         u = torch.where(y < e0, lt - log1mexp(lt), u)
         return torch.where(y > e1, log1mexp(lp) - lp, u)
 
@@ -242,12 +320,67 @@ class GeodesicAngleCDF:
         u = torch.log(theta) - torch.log(psi)
         lower = u <= self.u_med[rows]
         value = self._value(u, (~lower).long(), rows)
-        return lower, torch.where(lower, value, -value)
+        return lower, torch.where(lower, value, self.shift[rows] - value)
 
     def angle(self, lower: Tensor, log_tail: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         """(θ, ψ = π − θ) from (lower, log tail): the exact inverse of :meth:`tail`."""
-        u = self._inverse(torch.where(lower, log_tail, -log_tail), (~lower).long(), rows)
+        u = self._inverse(torch.where(lower, log_tail, self.shift[rows] - log_tail), (~lower).long(), rows)
         return math.pi * torch.sigmoid(u), math.pi * torch.sigmoid(-u)
+
+
+class SphereDirection:
+    """A point v of the unit sphere S^m ⊂ R^{m+1} (m ≥ 1) from m standard normals, a bijection:
+
+        v = (cos φ_1, sin φ_1 cos φ_2, …, sin φ_1⋯sin φ_{m−1} cos φ_m, sin φ_1⋯sin φ_{m−1} sin φ_m).
+
+    Under the uniform law on S^m the angles are independent: the polar angle φ_j ∈ [0, π]
+    (j < m) has density ∝ sin^{m−j} φ_j, a κ = 0 row of :class:`GeodesicAngleCDF` (dimension
+    m − j + 2), read by :func:`angle_from_normal`; the azimuth φ_m ∈ (−π, π] is uniform, the signed
+    angle of :func:`signed_angle_from_normal` with :class:`UniformAngle` (|φ_m| = π erf(|ξ|/√2)).
+    """
+
+    def __init__(self, m: int) -> None:
+        if m < 1:
+            raise ValueError(f"the sphere S^m needs m ≥ 1, got {m}")
+        self.m = m
+        self.polar = GeodesicAngleCDF(np.zeros(m - 1), np.arange(m + 1, 2, -1)) if m > 1 else None
+        self._rows = torch.arange(m - 1)
+
+    def to(self, device: torch.device | str) -> "SphereDirection":
+        if self.polar is not None:
+            self.polar.to(device)
+        self._rows = self._rows.to(device)
+        return self
+
+    def from_normals(self, xi: Tensor) -> Tensor:
+        """v ∈ S^m, shape (B, m + 1), from ξ of shape (B, m): ξ_j ↦ φ_j, the last one the azimuth."""
+        az, az_c = signed_angle_from_normal(UniformAngle, xi[:, -1], None)
+        cos_az, sin_az = cos_sin(az, az_c)
+        sin_az = torch.where(xi[:, -1] >= 0, sin_az, -sin_az)
+        if self.m == 1:
+            return torch.stack([cos_az, sin_az], 1)
+        theta, psi = angle_from_normal(self.polar, xi[:, :-1], self._rows.expand(xi.shape[0], -1))
+        cos, sin = cos_sin(theta, psi)
+        prod = torch.cumprod(sin, 1)  # Π_{i ≤ j} sin φ_i
+        lead = torch.cat([torch.ones_like(prod[:, :1]), prod[:, :-1]], 1)
+        return torch.cat([lead * cos, prod[:, -1:] * torch.stack([cos_az, sin_az], 1)], 1)
+
+    def to_normals(self, v: Tensor) -> Tensor:
+        """The inverse of :meth:`from_normals` for any v ≠ 0 of shape (B, m + 1) (only its
+        direction matters): φ_j = atan2(‖v_{j+1:}‖, v_j) and π − φ_j = atan2(‖v_{j+1:}‖, −v_j),
+        the azimuth from atan2(|v_m|, ±v_{m−1}) (0-based indices), all without cancellation."""
+        a, b = v[:, -2], v[:, -1]
+        az_xi = normal_from_signed_angle(UniformAngle, torch.atan2(b.abs(), a), torch.atan2(b.abs(), -a), None)
+        az_xi = torch.where(b >= 0, az_xi, -az_xi)
+        if self.m == 1:
+            return az_xi[:, None]
+        r = [torch.hypot(a, b)]  # ‖v_{j+1:}‖ from the end, by hypot: no underflow of tiny components
+        for j in range(self.m - 2, 0, -1):
+            r.append(torch.hypot(v[:, j], r[-1]))
+        r, head = torch.stack(r[::-1], 1), v[:, :-2]
+        xi = normal_from_angle(self.polar, torch.atan2(r, head), torch.atan2(r, -head),
+                               self._rows.expand(v.shape[0], -1))
+        return torch.cat([xi, az_xi[:, None]], 1)
 
 
 def _monotone_slopes(Y: np.ndarray, M: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -262,9 +395,3 @@ def _monotone_slopes(Y: np.ndarray, M: np.ndarray, h: np.ndarray) -> np.ndarray:
     node_tau[:, :-1] = tau
     node_tau[:, 1:] = np.minimum(node_tau[:, 1:], tau)
     return M * node_tau
-
-
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(a - m), axis=axis))
