@@ -7,11 +7,15 @@ Its mode is x0; ν → ∞ concentrates at x0 and ν = 0 is uniform. As an expon
 
 so T(x) = logit x, A_t = ν_t, f(x0) = x0, Ω_t(x0) = ln B(α, β), c_t(x) = ν_t log(1 − x).
 
-Noise map (MATH.md §2): two standard normals per coordinate become G_a ~ Gamma(α), G_b ~ Gamma(β)
-through Φ and the Gamma inverse CDF, and x = G_a / (G_a + G_b). The map forgets the total
-G_a + G_b, so ``to_noise`` draws it afresh, S ~ Gamma(α + β) independent of x, and inverts
-G_a = x S, G_b = (1 − x) S through the Gamma CDF and Φ^{-1} (exact: (xS, (1 − x)S) are independent
-Gamma(α), Gamma(β) when x ~ Beta(α, β)). The Gammas are handled as log-variates.
+Noise map (MATH.md §2, §4): the bijection x = F⁻¹_{α,β}(Φ(ξ)), one standard normal per coordinate
+(noise_shape = event_shape), computed in logit space, u = logit x
+(:func:`~mstar_engine.numerics.incomplete_beta.beta_logit_icdf_normal`: regularised incomplete beta
+by its continued fraction, safeguarded Halley inverse, each tail solved where it keeps precision).
+``to_noise`` is its exact inverse, ξ = Φ⁻¹(F_{α,β}(x)) from u = log x − log(1 − x), and draws
+nothing, so the Gaussian copula has an exact density, the ``learned`` coupling applies (Monte Carlo
+kernel KL) and ρ = 1 is a deterministic map of the path. (The former map, two Gamma inverse CDFs
+with an auxiliary Gamma total in the inverse, is kept as a reference in
+``benchmarks/tail_construction.py``.)
 
 Numerics: all maths runs in float64 (:func:`special.compute_dtype`). Samples and head outputs are
 clamped into the open interval representable in the output dtype, [tiny, 1 − eps/2] (float32:
@@ -27,14 +31,9 @@ from scipy.special import digamma
 from torch import Tensor
 
 from mstar_engine.families.base import Family, register
+from mstar_engine.numerics.incomplete_beta import beta_logit_icdf_normal, normal_from_beta_logit
 from mstar_engine.numerics.quadrature import column, cov, logit_nodes
-from mstar_engine.numerics.special import (
-    compute_dtype,
-    gamma_log_icdf_normal,
-    lgamma_bregman,
-    normal_from_gamma_log,
-    open_unit,
-)
+from mstar_engine.numerics.special import compute_dtype, lgamma_bregman, open_unit
 
 
 _KL_X, _KL_W = logit_nodes(1.5, 1.5)  # the KL-SNR reference x0 ~ Beta(1.5, 1.5)
@@ -48,7 +47,6 @@ class Beta(Family):
     summary = "Beta(1 + nu_t x0, 1 + nu_t (1 - x0)) per coordinate on (0,1)^d; T(x) = logit x"
     domain = "unit-box"
     schedule_params = ("nu",)
-    inverse_uses_aux = True
     coordinatewise = True
     schedules = ("beta-cosine",)
 
@@ -71,10 +69,6 @@ class Beta(Family):
         if not bool(torch.isfinite(self.nu).all()) or bool((self.nu < 0).any()):
             raise ValueError("beta: the schedule nu must be finite and non-negative")
 
-    @property
-    def noise_shape(self) -> tuple[int, ...]:
-        return (*self.event_shape, 2)
-
     # ------------------------------------------------------------------ parameters
     def _params(self, x0: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
         """(α, β, ν_t) in the compute dtype, shaped like x0."""
@@ -85,10 +79,8 @@ class Beta(Family):
     # ------------------------------------------------------------------ noise maps
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
         a, b, _ = self._params(x0, t)
-        xi = xi.to(a.dtype)
-        log_ga = gamma_log_icdf_normal(xi[..., 0], a)
-        log_gb = gamma_log_icdf_normal(xi[..., 1], b)
-        return open_unit(torch.sigmoid(log_ga - log_gb).to(x0.dtype))
+        u = beta_logit_icdf_normal(xi.to(a.dtype), a, b)
+        return open_unit(torch.sigmoid(u).to(x0.dtype))
 
     def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         """Independent draw (no noise map): torch's Gamma sampler, x = G_a / (G_a + G_b); α, β ≥ 1
@@ -99,12 +91,10 @@ class Beta(Family):
         return open_unit(torch.sigmoid(torch.log(ga) - torch.log(gb)).to(x0.dtype))
 
     def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        """ξ = Φ⁻¹(F_{α,β}(x)), exact and deterministic (``generator`` is not used)."""
         a, b, _ = self._params(x0, t)
-        out_dtype, x = x.dtype, x.to(a.dtype)
-        log_s = torch.log(torch._standard_gamma(a + b, generator=generator))  # auxiliary total S ~ Gamma(α + β)
-        xi_a = normal_from_gamma_log(torch.log(x) + log_s, a)
-        xi_b = normal_from_gamma_log(torch.log1p(-x) + log_s, b)
-        return torch.stack([xi_a, xi_b], dim=-1).to(out_dtype)
+        xd = x.to(a.dtype)
+        return normal_from_beta_logit(torch.log(xd) - torch.log1p(-xd), a, b).to(x.dtype)
 
     # ------------------------------------------------------------------ densities and KL
     def log_prob(self, x: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:

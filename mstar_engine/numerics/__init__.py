@@ -1,4 +1,4 @@
-"""Numerics shared by the families: Gamma, Beta and normal CDFs, Bessel ratios, geodesic angles, quadrature.
+"""Numerics shared by the families: Gamma and normal CDFs, Bessel ratios, geodesic angles, quadrature.
 
 Each has scipy oracle tests in ``tests/numerics``: :mod:`.special` (normal and Gamma CDFs and their inverses, torch),
 :mod:`.incomplete_beta` (the regularised incomplete beta function and the Beta inverse CDF in logit space),

@@ -1,4 +1,4 @@
-"""Beta family oracles against scipy (notes §3.2): density, KL, noise map, extreme ν."""
+"""Beta family oracles against scipy (notes §3.2): density, KL, noise map (x = F⁻¹(Φ(ξ))), extreme ν."""
 import numpy as np
 import pytest
 import scipy.special as sc
@@ -18,9 +18,9 @@ def fam_with(nus) -> Beta:
     return Beta((1,), nu=torch.tensor(nus, dtype=F64))
 
 
-def scipy_gamma_ppf_normal(xi, a):
-    """F_a^{-1}(Φ(ξ)) from the tail that keeps precision."""
-    return np.where(xi <= 0, sc.gammaincinv(a, sc.ndtr(xi)), sc.gammainccinv(a, sc.ndtr(-xi)))
+def scipy_beta_ppf_normal(xi, a, b):
+    """F⁻¹_{a,b}(Φ(ξ)) from the tail that keeps precision (scipy, the independent oracle)."""
+    return np.where(xi <= 0, sc.betaincinv(a, b, sc.ndtr(xi)), sc.betainccinv(a, b, sc.ndtr(-xi)))
 
 
 def grid():
@@ -82,16 +82,27 @@ def test_kl_rescaled_divides_by_total_concentration():
     assert torch.allclose(fam.kl_rescaled(x0, x0_hat, t), fam.kl(x0, x0_hat, t) / (nu + 2), rtol=1e-14)
 
 
-def test_noise_map_matches_scipy_gamma_ratio():
+def test_noise_map_is_the_beta_quantile_of_the_normal_cdf():
     fam = fam_with(NUS)
     t, x0 = grid()
-    xi = torch.randn((t.shape[0], 1, 2), generator=torch.Generator().manual_seed(1), dtype=F64) * 3
+    assert fam.noise_shape == fam.event_shape and not fam.inverse_uses_aux
+    xi = torch.randn((t.shape[0], 1), generator=torch.Generator().manual_seed(1), dtype=F64) * 3
     x = fam.from_noise(xi, x0, t)[:, 0].numpy()
     nu = np.array(NUS)[t.numpy()]
     a, b = 1 + nu * x0[:, 0].numpy(), 1 + nu * (1 - x0[:, 0].numpy())
-    ga = scipy_gamma_ppf_normal(xi[:, 0, 0].numpy(), a)
-    gb = scipy_gamma_ppf_normal(xi[:, 0, 1].numpy(), b)
-    assert np.allclose(x, ga / (ga + gb), rtol=1e-9, atol=0)
+    ref = scipy_beta_ppf_normal(xi[:, 0].numpy(), a, b)
+    assert np.allclose(x, ref, rtol=1e-10, atol=0)  # 1 − x: tests/numerics/test_incomplete_beta.py
+
+
+def test_to_noise_is_deterministic_and_inverts_from_noise():
+    fam = fam_with([0.5, 40.0, 9e3])
+    x0 = torch.tensor([[0.2], [0.7], [0.999]], dtype=F64)
+    t = torch.arange(3)
+    xi = torch.tensor([[-2.5], [0.3], [4.0]], dtype=F64)
+    x = fam.from_noise(xi, x0, t)
+    back = [fam.to_noise(x, x0, t, torch.Generator().manual_seed(s)) for s in (0, 1)]
+    assert torch.equal(back[0], back[1]) and torch.equal(back[0], fam.to_noise(x, x0, t))
+    assert torch.allclose(back[0], xi, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [F64, torch.float32])

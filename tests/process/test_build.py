@@ -30,7 +30,11 @@ def test_every_shipped_spec_builds(path):
     assert process.family.steps == spec.process.steps
 
 
-def test_learned_coupling_falls_back_to_ddpm_for_auxiliary_inverses():
+def test_learned_coupling_falls_back_to_ddpm_for_auxiliary_inverses(monkeypatch):
+    """Every built-in family has a tractable kernel KL; a family whose inverse noise map draws
+    auxiliary variables (Beta made to pretend so here) falls back to the ddpm rule."""
+    from mstar_engine.families.beta import Beta
+    monkeypatch.setattr(Beta, "inverse_uses_aux", True)
     spec, shape = resolved(SPECS[0].parent / "beta.toml")
     proc = attrs.evolve(spec.process, coupling=attrs.evolve(spec.process.coupling, kind="learned"),
                         inputs="tail+state")
@@ -38,6 +42,8 @@ def test_learned_coupling_falls_back_to_ddpm_for_auxiliary_inverses():
     assert process.coupling_kind == "ddpm" and "ddpm rule" in process.notes[0]
     ddpm = build_process(attrs.evolve(proc, coupling=attrs.evolve(proc.coupling, kind="ddpm")), shape)
     assert torch.equal(process.rho(), ddpm.rho())
+    monkeypatch.undo()
+    assert build_process(proc, shape).coupling_kind == "learned"  # Beta's map is a bijection
 
 
 def test_ddpm_rule_with_gaussian_cosine():

@@ -80,8 +80,10 @@ def test_gamma_kernel_kl_matches_numerical_integration():
     assert abs(float(mc.mean()) - oracle) < 3 * float(mc.std()) / math.sqrt(n)
 
 
-def test_families_with_auxiliary_inverse_are_not_learnable():
+def test_families_with_auxiliary_inverse_are_not_learnable(monkeypatch):
     from mstar_engine.families.beta import Beta
+    assert learnable(toy(Beta))  # a bijective noise map (issue #14)
+    monkeypatch.setattr(Beta, "inverse_uses_aux", True)  # a family whose inverse draws auxiliary variables
     beta = toy(Beta)
     assert not learnable(beta) and learnable(toy(Gamma)) and learnable(cosine_gaussian(4))
     x = toy_data(beta, 4)
