@@ -14,7 +14,8 @@ def families():
             rows.append((name, "?", "?", "?", "?", str(exc)))
             continue
         learned = "learned" if learnable(cls) else "ddpm rule (inverse uses auxiliary draws)"
-        target = "landing (state input)" if cls.coordinatewise else "teacher"
+        target = ("landing (state input)" if cls.coordinatewise else
+                  "landing (state input, rho = 1)" if cls.has_chart else "teacher")
         rows.append((name, cls.domain, cls.default_schedule("independent"), learned, target, cls.summary))
     return ["family", "domain", "default schedule", "coupling 'learned'", "distillation target", "description"], rows
 

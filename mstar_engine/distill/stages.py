@@ -1,9 +1,17 @@
-"""The stage step counts of progressive distillation: each stage halves the evaluations."""
+"""The stage step counts of progressive distillation (each stage halves the evaluations), and which
+regression target a model can use."""
 from __future__ import annotations
 
 
 class DistillError(ValueError):
     """Distillation settings that cannot work; the message says how to fix them."""
+
+
+def landing_exists(family, inputs: str, coupling: str) -> bool:
+    """True when the landing target (MATH.md §3, :mod:`.targets`) can be solved for a model of
+    ``family`` (a class) with these network inputs and this distillation coupling: state input,
+    and maps acting coordinate by coordinate, or a chart under the deterministic coupling."""
+    return inputs == "state" and (family.coordinatewise or (family.has_chart and coupling == "deterministic"))
 
 
 def halvings(steps: int) -> list[int]:

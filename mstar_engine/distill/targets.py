@@ -16,8 +16,15 @@ Targets:
   point from x_a with prediction x, exactly. Other coordinatewise families (Beta, Gamma, von
   Mises) solve B(x̃) = x_c per coordinate by Newton's method from x̂0_b, with the slope of each
   coordinate by a finite difference (the random numbers replayed, so B is one fixed function).
+  Families with a chart (``has_chart``: Dirichlet, vMF, Wishart) under the deterministic coupling
+  (ρ = 1): with a bijective noise map the noise is carried unchanged through a block, so the
+  block lands at B(x̃) = from_noise(to_noise(x_a, x̃, t_a), x̃, t_c), and x̃ solves B(x̃) = x_c by
+  Gauss–Newton in the family's chart x̃ = retract(x, v), the Jacobian by finite differences
+  (:func:`chart_landing`).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -73,9 +80,12 @@ def distill_targets(family: Family, teacher: nn.Module, s_a: Tensor, x_a: Tensor
         target = (x_c - base) / (block(torch.ones_like(x0_b)) - base)
     elif family.coordinatewise:
         target = _newton_landing(family, block, x_c, x0_b)
+    elif family.has_chart and bool((rho.to(t_a.device)[1:] == 1).all()):
+        target = chart_landing(family, x_a, t_a, x_c, (t_b - length).clamp(min=1), x0_b)
     else:
-        raise ValueError(f"the landing target needs a family whose maps act coordinate by coordinate; "
-                         f"{family.name} does not: use the teacher target")
+        raise ValueError(f"the landing target needs a family whose maps act coordinate by coordinate, or one with "
+                         f"a chart under the deterministic coupling; {family.name} with this coupling is neither: "
+                         "use the teacher target")
     last = (t_b - length == 0).reshape((-1,) + (1,) * (x0_b.ndim - 1))
     return torch.where(last, x0_b, target)
 
@@ -98,6 +108,48 @@ def _newton_landing(family: Family, block, x_c: Tensor, start: Tensor, iteration
         move = family.difference(x_c, base) / torch.where(slope.abs() > 1e-9, slope, torch.ones_like(slope))
         move = torch.where(slope.abs() > 1e-9, move, torch.zeros_like(move))
         x = family.project(x + move)
+    return x
+
+
+def chart_landing(family: Family, x_a: Tensor, t_a: Tensor, x_c: Tensor, t_c: Tensor, start: Tensor,
+                  iterations: int = 16, delta: float = 1e-7, tol: float = 1e-10) -> Tensor:
+    """The x̃ whose ρ = 1 block from x_a at t_a lands on x_c at t_c. With a bijective noise map the
+    noise is carried unchanged through the block, so it lands at
+    B(x̃) = from_noise(to_noise(x_a, x̃, t_a), x̃, t_c): a function that stays continuous where the
+    noise coordinates themselves wrap (angles) or change frame. Gauss–Newton on the residual
+    B(x̃) − x_c in the chart x̃ = retract(x, v) around the current x (v shaped like the noise, one
+    entry per degree of freedom), from ``start``; the Jacobian by forward differences of step
+    ``delta``, the step halved until the residual falls. Examples that do not converge keep
+    their best point."""
+    batch, n = x_a.shape[0], math.prod(family.noise_shape)
+
+    def residual(x: Tensor, rep: int = 1) -> Tensor:
+        xa, xc, ta, tc = (z.repeat_interleave(rep, 0) for z in (x_a, x_c, t_a, t_c))
+        landed = family.from_noise(family.to_noise(xa, x, ta), x, tc)
+        return family.difference(landed, xc).reshape(x.shape[0], -1).double()
+
+    eye = torch.eye(n, dtype=start.dtype, device=start.device).reshape(n, *family.noise_shape)
+    x = start
+    r = residual(x)
+    for _ in range(iterations):
+        norm = r.abs().amax(1)
+        if bool((norm < tol).all()):
+            break
+        bumped = family.retract(x.repeat_interleave(n, 0), delta * eye.repeat(batch, *([1] * len(family.noise_shape))))
+        jac = ((residual(bumped, n).reshape(batch, n, -1) - r[:, None]) / delta).transpose(1, 2)  # (B, m, n)
+        finite = torch.isfinite(jac).all(2).all(1)
+        jac = torch.where(finite[:, None, None], jac, 0.0)
+        move = torch.linalg.lstsq(jac, -r[..., None], driver="gelsd").solution[..., 0]  # least squares, m ≥ n
+        scale = torch.ones(batch, dtype=r.dtype, device=r.device)
+        for _ in range(10):  # halve the step where the residual does not fall
+            trial = family.retract(x, (scale[:, None] * move).reshape(batch, *family.noise_shape).to(x.dtype))
+            r_trial = residual(trial)
+            better = finite & torch.isfinite(r_trial).all(1) & (r_trial.abs().amax(1) < norm)
+            if bool(better.all()):
+                break
+            scale = torch.where(better, scale, scale / 2)
+        x = torch.where(better.reshape((-1,) + (1,) * (x.ndim - 1)), trial, x)
+        r = torch.where(better[:, None], r_trial, r)
     return x
 
 

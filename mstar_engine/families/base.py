@@ -86,6 +86,9 @@ class Family(abc.ABC):
     discrete_kernel: ClassVar[bool] = False
     #: ``exact_tail(x0, t, rho, generator)``: (x_t, s_t) from their joint law (:mod:`~mstar_engine.process.forward`).
     draws_exact_tail: ClassVar[bool] = False
+    #: ``retract(x, v)``: a chart of the domain around x, v shaped like the noise (one entry per degree
+    #: of freedom): distillation solves its landing target in it (:func:`~mstar_engine.distill.targets.chart_landing`).
+    has_chart: ClassVar[bool] = False
     #: The student's block is affine in x̂0: distillation solves its landing target exactly.
     affine_in_x0: ClassVar[bool] = False
     #: The family's own noise is Gaussian, so the ``eps-mse`` (noise-prediction) loss applies.

@@ -8,11 +8,16 @@ may hold several simplices, shape (..., K)). Its mode is x0; ν = 0 is uniform o
 (density with respect to Lebesgue measure on the first K − 1 coordinates, as in scipy), so
 T(x) = log x, A_t = ν_t, f(x0) = x0 and c_t(x) = 0.
 
-Noise map (MATH.md §2): K standard normals become log-Gamma variates log G_k, G_k ~ Gamma(α_k),
-through Φ and the Gamma inverse CDF, and x = softmax(log G) = G / Σ G. The total Σ G is lost, so
-``to_noise`` draws S ~ Gamma(Σ α) independent of x and inverts G_k = x_k S (exact: x S has
-independent Gamma(α_k) coordinates when x ~ Dir(α)). Working with log G avoids the underflow of
-tiny components (notes pitfall §8.4): x is a softmax of finite logits.
+Noise map (MATH.md §2, §4): stick-breaking, a bijection with K − 1 standard normals per simplex
+(noise_shape (..., K − 1)). The fractions v_k = x_k / Σ_{j≥k} x_j, k = 0..K − 2, of a Dir(α) vector
+are independent, v_k ~ Beta(α_k, β_k) with β_k = Σ_{j>k} α_j, and x_k = v_k Π_{j<k} (1 − v_j), the
+last component taking what is left. Each fraction is its own Beta map, logit v_k =
+logit F⁻¹_{α_k, β_k}(Φ(ξ_k)) (:mod:`mstar_engine.numerics.incomplete_beta`), so ``to_noise`` is
+exact and draws nothing: ξ_k = Φ⁻¹(F_{α_k, β_k}(v_k)) with logit v_k = log x_k − log Σ_{j>k} x_j
+(a reverse cumulative logsumexp of log x). Working with logits and log x avoids the underflow of
+tiny components (notes pitfall §8.4): log x_k = log v_k + Σ_{j<k} log(1 − v_j) is finite even
+where x_k is below the float range. The Gaussian copula then has an exact density, the ``learned``
+coupling applies and ρ = 1 is a deterministic map of the path.
 
 Numerics: all maths runs in float64. Samples are clamped below at the smallest normal number of
 the output dtype (a change of at most K·tiny to the sum) so that log x stays finite.
@@ -26,13 +31,8 @@ from torch import Tensor
 
 from mstar_engine.families.base import Family, register
 from mstar_engine.numerics.quadrature import column, cov, logit_nodes
-from mstar_engine.numerics.special import (
-    compute_dtype,
-    gamma_log_icdf_normal,
-    lgamma_bregman,
-    log_ndtr,
-    normal_from_gamma_log,
-)
+from mstar_engine.numerics.incomplete_beta import beta_logit_icdf_normal, normal_from_beta_logit
+from mstar_engine.numerics.special import compute_dtype, lgamma_bregman, log_ndtr
 
 
 @register
@@ -43,8 +43,8 @@ class Dirichlet(Family):
     summary = "Dirichlet(1 + nu_t x0) on the probability simplex; T(x) = log x"
     domain = "simplex"
     schedule_params = ("nu",)
-    inverse_uses_aux = True
     schedules = ("dirichlet-exp",)
+    has_chart = True
     kl_snr_shape = (3,)
 
     @staticmethod
@@ -72,11 +72,24 @@ class Dirichlet(Family):
         nu = self._at("nu", t, x0)
         return 1 + nu * x0.to(nu.dtype), nu
 
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        return (*self.event_shape[:-1], self.components - 1)
+
     # ------------------------------------------------------------------ noise maps
-    def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+    def _sticks(self, x0: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor]:
+        """The Beta parameters (α_k, Σ_{j>k} α_j), k = 0..K − 2, of the stick-breaking fractions."""
         alpha, _ = self._params(x0, t)
-        log_g = gamma_log_icdf_normal(xi.to(alpha.dtype), alpha)
-        return _to_simplex(log_g, x0.dtype)
+        rest = alpha.flip(-1).cumsum(-1).flip(-1)[..., 1:]
+        return alpha[..., :-1], rest
+
+    def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        a, b = self._sticks(x0, t)
+        u = beta_logit_icdf_normal(xi.to(a.dtype), a, b)  # logit v_k
+        log_rest = torch.cumsum(-torch.nn.functional.softplus(u), -1)  # Σ_{j≤k} log(1 − v_j)
+        before = torch.cat([torch.zeros_like(u[..., :1]), log_rest[..., :-1]], -1)
+        log_x = torch.cat([before - torch.nn.functional.softplus(-u), log_rest[..., -1:]], -1)
+        return _to_simplex(log_x, x0.dtype)
 
     def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         """Independent draw (no noise map): K Gammas from torch's sampler, normalised; α ≥ 1 so
@@ -85,10 +98,15 @@ class Dirichlet(Family):
         return _to_simplex(torch.log(torch._standard_gamma(alpha, generator=generator)), x0.dtype)
 
     def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
-        alpha, _ = self._params(x0, t)
-        total = alpha.sum(-1, keepdim=True)
-        log_s = torch.log(torch._standard_gamma(total, generator=generator))  # auxiliary total S ~ Gamma(Σ α)
-        return normal_from_gamma_log(torch.log(x.to(alpha.dtype)) + log_s, alpha).to(x.dtype)
+        a, b = self._sticks(x0, t)
+        log_x = torch.log(x.to(a.dtype))
+        log_tail = torch.logcumsumexp(log_x.flip(-1), -1).flip(-1)  # log Σ_{j≥k} x_j
+        return normal_from_beta_logit(log_x[..., :-1] - log_tail[..., 1:], a, b).to(x.dtype)
+
+    def retract(self, x: Tensor, v: Tensor) -> Tensor:
+        """The additive log-ratio chart: softmax(log x + (v, 0)) over each simplex."""
+        log_x = torch.log(x.to(compute_dtype(x.device)))
+        return _to_simplex(log_x + torch.nn.functional.pad(v.to(log_x.dtype), (0, 1)), x.dtype)
 
     # ------------------------------------------------------------------ densities and KL
     def log_prob(self, x: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:

@@ -65,6 +65,7 @@ class VonMisesFisher(Family):
     schedule_params = ("kappa",)
     schedules = ("vmf-spline",)
     kl_snr_shape = (3,)
+    has_chart = True
 
     @classmethod
     def pseudo_step(cls, params: dict[str, np.ndarray]) -> dict[str, float]:
@@ -100,14 +101,26 @@ class VonMisesFisher(Family):
     # ------------------------------------------------------------------ geometry
     @staticmethod
     def _reflect(mu: Tensor, y: Tensor) -> Tensor:
-        """Q y with Q = −s (I − 2 u uᵀ / ‖u‖²), u = x0 + s e_1, s = sign(x0_0) (s = 1 at 0).
-        Q is symmetric and orthogonal, Q e_1 = x0, so Q's columns 2..d span x0^⊥ and Q = Qᵀ = Q⁻¹.
+        """Q y with Q = I − 2 u uᵀ / ‖u‖², u = x0 − e_1 (Q = I at x0 = e_1). Q is symmetric and
+        orthogonal, Q e_1 = x0, so Q's columns 2..d span x0^⊥ and Q = Qᵀ = Q⁻¹. The frame changes
+        continuously with x0 everywhere but at the single point x0 = e_1 (a frame field on the
+        sphere must be singular somewhere), so nearby x0 and x̂0 share noise coordinates and the
+        kernel KL is continuous in x̂0. ‖u‖² = 2(1 − x0_0) is computed as 2‖x0_{1:}‖²/(1 + x0_0)
+        where x0_0 > 0, free of cancellation near e_1.
         """
-        s = torch.where(mu[:, :1] >= 0, 1.0, -1.0).to(mu.dtype)
-        u = mu.clone()
-        u[:, :1] = u[:, :1] + s
-        uu = 2.0 * (1.0 + mu[:, :1].abs())
-        return -s * (y - u * (2.0 * (u * y).sum(1, keepdim=True) / uu))
+        head = mu[:, :1]
+        rest = mu[:, 1:].pow(2).sum(1, keepdim=True)
+        gap = torch.where(head > 0, rest / (1.0 + head.clamp(min=0.0)), 1.0 - head)  # 1 − x0_0
+        u = torch.cat([-gap, mu[:, 1:]], dim=1)
+        uu = 2.0 * gap
+        coef = torch.where(uu > 0, 2.0 * (u * y).sum(1, keepdim=True) / uu.clamp(min=1e-300), 0.0)
+        return y - u * coef
+
+    def retract(self, x: Tensor, v: Tensor) -> Tensor:
+        """The tangent chart: normalise(x + Q (0, v)), Q the reflection of x (its columns 2..d span x^⊥)."""
+        xd = x.to(torch.float64)
+        y = self._reflect(xd, torch.nn.functional.pad(v.to(xd.dtype), (1, 0)))
+        return torch.nn.functional.normalize(xd + y, dim=1).to(x.dtype)
 
     # ------------------------------------------------------------------ noise maps
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:

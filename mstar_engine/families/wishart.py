@@ -67,6 +67,7 @@ class Wishart(Family):
     schedule_params = ("df", "xi")
     schedules, custom_fill = ("wishart-exp",), "wishart-exp"
     kl_snr_shape = (2, 2)
+    has_chart = True
 
     @staticmethod
     def kl_snr(params: dict, shape: tuple[int, ...]) -> np.ndarray:
@@ -226,6 +227,14 @@ class Wishart(Family):
         xi = torch.randn((n, *self.noise_shape), generator=generator, device=device, dtype=_F64)
         eye = torch.eye(self.p, dtype=_F64, device=device).expand(n, self.p, self.p)
         return self.from_noise(xi, eye, self.steps).to(dtype)
+
+    def retract(self, x: Tensor, v: Tensor) -> Tensor:
+        """The Cholesky chart: X' = (L E)(L E)ᵀ with L = chol X and E lower-triangular from ``v``
+        (packed like the noise), exp on its diagonal: SPD for every v, X' = X at v = 0."""
+        e = self._unpack(v.to(_F64))
+        e = torch.tril(e, -1) + torch.diag_embed(torch.exp(torch.diagonal(e, dim1=-2, dim2=-1)))
+        lower = torch.linalg.cholesky(x.to(_F64)) @ e
+        return _sym(lower @ lower.transpose(-1, -2)).to(x.dtype)
 
     def head(self, raw: Tensor) -> Tensor:
         """L Lᵀ + δ I with L lower-triangular from ``raw`` (softplus on the diagonal) and

@@ -1,8 +1,9 @@
 """The diffusion process: a family with its schedule, the coupling ρ_t and the training choices.
 
-The ``learned`` coupling needs a tractable kernel KL (:func:`.kernel_kl.learnable`); for families
-whose inverse noise map draws auxiliary variables it falls back to the ``ddpm`` rule and the
-process says so in ``notes``. The spec's ``[process]`` table becomes a process in
+The ``learned`` coupling needs a tractable kernel KL (:func:`.kernel_kl.learnable`): every built-in
+family has one (a closed form, an exact sum, or a bijective noise map and the copula density). A
+plug-in family whose inverse noise map draws auxiliary variables falls back to the ``ddpm`` rule,
+and the process says so in ``notes``. The spec's ``[process]`` table becomes a process in
 :mod:`mstar_engine.app.model`.
 """
 from __future__ import annotations

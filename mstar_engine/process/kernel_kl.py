@@ -3,7 +3,8 @@
     KL( k_t(· | x_t, x0) ‖ k_t(· | x_t, x̂0) ),   k_t = the Gaussian-copula kernel with coupling ρ_t.
 
 * Families with ``closed_form_kernel_kl`` (Gaussian): their ``coupled_kl``.
-* Families whose noise map is a bijection (``inverse_uses_aux`` False): a reparameterised Monte
+* Families whose noise map is a bijection (``inverse_uses_aux`` False: every built-in continuous
+  family; Beta per coordinate, Dirichlet by stick-breaking, vMF by angles): a reparameterised Monte
   Carlo estimate with the copula kernel density
 
       k(y | x_t, x0) = q_{t-1}(y | x0) · N(ξ_y; ρ ξ_t, 1 − ρ²) / N(ξ_y; 0, 1),
@@ -12,8 +13,8 @@
   the ratio, so the formula holds for any bijective map, per coordinate or not. Gradients reach ρ
   through y = from_noise(ρ ξ_t + sqrt(1 − ρ²) ε, x0, t − 1).
 * Discrete families (``discrete_kernel``, a ``kernel_probs`` method): an exact sum over classes.
-* Other families whose inverse draws auxiliary variables have no tractable kernel density: the
-  ``learned`` coupling falls back to the ``ddpm`` rule for them (:func:`learnable`).
+* A (plug-in) family whose inverse draws auxiliary variables has no tractable kernel density: the
+  ``learned`` coupling falls back to the ``ddpm`` rule for it (:func:`learnable`).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from typing import Callable
 import attrs
 
 from mstar_engine.data.catalog import DATASETS, expand_path
-from mstar_engine.distill.stages import halving_problem, halvings
+from mstar_engine.distill.stages import halving_problem, halvings, landing_exists
 from mstar_engine.families import REGISTRY, get
 from mstar_engine.families.base import ScheduleValueError
 from mstar_engine.families.domains import DOMAINS, family_accepts
@@ -277,10 +277,13 @@ def check_distill(c: Checker) -> None:
               "(BENCHMARKS.md, progressive distillation)",
               'to distil, train with process.inputs = "state" and process.coupling.kind = "ddpm" (the student then '
               'follows the deterministic teacher)', "warning")
-    if d.target == "landing" and (not get(c.spec.process.family).coordinatewise or inputs != "state"):
+    coupling = d.coupling if d.coupling != "auto" else ("deterministic" if inputs == "state" else "model")
+    if d.target == "landing" and not landing_exists(get(c.spec.process.family), inputs, coupling):
         fits = ", ".join(n for n, cls in sorted(REGISTRY.items()) if cls.coordinatewise)
+        charts = ", ".join(n for n, cls in sorted(REGISTRY.items()) if cls.has_chart)
         c.add(("distill", "target"), "the landing target needs process.inputs = \"state\" and a family whose noise "
-              f"maps act coordinate by coordinate ({fits})", 'use target = "teacher" or "auto"')
+              f"maps act coordinate by coordinate ({fits}), or one with a chart ({charts}) under "
+              "distill.coupling = \"deterministic\"", 'use target = "teacher" or "auto"')
     if d.to is not None:
         problem = halving_problem(steps, d.to)
         if problem:

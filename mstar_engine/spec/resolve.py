@@ -8,7 +8,7 @@ from __future__ import annotations
 import attrs
 
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.distill.stages import halvings
+from mstar_engine.distill.stages import halvings, landing_exists
 from mstar_engine.families import get
 from mstar_engine.spec.schema import Spec
 
@@ -36,7 +36,7 @@ def resolve(spec: Spec) -> Spec:
         if distill.coupling == "auto":
             distill = attrs.evolve(distill, coupling="deterministic" if inputs == "state" else "model")
         if distill.target == "auto":
-            landing = get(proc.family).coordinatewise and inputs == "state"
+            landing = landing_exists(get(proc.family), inputs, distill.coupling)
             distill = attrs.evolve(distill, target="landing" if landing else "teacher")
 
     sample = spec.sample

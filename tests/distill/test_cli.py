@@ -114,7 +114,8 @@ def test_run_with_distill_writes_every_stage(dirichlet):
         on_simplex(archive["samples"], 3)
     spec = tomllib.loads((run_dir / "spec.resolved.toml").read_text())
     assert spec["distill"]["stages"] == [8, 4]
-    assert spec["distill"]["target"] == "teacher" and spec["distill"]["coupling"] == "model"
+    # the shipped recipe: a state-input teacher sampled with ρ = 1, the landing target solved in the simplex's chart
+    assert spec["distill"]["target"] == "landing" and spec["distill"]["coupling"] == "deterministic"
 
 
 def test_eval_shows_the_students(dirichlet):
@@ -253,7 +254,7 @@ def test_distill_refuses_other_settings(dirichlet):
 
 
 @pytest.mark.parametrize(("override", "needle"), [
-    ('distill.target="landing"', "distill.target"),
+    ('distill.target="nearest"', "distill.target"),
     ("distill.steps_per_stage=0", "distill.steps_per_stage"),
     ("distill.bogus=1", "bogus"),
 ])

@@ -77,16 +77,22 @@ def test_two_components_reduce_to_beta():
     assert torch.allclose(dirichlet.log_normalizer(two(p), t), beta.log_normalizer(p, t), rtol=1e-12)
 
 
-def test_noise_map_matches_scipy_normalised_gammas():
+def test_noise_map_is_scipy_stick_breaking():
+    """from_noise = stick-breaking with v_k = F⁻¹_{Beta(α_k, Σ_{j>k} α_j)}(Φ(ξ_k)) (scipy's betaincinv,
+    an independent oracle), and to_noise inverts it without auxiliary draws."""
     fam = fam_with(NUS)
     x0 = some_x0(25, seed=4)
     t = torch.arange(25) % len(NUS)
-    xi = 3 * torch.randn((25, 3), generator=torch.Generator().manual_seed(5), dtype=F64)
+    xi = 2 * torch.randn((25, 2), generator=torch.Generator().manual_seed(5), dtype=F64)
     x = fam.from_noise(xi, x0, t).numpy()
     alpha = 1 + np.array(NUS)[t.numpy()][:, None] * x0.numpy()
-    z = xi.numpy()
-    g = np.where(z <= 0, sc.gammaincinv(alpha, sc.ndtr(z)), sc.gammainccinv(alpha, sc.ndtr(-z)))
-    assert np.allclose(x, g / g.sum(1, keepdims=True), rtol=1e-9, atol=0)
+    rest = alpha[:, ::-1].cumsum(1)[:, ::-1][:, 1:]
+    v = sc.betaincinv(alpha[:, :2], rest, sc.ndtr(xi.numpy()))
+    expected = np.stack([v[:, 0], (1 - v[:, 0]) * v[:, 1], (1 - v[:, 0]) * (1 - v[:, 1])], 1)
+    assert np.allclose(x, expected, rtol=1e-8, atol=1e-300)
+    assert fam.noise_shape == (2,) and not fam.inverse_uses_aux
+    back = fam.to_noise(torch.from_numpy(x), x0, t)
+    assert torch.allclose(back, xi, rtol=0, atol=1e-8)
 
 
 @pytest.mark.parametrize("dtype", [F64, torch.float32])

@@ -57,7 +57,7 @@ def test_inverse_cdf_matches_quadrature(d):
         theta = torch.atan2(x[:, 1:].norm(dim=1), x[:, 0])  # acos(w) would lose digits near w = 1
         if d == 2:
             nz = xi0 != 0
-            assert (torch.sign(x[nz, 1]) == -torch.sign(xi0[nz])).all()  # one orientation: e_1 ↦ −e_2
+            assert (torch.sign(x[nz, 1]) == torch.sign(xi0[nz])).all()  # one orientation: Q = I at x0 = e_1
         for th, zi in zip(theta.tolist(), xi0.tolist()):
             got = _w_cdf_quadrature(th, k, d)
             target = 2 * stats.norm.cdf(-abs(zi)) if d == 2 else stats.norm.cdf(zi)
@@ -294,3 +294,18 @@ def test_head_prior_domain():
         fam.check_domain(torch.ones(2, 4) / 2)
     with pytest.raises(ValueError):
         VonMisesFisher((1,), kappa=torch.ones(3, dtype=F64))
+
+
+def test_kernel_kl_is_continuous_in_the_prediction():
+    """The noise frame is continuous in x0 away from e_1: two nearby predictions on either side of
+    the great circle x0_0 = 0 (where a sign-switching reflection would flip the frame) have a tiny
+    kernel KL, like two nearby predictions elsewhere (regression: it was 2.85 here)."""
+    from mstar_engine.process.kernel_kl import kernel_kl
+    fam = VonMisesFisher((3,), kappa=torch.tensor(KAPPAS, dtype=F64))
+    g = torch.Generator().manual_seed(3)
+    n = 20000
+    x0 = torch.nn.functional.normalize(torch.tensor([[1e-4, 0.6, 0.8]], dtype=F64)).expand(n, 3)
+    x0_hat = torch.nn.functional.normalize(torch.tensor([[-1e-4, 0.6, 0.8]], dtype=F64)).expand(n, 3)
+    x_t = fam.sample(x0, 2, g)
+    kl = kernel_kl(fam, x_t, x0, x0_hat, 2, torch.tensor(0.9, dtype=F64), generator=g)
+    assert float(kl.mean()) < 1e-3

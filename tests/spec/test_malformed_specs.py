@@ -877,6 +877,26 @@ CASES = [
         """,
         "s.toml:12:1: distill.to: 12 does not divide process.steps = 64 by a power of two; "
         "use one of 32, 16, 8, 4, 2, 1"),
+    case("cross-distill-landing-needs-rho-one-in-a-chart", """
+        [experiment]
+        name = "t"
+
+        [process]
+        family = "dirichlet"
+        steps = 64
+        inputs = "state"
+
+        [data]
+        name = "dirichlet-mixture"
+
+        [distill]
+        to = 8
+        target = "landing"
+        coupling = "model"
+        """,
+        "s.toml:14:1: distill.target: the landing target needs process.inputs = \"state\" and a family whose "
+        "noise maps act coordinate by coordinate (…), or one with a chart (dirichlet, vmf, wishart) under "
+        'distill.coupling = "deterministic"; use target = "teacher" or "auto"'),
     case("cross-distill-to-not-fewer-steps", """
         [experiment]
         name = "t"
