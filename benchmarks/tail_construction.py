@@ -9,11 +9,19 @@ Compares, in one process on the same machine:
 * star    — mstar's star-shaped roll-out (``process.forward.rollout`` with ρ = 0): each example is
             simulated only from T down to its own t.
 * coupled — mstar's coupled roll-out (ρ_t from the ddpm rule), which must run the noise maps
-            (Gamma inverse CDFs) at every step; timed on a few steps and scaled to T, and
-            amortised over K training steps t per roll-out.
+            at every step, amortised over K training steps t per roll-out. Two Beta noise maps:
+            the bijection x = F⁻¹_Beta(Φ(ξ)) (one normal per coordinate, the family's map since
+            issue #14; the roll-out carries ξ, so each step is one inverse CDF) and, as the
+            reference, the former two-Gamma map (two normals per coordinate, x = G_a/(G_a + G_b);
+            its inverse draws an auxiliary total, so each step inverts x_t and draws x_{t-1}).
+            The cost of a step depends on ν_t (the continued fraction of the incomplete beta needs
+            O(ν^{1/3}) terms), so single steps are timed at a spread of t (--sample-steps) and the
+            roll-out is their piecewise-linear interpolation summed over t = 1..T; a digits-sized
+            roll-out (--digits-batch x 64 coordinates, T = 64) is also timed whole.
 
 Usage: python benchmarks/tail_construction.py [--batch 128] [--steps 1000] [--naive-batch 2]
                                              [--network-batch 8] [--convergence-rules]
+                                             [--threads 1 --cpu-time]   (on a shared machine)
 """
 from __future__ import annotations
 
@@ -21,11 +29,41 @@ import argparse
 import platform
 import time
 
+import numpy as np
 import torch
 
 from mstar_engine.families.beta import Beta
+from mstar_engine.numerics.special import gamma_log_icdf_normal, normal_from_gamma_log, open_unit
 from mstar_engine.process.forward import rollout
+from mstar_engine.process.kernel import coupled_step
 from mstar_engine.schedules import build_coupling, build_schedule, gaussian_equivalent_snr
+
+
+class TwoGammaBeta(Beta):
+    """The former Beta noise map, kept as the reference: two normals per coordinate become
+    G_a ~ Gamma(α), G_b ~ Gamma(β) by the Gamma inverse CDF and x = G_a / (G_a + G_b); the inverse
+    draws the lost total S ~ Gamma(α + β) and inverts G_a = x S, G_b = (1 − x) S."""
+
+    inverse_uses_aux = True
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        return (*self.event_shape, 2)
+
+    def from_noise(self, xi, x0, t):
+        a, b, _ = self._params(x0, t)
+        xi = xi.to(a.dtype)
+        log_ga = gamma_log_icdf_normal(xi[..., 0], a)
+        log_gb = gamma_log_icdf_normal(xi[..., 1], b)
+        return open_unit(torch.sigmoid(log_ga - log_gb).to(x0.dtype))
+
+    def to_noise(self, x, x0, t, generator=None):
+        a, b, _ = self._params(x0, t)
+        out_dtype, x = x.dtype, x.to(a.dtype)
+        log_s = torch.log(torch._standard_gamma(a + b, generator=generator))
+        xi_a = normal_from_gamma_log(torch.log(x) + log_s, a)
+        xi_b = normal_from_gamma_log(torch.log1p(-x) + log_s, b)
+        return torch.stack([xi_a, xi_b], dim=-1).to(out_dtype)
 
 
 def naive_tail(nu: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -41,13 +79,39 @@ def naive_tail(nu: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Ten
     return (mask * nus * torch.logit(draws)).sum(1)
 
 
+CLOCK = time.perf_counter  # --cpu-time: time.process_time (this process's CPU seconds; robust to other load)
+
+
 def timed(fn, repeats: int = 1) -> float:
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, CLOCK() - start)
     return best
+
+
+def step_seconds(fam: Beta, x0: torch.Tensor, step: int, r: float, g: torch.Generator) -> float:
+    """Seconds of one coupled roll-out step x_{step+1} → x_step (ρ = r), as ``rollout`` runs it:
+    a bijective map carries ξ (one inverse CDF), an auxiliary-variable map inverts x_{step+1} first."""
+    if fam.inverse_uses_aux:
+        x = fam.sample(x0, step + 1, g)
+        return timed(lambda: fam.stat(coupled_step(fam, x, x0, step + 1, r, g), step))
+    xi = torch.randn((x0.shape[0], *fam.noise_shape), generator=g, dtype=x0.dtype)
+
+    def one():
+        eps = torch.randn(xi.shape, generator=g, dtype=x0.dtype)
+        fam.stat(fam.from_noise(r * xi + (1 - r * r) ** 0.5 * eps, x0, step), step)
+    return timed(one)
+
+
+def interpolated_rollout(fam: Beta, x0: torch.Tensor, rho: torch.Tensor, at: list[int], g) -> tuple[float, dict]:
+    """A coupled roll-out's seconds from single steps timed at ``at``: the step times interpolated
+    linearly in t and summed over t = 1..T (ρ_{t+1} couples x_{t+1} → x_t; the top step is fresh)."""
+    T = fam.steps
+    at = sorted({min(max(1, t), T - 1) for t in at})
+    per = {t: step_seconds(fam, x0, t, float(rho[t + 1]), g) for t in at}
+    return float(np.interp(np.arange(1, T + 1), at, [per[t] for t in at]).sum()), per
 
 
 def main() -> None:
@@ -55,66 +119,96 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--naive-batch", type=int, default=2)
-    parser.add_argument("--coupled-steps", type=int, default=5, help="steps timed for the coupled roll-out")
+    parser.add_argument("--sample-steps", default="1,2,3,5,10,20,50,100,200,500,999",
+                        help="steps t at which single coupled steps are timed (CIFAR-sized roll-out)")
     parser.add_argument("--per-rollout", type=int, default=8, help="training steps t per coupled roll-out")
+    parser.add_argument("--digits-batch", type=int, default=128, help="digits-sized roll-out: this many x 64 "
+                        "coordinates, T = 64 (0: skip)")
     parser.add_argument("--network-batch", type=int, default=0, help="also time the CIFAR U-Net training step on "
                         "this many images (scaled to --batch) and report each roll-out as a fraction of a step")
-    parser.add_argument("--convergence-rules", action="store_true", help="also time the coupled steps with the "
-                        "inverse CDF's former stopping rule beside the current one")
+    parser.add_argument("--convergence-rules", action="store_true", help="also time coupled steps of the two-Gamma "
+                        "reference map with the Gamma inverse CDF's former stopping rule beside the current one")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--cpu-time", action="store_true", help="report CPU seconds of this process instead of "
+                        "wall-clock seconds (use with --threads 1 on a shared machine)")
     args = parser.parse_args()
+    global CLOCK
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        CLOCK = time.process_time
     torch.manual_seed(0)
     shape = (3, 32, 32)
     T, B = args.steps, args.batch
     nu = build_schedule("beta-cosine", T)["nu"]
-    fam = Beta(shape, nu=nu)
+    fam, old = Beta(shape, nu=nu), TwoGammaBeta(shape, nu=nu)
     x0 = torch.rand(B, *shape).clamp(0.01, 0.99)
     t = torch.randint(1, T + 1, (B,))
     g = torch.Generator().manual_seed(0)
-    numel = B * int(torch.tensor(shape).prod())
+    kk = args.per_rollout
 
     nb = args.naive_batch
     naive = timed(lambda: naive_tail(nu, x0[:nb], t[:nb])) * B / nb
-    naive_bytes = T * numel * 4 * 4  # draws, parameters (α, β) and the masked product, float32
-
+    naive_bytes = T * B * int(torch.tensor(shape).prod()) * 4 * 4  # draws, (α, β), masked product, float32
     star = timed(lambda: rollout(fam, x0, t, generator=g))
-    kk = args.per_rollout
     star_k = timed(lambda: rollout(fam, x0, torch.randint(1, T + 1, (B, kk)), generator=g)) / kk
     rho = build_coupling("ddpm", T, snr=gaussian_equivalent_snr("beta-cosine", T))
-    k = args.coupled_steps
-    # time k coupled steps at the top of the chain (every example active), scale to T steps
-    keep = torch.full((B,), T - k + 1)
-    coupled_k = timed(lambda: rollout(fam, x0, keep, rho=rho, generator=g), repeats=2)  # best of 2: no warm-up
-    coupled = coupled_k * T / k
+    at = [int(v) for v in args.sample_steps.split(",")]
+    x64 = x0.double()
+    coupled_new, per_new = interpolated_rollout(fam, x64, rho, at, g)
+    coupled_old, per_old = interpolated_rollout(old, x64, rho, at, g)
 
     rows = [
         ("naive full tail (torch Beta, all T draws)", naive, naive_bytes / 2**30),
         ("star-shaped tail (mstar rollout, rho = 0)", star, None),
-        (f"star-shaped tail per training step (K = {args.per_rollout})", star_k, None),
-        ("coupled roll-out (ddpm rho), per roll-out", coupled, None),
-        (f"coupled roll-out per training step (K = {args.per_rollout})", coupled / args.per_rollout, None),
+        (f"star-shaped tail per training step (K = {kk})", star_k, None),
+        ("coupled roll-out, Beta map F^-1(Phi(xi)), per roll-out", coupled_new, None),
+        (f"coupled roll-out, Beta map, per training step (K = {kk})", coupled_new / kk, None),
+        ("coupled roll-out, two-Gamma map (reference), per roll-out", coupled_old, None),
+        (f"coupled roll-out, two-Gamma map, per training step (K = {kk})", coupled_old / kk, None),
     ]
     print(f"Beta, T = {T}, batch {B} x {shape}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'method':55s} {'s / batch':>10s} {'vs naive':>9s} {'GiB':>6s}")
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, {'CPU' if args.cpu_time else 'wall'} seconds")
+    print(f"{'method':62s} {'s / batch':>10s} {'vs naive':>9s} {'GiB':>6s}")
     for name, sec, gib in rows:
-        print(f"{name:55s} {sec:10.2f} {naive / sec:8.1f}x {'' if gib is None else f'{gib:6.1f}'}")
-    if args.convergence_rules:  # the inverse CDF's stopping rule, side by side
-        from mstar_engine.families import special
+        print(f"{name:62s} {sec:10.2f} {naive / sec:8.1f}x {'' if gib is None else f'{gib:6.1f}'}")
+    print(f"\none coupled step (s) by t, from which the roll-outs above are interpolated (nu_t; Beta map / two-Gamma):")
+    for step in per_new:
+        print(f"  t = {step:4d}  nu = {float(nu[step]):9.3g}   {per_new[step]:6.3f}   {per_old[step]:6.3f}")
+    digits = None
+    if args.digits_batch:
+        d_nu = build_schedule("beta-cosine", 64)["nu"]
+        d_x0 = torch.rand(args.digits_batch, 64, dtype=torch.float64).clamp(0.01, 0.99)
+        d_rho = build_coupling("ddpm", 64, snr=gaussian_equivalent_snr("beta-cosine", 64))
+        ones = torch.ones(args.digits_batch, dtype=torch.long)
+        digits = {}
+        for name, f in (("Beta map", Beta((64,), nu=d_nu)), ("two-Gamma map", TwoGammaBeta((64,), nu=d_nu))):
+            whole = timed(lambda: rollout(f, d_x0, ones, rho=d_rho, generator=g), repeats=2)
+            est, _ = interpolated_rollout(f, d_x0, d_rho, [1, 2, 3, 5, 10, 20, 40, 63], g)
+            digits[name] = whole
+            print(f"{'' if len(digits) > 1 else chr(10)}digits-sized coupled roll-out ({args.digits_batch} x 64, "
+                  f"T = 64), {name}: {whole:.3f} s whole (interpolated from 8 timed steps: {est:.3f} s)")
+    if args.convergence_rules:  # the Gamma inverse CDF's stopping rule, on the two-Gamma reference map
+        from mstar_engine.numerics import special
         rules = {"three iterations (step < 1e-9 after the third)": (3, 1e-9),
                  "cubic rule (step < 2e-5 from the second)": (special.ICDF_CHECK_AFTER, special.ICDF_STEP_TOL)}
-        print(f"\n{k} coupled steps at batch {B}, best of 2, by the inverse CDF's stopping rule:")
+        print(f"\ntwo-Gamma reference map, coupled steps at t = {at}, by the Gamma inverse CDF's stopping rule:")
         for name, (after, tol) in rules.items():
             saved = special.ICDF_CHECK_AFTER, special.ICDF_STEP_TOL
             special.ICDF_CHECK_AFTER, special.ICDF_STEP_TOL = after, tol
-            sec = timed(lambda: rollout(fam, x0, keep, rho=rho, generator=g), repeats=2)
+            sec = interpolated_rollout(old, x64, rho, at, g)[0]
             special.ICDF_CHECK_AFTER, special.ICDF_STEP_TOL = saved
-            print(f"{name:55s} {sec:10.2f} s")
+            print(f"{name:55s} {sec:10.2f} s per roll-out")
     if args.network_batch:
         step = network_step_seconds(args.network_batch) * B / args.network_batch
         print(f"\nCIFAR-10 U-Net preset (35.7 M parameters) training step, fp32, batch {args.network_batch} scaled to "
               f"{B}: {step:.2f} s")
-        for name, sec in ((f"star-shaped tail (K = {kk})", star_k), (f"coupled roll-out (K = {kk})", coupled / kk)):
-            print(f"{name:40s} {sec / (sec + step):6.1%} of a training step")
+        fractions = [(f"star-shaped tail (K = {kk})", star_k), (f"coupled, Beta map (K = {kk})", coupled_new / kk),
+                     (f"coupled, two-Gamma map (K = {kk})", coupled_old / kk)]
+        if digits:
+            fractions += [(f"digits coupled, {name} (K = {kk})", sec / kk) for name, sec in digits.items()]
+        for name, sec in fractions:
+            print(f"{name:45s} {sec / (sec + step):6.1%} of a training step")
 
 
 def network_step_seconds(batch: int, repeats: int = 2) -> float:

@@ -45,7 +45,7 @@ from mstar_engine.numerics.special import Z_MAX, log1mexp, log_ndtr, log_normal_
 
 #: On the CPU the fraction stops for an element once its last Lentz factor is within CF_EPS of 1,
 #: checked every CF_CHECK_EVERY terms (converged elements leave the work once they are a quarter),
-#: at most CF_MAX_TERMS terms (a = b = 1e8 would need ~1200).
+#: at most CF_MAX_TERMS terms (a = b = 1e8 would need ~2500).
 CF_EPS = 1e-15
 CF_CHECK_EVERY = 4
 CF_MAX_TERMS = 20000
@@ -198,15 +198,14 @@ def _log_tails(u: Tensor, s: tuple[Tensor, ...], early_exit: bool) -> tuple[Tens
 
 # ---------------------------------------------------------------------------------------- inverse CDF
 def _polygammas(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(ψ′(x), ψ″(x), ψ‴(x)) to ~1e-9 relative, for starting points (torch's polygamma(n ≥ 2) is
-    ~50× slower): six recurrence steps up to x + 6, then the asymptotic series."""
-    t1, t2, t3 = (torch.zeros_like(x) for _ in range(3))
-    for k in range(6):
-        r2 = (x + k).reciprocal().square()
-        t1 += r2
-        t2 -= 2 * r2 / (x + k)
-        t3 += 6 * r2 * r2
-    r = (x + 6).reciprocal()
+    """(ψ′(x), ψ″(x), ψ‴(x)) to ~1e-8 relative, for starting points (torch's polygamma(n ≥ 2) is
+    ~50× slower): three recurrence steps up to x + 3, then the asymptotic series."""
+    t1 = t2 = t3 = 0.0
+    for k in range(3):
+        r = (x + k).reciprocal()
+        r2 = r * r
+        t1, t2, t3 = t1 + r2, t2 - 2 * r2 * r, t3 + 6 * r2 * r2
+    r = (x + 3).reciprocal()
     r2 = r * r
     p1 = r + r2 * (0.5 + r * (1 / 6 - r2 * (1 / 30 - r2 * (1 / 42 - r2 / 30))))
     p2 = -r2 * (1 + r * (1 + r * (0.5 - r2 * (1 / 6 - r2 * (1 / 6 - 0.3 * r2)))))
