@@ -7,6 +7,14 @@ class DistillError(ValueError):
     """Distillation settings that cannot work; the message says how to fix them."""
 
 
+def sampling_coupling(coupling: str, inputs: str) -> str:
+    """``distill.coupling`` with ``auto`` resolved: deterministic (ρ = 1) for state-input models, else
+    the model's own coupling."""
+    if coupling != "auto":
+        return coupling
+    return "deterministic" if inputs == "state" else "model"
+
+
 def landing_exists(family, inputs: str, coupling: str) -> bool:
     """True when the landing target (MATH.md §3, :mod:`.targets`) can be solved for a model of
     ``family`` (a class) with these network inputs and this distillation coupling: state input,

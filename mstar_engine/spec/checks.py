@@ -10,7 +10,7 @@ from typing import Callable
 import attrs
 
 from mstar_engine.data.catalog import DATASETS, expand_path
-from mstar_engine.distill.stages import halving_problem, halvings, landing_exists
+from mstar_engine.distill.stages import halving_problem, halvings, landing_exists, sampling_coupling
 from mstar_engine.families import REGISTRY, get
 from mstar_engine.families.base import ScheduleValueError
 from mstar_engine.families.domains import DOMAINS, family_accepts
@@ -277,7 +277,7 @@ def check_distill(c: Checker) -> None:
               "(BENCHMARKS.md, progressive distillation)",
               'to distil, train with process.inputs = "state" and process.coupling.kind = "ddpm" (the student then '
               'follows the deterministic teacher)', "warning")
-    coupling = d.coupling if d.coupling != "auto" else ("deterministic" if inputs == "state" else "model")
+    coupling = sampling_coupling(d.coupling, inputs)
     if d.target == "landing" and not landing_exists(get(c.spec.process.family), inputs, coupling):
         fits = ", ".join(n for n, cls in sorted(REGISTRY.items()) if cls.coordinatewise)
         charts = ", ".join(n for n, cls in sorted(REGISTRY.items()) if cls.has_chart)

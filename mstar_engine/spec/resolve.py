@@ -8,7 +8,7 @@ from __future__ import annotations
 import attrs
 
 from mstar_engine.data.catalog import DATASETS
-from mstar_engine.distill.stages import halvings, landing_exists
+from mstar_engine.distill.stages import halvings, landing_exists, sampling_coupling
 from mstar_engine.families import get
 from mstar_engine.spec.schema import Spec
 
@@ -33,8 +33,7 @@ def resolve(spec: Spec) -> Spec:
             distill = attrs.evolve(distill, stages=[n for n in halvings(proc.steps) if 2 * n > distill.to])
         if distill.batch_size is None:
             distill = attrs.evolve(distill, batch_size=spec.train.batch_size)
-        if distill.coupling == "auto":
-            distill = attrs.evolve(distill, coupling="deterministic" if inputs == "state" else "model")
+        distill = attrs.evolve(distill, coupling=sampling_coupling(distill.coupling, inputs))
         if distill.target == "auto":
             landing = landing_exists(get(proc.family), inputs, distill.coupling)
             distill = attrs.evolve(distill, target="landing" if landing else "teacher")
