@@ -580,7 +580,7 @@ def test_dirichlet_against_independent_monte_carlo():
 # ---------------------------------------------------------------- von Mises–Fisher
 class VMFOracle(Oracle):
     """vMF_d(x0, κ_t) (``kappa`` array), d ∈ {3, 5}, with the map of vmf.py: x = Q [cos θ; sin θ v],
-    Q = −σ (I − 2 u uᵀ/‖u‖²), u = x0 + σ e_1, σ = sign(x0_0) (the frame with Q e_1 = x0);
+    Q = I − 2 u uᵀ/‖u‖², u = x0 − e_1 (Q = I at x0 = e_1; the frame with Q e_1 = x0);
     G(θ) = P(Θ ≤ θ) = Φ(−ξ_0); v ∈ S^{d−2} by hyperspherical angles, polar angles φ_j with density
     ∝ sin^{m−j} φ_j and G(φ_j) = Φ(−ξ_j), the azimuth φ_m = π erf(ξ_m/√2) uniform on (−π, π).
 
@@ -600,10 +600,11 @@ class VMFOracle(Oracle):
 
     @staticmethod
     def _reflect(x0, y):
-        sig = 1.0 if x0[0] >= 0 else -1.0
         u = x0.copy()
-        u[0] += sig
-        return -sig * (y - np.outer(y @ u, u) * 2 / (u @ u))
+        u[0] -= 1.0
+        if u @ u == 0.0:
+            return y.copy()
+        return y - np.outer(y @ u, u) * 2 / (u @ u)
 
     @staticmethod
     def _bisect(f, target, lo, hi, iters=80):
