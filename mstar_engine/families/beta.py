@@ -9,7 +9,7 @@ so T(x) = logit x, A_t = ν_t, f(x0) = x0, Ω_t(x0) = ln B(α, β), c_t(x) = ν_
 
 Noise map (MATH.md §2, §4): the bijection x = F⁻¹_{α,β}(Φ(ξ)), one standard normal per coordinate
 (noise_shape = event_shape), computed in logit space, u = logit x
-(:func:`~mstar_engine.numerics.incomplete_beta.beta_logit_icdf_normal`: regularised incomplete beta
+(:func:`~mstar_engine.numerics.beta_map.beta_logit_icdf_normal`: regularised incomplete beta
 by its continued fraction, safeguarded Halley inverse, each tail solved where it keeps precision).
 ``to_noise`` is its exact inverse, ξ = Φ⁻¹(F_{α,β}(x)) from u = log x − log(1 − x), and draws
 nothing, so the Gaussian copula has an exact density, the ``learned`` coupling applies (Monte Carlo
@@ -31,7 +31,7 @@ from scipy.special import digamma
 from torch import Tensor
 
 from mstar_engine.families.base import Family, register
-from mstar_engine.numerics.incomplete_beta import beta_logit_icdf_normal, normal_from_beta_logit
+from mstar_engine.numerics.beta_map import beta_logit_icdf_normal, normal_from_beta_logit
 from mstar_engine.numerics.quadrature import column, cov, logit_nodes
 from mstar_engine.numerics.special import compute_dtype, lgamma_bregman, open_unit
 

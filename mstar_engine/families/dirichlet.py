@@ -12,7 +12,7 @@ Noise map (MATH.md §2, §4): stick-breaking, a bijection with K − 1 standard 
 (noise_shape (..., K − 1)). The fractions v_k = x_k / Σ_{j≥k} x_j, k = 0..K − 2, of a Dir(α) vector
 are independent, v_k ~ Beta(α_k, β_k) with β_k = Σ_{j>k} α_j, and x_k = v_k Π_{j<k} (1 − v_j), the
 last component taking what is left. Each fraction is its own Beta map, logit v_k =
-logit F⁻¹_{α_k, β_k}(Φ(ξ_k)) (:mod:`mstar_engine.numerics.incomplete_beta`), so ``to_noise`` is
+logit F⁻¹_{α_k, β_k}(Φ(ξ_k)) (:mod:`mstar_engine.numerics.beta_map`), so ``to_noise`` is
 exact and draws nothing: ξ_k = Φ⁻¹(F_{α_k, β_k}(v_k)) with logit v_k = log x_k − log Σ_{j>k} x_j
 (a reverse cumulative logsumexp of log x). Working with logits and log x avoids the underflow of
 tiny components (notes pitfall §8.4): log x_k = log v_k + Σ_{j<k} log(1 − v_j) is finite even
@@ -31,7 +31,7 @@ from torch import Tensor
 
 from mstar_engine.families.base import Family, register
 from mstar_engine.numerics.quadrature import column, cov, logit_nodes
-from mstar_engine.numerics.incomplete_beta import beta_logit_icdf_normal, normal_from_beta_logit
+from mstar_engine.numerics.beta_map import beta_logit_icdf_normal, normal_from_beta_logit
 from mstar_engine.numerics.special import compute_dtype, lgamma_bregman, log_ndtr
 
 

@@ -2,7 +2,7 @@
 
 Like :mod:`.special`: vectorised, on the input's device (no host sync per iteration on
 accelerators; the CPU stops early once converged), meant for float64. The Beta noise map (MATH.md
-§2, §4) is the bijection u = logit F⁻¹_{a,b}(Φ(ξ)).
+§2, §4) u = logit F⁻¹_{a,b}(Φ(ξ)) (:mod:`.beta_map`) runs on these numerics on accelerators.
 
 Logit space: log x = −softplus(−u) and log(1 − x) = −softplus(u) keep full relative precision at
 both ends, and Beta(a, b) at u is Beta(b, a) at −u. U = logit X has density p_U = x^a (1 − x)^b/B,
@@ -32,8 +32,7 @@ and standard normal ξ that is one evaluation of the fraction at ν = a + b − 
 ν ≲ 100; at most four on the test grid (a, b ∈ [0.05, 1e5], p ∈ [1e-300, 1/2]). Quantiles agree
 with scipy to ~1e-12 relative in x and in 1 − x (``tests/numerics/test_incomplete_beta.py``).
 
-Differentiable in the tensor argument (not in a, b) through custom autograd functions:
-du/dξ = φ(ξ)/p_U(u), dξ/du = p_U(u)/φ(ξ), d log F/du = p_U/F.
+:func:`beta_log_cdf` is differentiable in u (not in a, b): d log F/du = p_U/F.
 """
 from __future__ import annotations
 
@@ -42,7 +41,7 @@ import math
 import torch
 from torch import Tensor
 
-from mstar_engine.numerics.special import Z_MAX, log1mexp, log_ndtr, log_normal_pdf, ndtri_log
+from mstar_engine.numerics.special import log1mexp
 
 #: On the CPU the fraction stops for an element once its last Lentz factor is within CF_EPS of 1,
 #: checked every CF_CHECK_EVERY terms (converged elements leave the work once they are a quarter),
@@ -333,44 +332,6 @@ class _BetaLogCdf(torch.autograd.Function):
         return grad * torch.where(upper, -slope, slope), None, None, None
 
 
-class _BetaLogitIcdfNormal(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, xi: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        flip = xi > 0  # the upper tail of Beta(a, b) at u is the lower tail of Beta(b, a) at −u
-        aa, bb = torch.where(flip, b, a).reshape(-1), torch.where(flip, a, b).reshape(-1)
-        z = -xi.abs().reshape(-1)
-        v = _lower_logit_icdf(log_ndtr(z), z.clamp(min=-Z_MAX), _shape(aa, bb), xi.device.type == "cpu").reshape(xi.shape)
-        u = torch.where(flip, -v, v)
-        ctx.save_for_backward(xi, a, b, u)
-        return u
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        xi, a, b, u = ctx.saved_tensors
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            raise NotImplementedError("the Beta inverse CDF is not differentiable in a, b")
-        return grad * torch.exp(log_normal_pdf(xi) - beta_logit_log_density(u, a, b)), None, None
-
-
-class _NormalFromBetaLogit(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        log_lower, log_upper, log_pu = _log_tails(u, _shape(a, b), u.device.type == "cpu")
-        lower = log_lower <= log_upper  # the smaller tail
-        z = ndtri_log(torch.minimum(log_lower, log_upper))
-        z = torch.where(lower, z, -z).clamp(-Z_MAX, Z_MAX)
-        ctx.save_for_backward(z, log_pu)
-        return z
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        z, log_pu = ctx.saved_tensors
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            raise NotImplementedError("the Beta CDF map is not differentiable in a, b")
-        dz = torch.exp(log_pu - log_normal_pdf(z))
-        return grad * torch.where(z.abs() >= Z_MAX, torch.zeros_like(dz), dz), None, None
-
-
 def beta_log_cdf(u: Tensor, a: Tensor, b: Tensor, upper: Tensor | bool = False) -> Tensor:
     """log I_x(a, b) (``upper``: log(1 − I_x(a, b))) at x = sigmoid(u): the log regularised incomplete
     beta function, to ~1e-14 relative (4e-12 for a ≫ b) on the side where the fraction is evaluated, to
@@ -379,22 +340,3 @@ def beta_log_cdf(u: Tensor, a: Tensor, b: Tensor, upper: Tensor | bool = False) 
     u, a, b = torch.broadcast_tensors(u, a, b)
     upper = torch.as_tensor(upper, device=u.device).expand(u.shape)
     return _BetaLogCdf.apply(u, a, b, upper)
-
-
-def beta_logit_icdf_normal(xi: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """u = logit F⁻¹_{a,b}(Φ(ξ)): standard normal noise to the logit of a Beta(a, b) variate.
-
-    ξ ≤ 0 solves the lower tail with log Φ(ξ), ξ > 0 the lower tail of Beta(b, a) with log Φ(−ξ)
-    (and negates), so both ends keep full relative precision in x and in 1 − x.
-    Differentiable in ξ: du/dξ = φ(ξ)/p_U(u)."""
-    xi, a, b = torch.broadcast_tensors(xi, a, b)
-    return _BetaLogitIcdfNormal.apply(xi, a, b)
-
-
-def normal_from_beta_logit(u: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """ξ = Φ⁻¹(F_{a,b}(sigmoid(u))): the inverse of :func:`beta_logit_icdf_normal`.
-
-    Uses the smaller tail; clamped to ±:data:`~.special.Z_MAX` where the CDF underflows (a state
-    far in the tail of q_t(· | x̂0) in a reverse step). Differentiable in u (zero where clamped)."""
-    u, a, b = torch.broadcast_tensors(u, a, b)
-    return _NormalFromBetaLogit.apply(u, a, b)

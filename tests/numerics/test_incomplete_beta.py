@@ -24,12 +24,21 @@ import pytest
 import scipy.special as sc
 import torch
 
+from mstar_engine.numerics import beta_map as BM
 from mstar_engine.numerics import incomplete_beta as IB
 from mstar_engine.numerics.special import Z_MAX, log_ndtr
 
 F64 = torch.float64
 SHAPES = [0.05, 0.3, 0.7, 1.0, 1.3, 2.5, 10.0, 100.0, 1e3, 9e3, 1e5]
 PROBS = [1e-300, 1e-200, 1e-100, 1e-50, 1e-20, 1e-10, 1e-5, 1e-3, 0.01, 0.1, 0.3, 0.5]
+
+
+@pytest.fixture(params=["scipy", "torch"])
+def backend(request, monkeypatch):
+    """The noise maps' CPU implementation under test: scipy.special, or the torch numerics that
+    accelerators run."""
+    monkeypatch.setattr(BM, "CPU_BACKEND", request.param)
+    return request.param
 
 
 def grid(shapes=SHAPES, probs=PROBS):
@@ -53,7 +62,7 @@ def scipy_log_cdf(u, a, b, upper):
 def quantiles(a, b, p, upper):
     """Our quantile of the lower (upper) tail probability p: u = logit F⁻¹(Φ(∓|Φ⁻¹(p)|))."""
     xi = sc.ndtri(p) * (-1.0 if upper else 1.0)
-    return IB.beta_logit_icdf_normal(T(xi), T(a), T(b)).numpy()
+    return BM.beta_logit_icdf_normal(T(xi), T(a), T(b)).numpy()
 
 
 @pytest.mark.parametrize("upper", [False, True])
@@ -101,7 +110,7 @@ def test_log_density_matches_mpmath():
 
 
 @pytest.mark.parametrize("upper", [False, True])
-def test_quantiles_backward_error_against_scipy_cdf(upper):
+def test_quantiles_backward_error_against_scipy_cdf(upper, backend):
     a, b, p = grid()
     u = quantiles(a, b, p, upper)
     assert np.isfinite(u).all()
@@ -117,7 +126,7 @@ def test_quantiles_backward_error_against_scipy_cdf(upper):
 
 
 @pytest.mark.parametrize("upper", [False, True])
-def test_quantiles_match_scipy_inverse(upper):
+def test_quantiles_match_scipy_inverse(upper, backend):
     a, b, p = grid()
     u = quantiles(a, b, p, upper)
     if upper:  # x with 1 − I_x(a, b) = p, and 1 − x with I_{1−x}(b, a) = p
@@ -134,7 +143,7 @@ def test_quantiles_match_scipy_inverse(upper):
     assert rel_x.max() < 1e-10 and rel_y.max() < 1e-10, (rel_x.max(), rel_y.max())
 
 
-def test_deepest_tail_against_mpmath():
+def test_deepest_tail_against_mpmath(backend):
     """p = 1e-300, where scipy's CDF underflows internally; mpmath quadrature of the logit density."""
     mpmath = pytest.importorskip("mpmath")
     mpmath.mp.dps = 30
@@ -158,34 +167,34 @@ def test_deepest_tail_against_mpmath():
 
 
 @pytest.mark.parametrize("shape", [(1.0, 1.0), (1.3, 2.5), (1.0, 9e3), (100.0, 1e3), (9e3, 1e5), (1e5, 1e5), (0.3, 0.7)])
-def test_normal_logit_round_trip(shape):
+def test_normal_logit_round_trip(shape, backend):
     xi = torch.linspace(-37.0, 37.0, 741, dtype=F64)
     a, b = torch.full_like(xi, shape[0]), torch.full_like(xi, shape[1])
-    u = IB.beta_logit_icdf_normal(xi, a, b)
+    u = BM.beta_logit_icdf_normal(xi, a, b)
     assert torch.isfinite(u).all() and (torch.diff(u) > 0).all()
-    back = IB.normal_from_beta_logit(u, a, b)
+    back = BM.normal_from_beta_logit(u, a, b)
     assert (back - xi).abs().max() < 1e-10, (back - xi).abs().max()
 
 
-def test_normal_map_clamps_where_the_cdf_underflows():
+def test_normal_map_clamps_where_the_cdf_underflows(backend):
     a, b = T([2.0, 2.0]), T([3.0, 3.0])
-    z = IB.normal_from_beta_logit(T([-800.0, 800.0]), a, b)
+    z = BM.normal_from_beta_logit(T([-800.0, 800.0]), a, b)
     assert torch.equal(z, T([-Z_MAX, Z_MAX]))
 
 
-def test_gradients_against_finite_differences():
+def test_gradients_against_finite_differences(backend):
     a = T([1.0, 1.3, 40.0, 9e3, 0.3])
     b = T([2.5, 1.0, 7.0, 1e3, 0.7])
     xi = T([-1.3, 0.2, 2.1, -0.4, 0.9]).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda v: IB.beta_logit_icdf_normal(v, a, b), (xi,))
-    u = IB.beta_logit_icdf_normal(xi, a, b).detach().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda v: IB.normal_from_beta_logit(v, a, b), (u,))
+    assert torch.autograd.gradcheck(lambda v: BM.beta_logit_icdf_normal(v, a, b), (xi,))
+    u = BM.beta_logit_icdf_normal(xi, a, b).detach().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: BM.normal_from_beta_logit(v, a, b), (u,))
     assert torch.autograd.gradcheck(lambda v: IB.beta_log_cdf(v, a, b), (u,))
     assert torch.autograd.gradcheck(lambda v: IB.beta_log_cdf(v, a, b, upper=True), (u,))
     with pytest.raises(NotImplementedError):
-        IB.beta_logit_icdf_normal(xi, a.clone().requires_grad_(True), b).sum().backward()
+        BM.beta_logit_icdf_normal(xi, a.clone().requires_grad_(True), b).sum().backward()
     clamped = T([-900.0]).requires_grad_(True)
-    IB.normal_from_beta_logit(clamped, T([2.0]), T([2.0])).sum().backward()
+    BM.normal_from_beta_logit(clamped, T([2.0]), T([2.0])).sum().backward()
     assert clamped.grad.item() == 0.0
 
 
@@ -233,14 +242,32 @@ def test_grid_converges_within_the_accelerator_iterations():
 
 
 def test_noise_map_needs_one_or_two_fraction_evaluations(monkeypatch):
-    """a, b ≥ 1, standard normal ξ: ≤ 2 evaluations per element, ~1 for large ν."""
+    """a, b ≥ 1, standard normal ξ: ≤ 2 evaluations per element, ~1 for large ν (the torch numerics)."""
+    monkeypatch.setattr(BM, "CPU_BACKEND", "torch")
     counts = []
     tails = IB._log_tails
     monkeypatch.setattr(IB, "_log_tails", lambda u, s, e: counts.append(u.numel()) or tails(u, s, e))
     a, b, xi = _schedule_like(20000, 3)
-    IB.beta_logit_icdf_normal(xi, a, b)
+    BM.beta_logit_icdf_normal(xi, a, b)
     assert counts[0] == 20000 and sum(counts[2:]) < 0.02 * 20000, counts
     counts.clear()
     x0 = torch.rand(20000, dtype=F64, generator=torch.Generator().manual_seed(4))
-    IB.beta_logit_icdf_normal(xi, 1 + 9e3 * x0, 1 + 9e3 * (1 - x0))
+    BM.beta_logit_icdf_normal(xi, 1 + 9e3 * x0, 1 + 9e3 * (1 - x0))
     assert sum(counts) < 1.1 * 20000, counts
+
+
+def test_scipy_and_torch_maps_agree(monkeypatch):
+    """The CPU's scipy path and the accelerators' torch path, on schedule-like shapes and noise
+    including the far tails (|ξ| > DEEP_Z, which the scipy path hands to the torch numerics), split
+    across threads (n > 2·CHUNK) and not."""
+    a, b, xi = _schedule_like(2 * BM.CHUNK + 5, 7)
+    xi[:40] = torch.linspace(-37.0, 37.0, 40, dtype=F64)
+    out = {}
+    for name in ("torch", "scipy"):
+        monkeypatch.setattr(BM, "CPU_BACKEND", name)
+        u = BM.beta_logit_icdf_normal(xi, a, b)
+        out[name] = u, BM.normal_from_beta_logit(u, a, b), BM.beta_logit_icdf_normal(xi[:100], a[:100], b[:100])
+    (u_t, z_t, _), (u_s, z_s, small_s) = out["torch"], out["scipy"]
+    assert ((u_s - u_t).abs() / (1 + u_t.abs())).max() < 1e-11
+    assert (z_s - z_t).abs().max() < 1e-10 and (z_s - xi).abs().max() < 1e-10
+    assert torch.equal(small_s, u_s[:100])  # one thread or several: the same numbers
