@@ -116,11 +116,11 @@ def _torch_normal(u: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 def _dispatch(torch_fn, cpu_fn, v: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """torch_fn(v, a, b), or on the CPU (:data:`CPU_BACKEND` "scipy") cpu_fn, whose NaNs (the far
-    tails) torch_fn fills in."""
+    tails) torch_fn fills in where the inputs are not NaN."""
     if v.device.type != "cpu" or CPU_BACKEND != "scipy":
         return torch_fn(v, a, b)
     out = cpu_fn(v, a, b)
-    deep = torch.isnan(out)
+    deep = torch.isnan(out) & ~(torch.isnan(v) | torch.isnan(a) | torch.isnan(b))  # NaN in, NaN out
     if bool(deep.any()):
         out[deep] = torch_fn(v[deep], a[deep], b[deep])
     return out

@@ -166,7 +166,7 @@ def _lentz(x: Tensor, y: Tensor, a: Tensor, b: Tensor, early_exit: bool) -> Tens
         delta = _lentz_step(x, a, b, c_ab, m, c, d, h, tiny)
         if m % CF_CHECK_EVERY and m < CF_MAX_TERMS:
             continue
-        done = (delta - 1).abs() <= max(CF_EPS, 4 * torch.finfo(x.dtype).eps)
+        done = ~((delta - 1).abs() > max(CF_EPS, 4 * torch.finfo(x.dtype).eps))  # NaN (NaN input): done
         n_done = int(done.sum())
         if n_done == done.numel() or m == CF_MAX_TERMS:
             break
@@ -303,7 +303,7 @@ def _lower_logit_icdf(logp: Tensor, z: Tensor, s: tuple[Tensor, ...], early_exit
         step = (u_next - u).abs()
         tol = ICDF_TOL * (1 + u_next.abs())
         halley_ok = in_h & (denom >= 0.5) & (denom <= 2.0) & (step * (g2 / g1).abs() <= 1e-2)
-        done = (g == 0) | (halley_ok & (10 * a_err * step ** 3 <= tol)) | (hi - lo <= tol)
+        done = (g == 0) | (halley_ok & (10 * a_err * step ** 3 <= tol)) | (hi - lo <= tol) | torch.isnan(u_next)
         out[idx[done]] = u_next[done]
         keep = ~done
         if not bool(keep.any()):

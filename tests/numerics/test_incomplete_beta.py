@@ -271,3 +271,16 @@ def test_scipy_and_torch_maps_agree(monkeypatch):
     assert ((u_s - u_t).abs() / (1 + u_t.abs())).max() < 1e-11
     assert (z_s - z_t).abs().max() < 1e-10 and (z_s - xi).abs().max() < 1e-10
     assert torch.equal(small_s, u_s[:100])  # one thread or several: the same numbers
+
+
+def test_nan_inputs_give_nan_at_once(monkeypatch, backend):
+    """NaN noise or parameters (a diverging run's batch) give NaN after one round of fraction terms,
+    not CF_MAX_TERMS × ICDF_MAX_ITERS of them."""
+    steps = []
+    real = IB._lentz_step
+    monkeypatch.setattr(IB, "_lentz_step", lambda *args: steps.append(1) or real(*args))
+    nan = float("nan")
+    a, b = T([2.0, nan, 2.0]), T([3.0, 3.0, nan])
+    assert torch.isnan(BM.beta_logit_icdf_normal(T([nan, 0.3, 0.3]), a, b)).all()
+    assert torch.isnan(BM.normal_from_beta_logit(T([nan, 0.1, 0.1]), a, b)).all()
+    assert len(steps) <= 2 * IB.CF_CHECK_EVERY, len(steps)
