@@ -16,8 +16,7 @@ sampled at each NFE in ``--nfe`` (default 1 2 4 8 16 64):
 
 Distilled rows at NFE = T are their teacher sampled with ρ = 1; distillation (``--distill-steps``
 per stage, lr ``--distill-lr``, distill.coupling = deterministic) adds 6 × steps-per-stage
-optimiser steps on top of the common training budget. The learned coupling falls back to ddpm for
-families with an auxiliary-variable noise map; each row records the coupling actually used.
+optimiser steps on top of the common training budget. Each row records the coupling actually used.
 
 Datasets: each family's synthetic set (``specs/<family>.toml``), the real sets quakes (vMF),
 skye (Dirichlet), connectomes (Wishart), and digits (8×8 pixels) for the Gaussian family and, in
@@ -50,9 +49,9 @@ Usage:
 Appends one JSONL row per dataset × model × seed × NFE to ``benchmarks/results/nfe.jsonl``
 (``nfe-quick.jsonl`` with ``--quick``) with the settings, commit, machine and wall times, as soon
 as each trained network is evaluated; a re-run skips the (dataset, model, seed) triples already
-there for the same commit and settings, and interrupted trainings resume from their checkpoints
+there for the same engine (``mstar_engine/`` and ``specs/`` trees) and settings, and interrupted trainings resume from their checkpoints
 (``--workdir``). Tables, goals and plots (``--plots``: SVG, and PNG when matplotlib is installed,
-which is optional) use the rows of the last (commit, settings) in the file.
+which is optional) use the rows of the last (engine, settings) in the file.
 
 Budget (2-core x86_64 CPU, measured with short runs of this script, see the issue report): the
 default table, 13 datasets × 3 seeds × 5 trained networks + 2 distillation chains, takes about
@@ -235,11 +234,12 @@ def run_table(a) -> None:
     """Train, distil and evaluate every (dataset, seed, trained network) whose rows are missing, in
     ``a.jobs`` processes; rows are appended (by this process only) as each finishes."""
     settings = settings_of(a)
-    key = {"commit": commit(), "settings": hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}
+    key = {"commit": commit(), "engine": engine_version(),
+           "settings": hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}
     work = Path(a.workdir or ROOT / "runs" / "nfe" / key["settings"])
     done = {}
     for r in read_jsonl(a.out):
-        if r.get("commit") == key["commit"] and r.get("settings") == key["settings"]:
+        if same_version(r, key):
             done.setdefault((r["dataset"], r["model"], r["seed"]), set()).add(r["nfe"])
     print(f"every model: {a.steps} optimiser steps × {a.batch} examples = {a.steps * a.batch} training examples "
           f"({a.t_per_rollout} steps t per roll-out), T = {a.T}; distillation adds {a.distill_steps} steps per stage; "
@@ -305,6 +305,25 @@ def clock() -> tuple[float, float]:
 
 def dataset_family(dataset: str) -> str:
     return DATASETS[dataset][0]  # each dataset starts from its family's spec
+
+
+def same_version(row: dict, key: dict) -> bool:
+    """Rows of the same settings and engine (rows before the engine key: the same commit)."""
+    ours = ("engine", row["engine"]) if "engine" in row else ("commit", row.get("commit"))
+    return row.get("settings") == key["settings"] and key[ours[0]] == ours[1]
+
+
+def engine_version() -> str:
+    """What the numbers depend on: git's tree hashes of mstar_engine/ and specs/ at HEAD, with
+    "-dirty" when either differs from HEAD in the work tree (rows survive unrelated commits)."""
+    try:
+        run = lambda *cmd: subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True,  # noqa: E731
+                                          check=True).stdout.strip()
+        trees = run("rev-parse", "HEAD:mstar_engine", "HEAD:specs").split()
+        dirty = run("status", "--porcelain", "--", "mstar_engine", "specs")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return hashlib.sha1(" ".join(trees).encode()).hexdigest()[:12] + ("-dirty" if dirty else "")
 
 
 def commit() -> str:
@@ -467,10 +486,11 @@ def report(a) -> None:
     if not rows:
         sys.exit(f"no rows in {a.out}")
     last = rows[-1]
-    rows = [r for r in rows if r["commit"] == last["commit"] and r["settings"] == last["settings"]]
+    rows = [r for r in rows if same_version(r, last)]
     agg = aggregate(rows)
     c = last["config"]
-    print(f"{len(rows)} rows of {a.out} (commit {last['commit'][:10]}, settings {last['settings']}): every model "
+    print(f"{len(rows)} rows of {a.out} (engine {last.get('engine', '?')}, commit {last['commit'][:10]}, "
+          f"settings {last['settings']}): every model "
           f"trained on {last['train_examples']} examples ({c['steps']} steps × batch {c['batch']}), T = {c['T']}, "
           f"{c['distill_steps']} distillation steps per stage")
     print(tables(agg, a.metrics))
