@@ -17,7 +17,9 @@ Compares, in one process on the same machine:
             The cost of a step depends on ν_t (the continued fraction of the incomplete beta needs
             O(ν^{1/3}) terms), so single steps are timed at a spread of t (--sample-steps) and the
             roll-out is their piecewise-linear interpolation summed over t = 1..T; a digits-sized
-            roll-out (--digits-batch x 64 coordinates, T = 64) is also timed whole.
+            roll-out (--digits-batch x 64 coordinates, T = 64) is also timed whole, with the Beta map
+            on scipy (the CPU default) and on the torch numerics that accelerators run, and so is a
+            quick-start-sized Dirichlet map (--small-batch points of the 3-simplex).
 
 Usage: python benchmarks/tail_construction.py [--batch 128] [--steps 1000] [--naive-batch 2]
                                              [--network-batch 8] [--convergence-rules]
@@ -33,6 +35,8 @@ import numpy as np
 import torch
 
 from mstar_engine.families.beta import Beta
+from mstar_engine.families.dirichlet import Dirichlet
+from mstar_engine.numerics import beta_map
 from mstar_engine.numerics.special import gamma_log_icdf_normal, normal_from_gamma_log, open_unit
 from mstar_engine.process.forward import rollout
 from mstar_engine.process.kernel import coupled_step
@@ -124,6 +128,8 @@ def main() -> None:
     parser.add_argument("--per-rollout", type=int, default=8, help="training steps t per coupled roll-out")
     parser.add_argument("--digits-batch", type=int, default=128, help="digits-sized roll-out: this many x 64 "
                         "coordinates, T = 64 (0: skip)")
+    parser.add_argument("--small-batch", type=int, default=256, help="time a Dirichlet from_noise on this many "
+                        "3-simplex points with each Beta-map backend (0: skip)")
     parser.add_argument("--network-batch", type=int, default=0, help="also time the CIFAR U-Net training step on "
                         "this many images (scaled to --batch) and report each roll-out as a fraction of a step")
     parser.add_argument("--convergence-rules", action="store_true", help="also time coupled steps of the two-Gamma "
@@ -172,7 +178,7 @@ def main() -> None:
     print(f"{'method':62s} {'s / batch':>10s} {'vs naive':>9s} {'GiB':>6s}")
     for name, sec, gib in rows:
         print(f"{name:62s} {sec:10.2f} {naive / sec:8.1f}x {'' if gib is None else f'{gib:6.1f}'}")
-    print(f"\none coupled step (s) by t, from which the roll-outs above are interpolated (nu_t; Beta map / two-Gamma):")
+    print("\none coupled step (s) by t, from which the roll-outs above are interpolated (nu_t; Beta map / two-Gamma):")
     for step in per_new:
         print(f"  t = {step:4d}  nu = {float(nu[step]):9.3g}   {per_new[step]:6.3f}   {per_old[step]:6.3f}")
     digits = None
@@ -182,12 +188,27 @@ def main() -> None:
         d_rho = build_coupling("ddpm", 64, snr=gaussian_equivalent_snr("beta-cosine", 64))
         ones = torch.ones(args.digits_batch, dtype=torch.long)
         digits = {}
-        for name, f in (("Beta map", Beta((64,), nu=d_nu)), ("two-Gamma map", TwoGammaBeta((64,), nu=d_nu))):
+        maps = (("Beta map", Beta((64,), nu=d_nu), "scipy"), ("Beta map, torch numerics", Beta((64,), nu=d_nu), "torch"),
+                ("two-Gamma map", TwoGammaBeta((64,), nu=d_nu), "scipy"))
+        for name, f, backend in maps:
+            beta_map.CPU_BACKEND = backend
             whole = timed(lambda: rollout(f, d_x0, ones, rho=d_rho, generator=g), repeats=2)
             est, _ = interpolated_rollout(f, d_x0, d_rho, [1, 2, 3, 5, 10, 20, 40, 63], g)
             digits[name] = whole
             print(f"{'' if len(digits) > 1 else chr(10)}digits-sized coupled roll-out ({args.digits_batch} x 64, "
                   f"T = 64), {name}: {whole:.3f} s whole (interpolated from 8 timed steps: {est:.3f} s)")
+        beta_map.CPU_BACKEND = "scipy"
+    if args.small_batch:  # the quick start's size: per-op overhead, not arithmetic, decides
+        print(f"\nDirichlet from_noise on {args.small_batch} points of the 3-simplex (2 sticks), T = 64, t = 32:")
+        fam3 = Dirichlet((3,), **build_schedule("dirichlet-exp", 64))
+        s_x0 = torch.distributions.Dirichlet(torch.ones(3)).sample((args.small_batch,)).double()
+        s_xi = torch.randn(args.small_batch, 2, dtype=torch.float64, generator=g)
+        for backend in ("torch", "scipy"):
+            beta_map.CPU_BACKEND = backend
+            sec = timed(lambda: [fam3.from_noise(s_xi, s_x0, 32) for _ in range(20)], repeats=3) / 20
+            print(f"  {'scipy.special (the CPU default)' if backend == 'scipy' else 'torch numerics (accelerators)':34s}"
+                  f" {sec * 1e3:7.2f} ms")
+        beta_map.CPU_BACKEND = "scipy"
     if args.convergence_rules:  # the Gamma inverse CDF's stopping rule, on the two-Gamma reference map
         from mstar_engine.numerics import special
         rules = {"three iterations (step < 1e-9 after the third)": (3, 1e-9),
