@@ -14,9 +14,10 @@ sampled at each NFE in ``--nfe`` (default 1 2 4 8 16 64):
 | Gaussian DDIM      | the Gaussian DDPM network                                          | deterministic ρ = 1 |
 | Gaussian distilled | the Gaussian DDIM teacher distilled like M-Star distilled          | the student at K    |
 
-Distilled rows at NFE = T are their teacher sampled with ρ = 1; distillation (``--distill-steps``
-per stage, lr ``--distill-lr``, distill.coupling = deterministic) adds 6 × steps-per-stage
-optimiser steps on top of the common training budget. Each row records the coupling actually used.
+Distilled rows at NFE = T are their teacher (sampled with ρ = 1, or with its own coupling under
+``--distill-coupling model``); distillation (``--distill-steps`` per stage, lr ``--distill-lr``,
+distill.coupling ``--distill-coupling``, default deterministic) adds 6 × steps-per-stage optimiser
+steps on top of the common training budget. Each row records the coupling actually used.
 
 Datasets: each family's synthetic set (``specs/<family>.toml``), the real sets quakes (vMF),
 skye (Dirichlet), connectomes (Wishart), and digits (8×8 pixels) for the Gaussian family and, in
@@ -115,17 +116,23 @@ DEFAULTS = dict(steps=500, batch=32, t_per_rollout=8, hidden=128, blocks=2, T=64
                 models=list(MODELS))
 QUICK = dict(steps=200, hidden=64, distill_steps=20, samples=500, seeds=2, datasets=["gaussian", "vmf"],
              models=["star-shaped", "M-Star ddpm", "M-Star distilled"])
+#: settings recorded (and keyed) only when they differ from these
+OPTIONAL_DEFAULTS = {"coupling_lr": None, "distill_coupling": "deterministic"}
 FLOOR, MIN_HELD_OUT, TINY_REPEATS, GOAL_METRIC = 1e-6, 100, 4, "energy"
 REFERENCES: dict = {}  # (dataset, seed) → Reference, per process
 
 
 def settings_of(a) -> dict:
     keys = ("steps", "batch", "t_per_rollout", "hidden", "blocks", "T", "distill_steps", "distill_lr", "samples", "nfe")
-    return {k: getattr(a, k) for k in keys} | {"trainings": TRAININGS}
+    optional = {"coupling_lr": a.coupling_lr, "distill_coupling": a.distill_coupling}  # recorded when set
+    return ({k: getattr(a, k) for k in keys} | {"trainings": TRAININGS}
+            | {k: v for k, v in optional.items() if v != OPTIONAL_DEFAULTS[k]})
 
 
 def overrides(a, dataset: str, training: str, seed: int, out: Path) -> list[str]:
     extra = TRAININGS[training]
+    if training == "learned" and a.coupling_lr is not None:
+        extra = extra + [f"process.coupling.lr={a.coupling_lr}"]
     warmup = min(500, a.steps // 10)
     common = [f"process.steps={a.T}", f"train.steps={a.steps}", f"train.batch_size={a.batch}",
               f"train.t_per_rollout={a.t_per_rollout}", f"train.warmup_steps={warmup}", f"train.log_every={a.steps}",
@@ -152,7 +159,7 @@ def train(a, dataset: str, training: str, seed: int, out: Path) -> Path:
 
 def distil(a, run_dir: Path) -> None:
     distill_run(run_dir, min(a.nfe), [f"distill.steps_per_stage={a.distill_steps}", f"distill.lr={a.distill_lr}",
-                                      "distill.coupling=deterministic"], resume=True, log=lambda _: None)
+                                      f"distill.coupling={a.distill_coupling}"], resume=True, log=lambda _: None)
 
 
 def project(x: torch.Tensor, domain: str) -> torch.Tensor:
@@ -220,8 +227,9 @@ def evaluate(a, run_dir: Path, models: list[str], ref: Reference, seed: int) -> 
     for name in models:
         sampler, rows = MODELS[name][1], []
         for nfe in a.nfe:
+            teacher = deterministic if a.distill_coupling == "deterministic" else run.model
             model = {"own": run.model, "ddim": deterministic}.get(sampler) or \
-                (deterministic if nfe == a.T else students[nfe])
+                (teacher if nfe == a.T else students[nfe])
             started = time.perf_counter()
             metrics = ref.score(model, nfe, seed=1000 + seed)
             rows.append({"nfe": nfe, "metrics": metrics, "seconds": round(time.perf_counter() - started, 2),
@@ -509,6 +517,9 @@ def parse(argv=None):
     for k in ("steps", "batch", "t_per_rollout", "hidden", "blocks", "T", "distill_steps", "samples", "seeds"):
         p.add_argument("--" + k.replace("_", "-"), type=int)
     p.add_argument("--distill-lr", type=float)
+    p.add_argument("--coupling-lr", type=float, help="learning rate of the learned coupling (default: the spec's)")
+    p.add_argument("--distill-coupling", default="deterministic", choices=("deterministic", "model"),
+                   help="sampling coupling of teacher and students (default deterministic, rho = 1)")
     p.add_argument("--nfe", type=int, nargs="+")
     p.add_argument("--metrics", nargs="+", help="metrics to print (default: all)")
     p.add_argument("--skip-gaussian-categorical", action="store_true", help="no Gaussian rows on categorical data")
