@@ -421,6 +421,26 @@ def goals(agg: dict) -> list[str]:
                     f"{len(present)} families (need {need_c}{' of 8' if need_c == 6 else ''})")]
 
 
+def best_rows(agg: dict, nfes=(8, 16, 64)) -> str:
+    """Per dataset, the row with the lowest mean of the goal metric at each NFE, and its margin over
+    the runner-up in units of the larger seed sd (< 1: within the seed spread): the recipe choice."""
+    body = []
+    for dataset, d in agg.items():
+        line = [dataset]
+        for nfe in nfes:
+            found = sorted((c[0], c[1], m) for m in MODELS if (c := d["cells"].get((m, nfe, GOAL_METRIC))))
+            if not found:
+                line.append("-")
+                continue
+            (v, sd, m), rest = found[0], found[1:]
+            spread = max(sd, rest[0][1]) if rest else 0.0
+            line.append(f"{m} {v:.4g} ({(rest[0][0] - v) / spread:.1f} sd)" if spread > 0 else f"{m} {v:.4g}")
+        body.append(line)
+    return (f"best row by mean {GOAL_METRIC} (margin over the runner-up in seed sd)\n"
+            + tabulate(body, headers=["dataset", *(f"NFE {n}" for n in nfes)], tablefmt="github",
+                       disable_numparse=True))
+
+
 def plot(agg: dict, folder: Path) -> list[Path]:
     """quality vs NFE per dataset and metric: SVG always, PNG when matplotlib is installed."""
     written = []
@@ -502,6 +522,7 @@ def report(a) -> None:
           f"trained on {last['train_examples']} examples ({c['steps']} steps × batch {c['batch']}), T = {c['T']}, "
           f"{c['distill_steps']} distillation steps per stage")
     print(tables(agg, a.metrics))
+    print("\n" + best_rows(agg))
     print("\n" + "\n".join(goals(agg)))
     if a.plots:
         written = plot(agg, Path(a.plots))
