@@ -423,6 +423,22 @@ def goals(agg: dict) -> list[str]:
                     f"{len(present)} families (need {need_c}{' of 8' if need_c == 6 else ''})")]
 
 
+def summary(agg: dict) -> str:
+    """One line per dataset: the goal metric of star-shaped, the better undistilled M-Star row, the
+    distilled M-Star students (and their teacher at T) and the best Gaussian row, at 8, 16 and 64 NFE."""
+    def fmt(d, models, nfe):
+        found = sorted((c[0], c[1], m) for m in models if (c := d["cells"].get((m, nfe, GOAL_METRIC))))
+        return f"{found[0][0]:.3g} ± {found[0][1]:.2g}" if found else "-"
+    groups = [("star-shaped", ("star-shaped",)), ("M-Star", ("M-Star learned", "M-Star ddpm")),
+              ("M-Star distilled", ("M-Star distilled",)),
+              ("best Gaussian", ("Gaussian DDPM", "Gaussian DDIM", "Gaussian distilled"))]
+    nfes = (8, 16, 64)
+    body = [[dataset, *(fmt(d, models, n) for _, models in groups for n in nfes)] for dataset, d in agg.items()]
+    headers = ["dataset", *(f"{name} @{n}" for name, _ in groups for n in nfes)]
+    return (f"{GOAL_METRIC}, mean ± sd over seeds (M-Star: the better of learned and ddpm; M-Star distilled @64: "
+            "its teacher)\n" + tabulate(body, headers=headers, tablefmt="github", disable_numparse=True))
+
+
 def best_rows(agg: dict, nfes=(8, 16, 64)) -> str:
     """Per dataset, the row with the lowest mean of the goal metric at each NFE, and its margin over
     the runner-up in units of the larger seed sd (< 1: within the seed spread): the recipe choice."""
@@ -524,6 +540,7 @@ def report(a) -> None:
           f"trained on {last['train_examples']} examples ({c['steps']} steps × batch {c['batch']}), T = {c['T']}, "
           f"{c['distill_steps']} distillation steps per stage")
     print(tables(agg, a.metrics))
+    print("\n" + summary(agg))
     print("\n" + best_rows(agg))
     print("\n" + "\n".join(goals(agg)))
     if a.plots:
