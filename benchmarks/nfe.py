@@ -54,9 +54,10 @@ there for the same engine (``mstar_engine/`` and ``specs/`` trees) and settings,
 (``--workdir``). Tables, goals and plots (``--plots``: SVG, and PNG when matplotlib is installed,
 which is optional) use the rows of the last (engine, settings) in the file.
 
-Budget (2-core x86_64 CPU, measured with short runs of this script, see the issue report): the
-default table, 13 datasets × 3 seeds × 5 trained networks + 2 distillation chains, takes about
-3.5 hours.
+Budget (2-core x86_64 CPU, 2 jobs × 1 thread, measured 2026-12-03): the default table (11
+datasets, 7 rows from 5 trained networks, 3 seeds, 500 steps) took 45 minutes, partly sharing the
+machine; ``--steps 2000 --distill-steps 100`` on the 8 family sets with the 4 M-Star/star-shaped
+rows takes about an hour and a half. connectomes and digits-beta (``--datasets all``) cost more.
 """
 from __future__ import annotations
 
