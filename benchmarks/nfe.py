@@ -224,11 +224,11 @@ def evaluate(a, run_dir: Path, models: list[str], ref: Reference, seed: int) -> 
     run = load_run(run_dir, warn=lambda _: None)
     students = load_students(run_dir, warn=lambda _: None)
     deterministic = attrs.evolve(run.model, rho=torch.ones(a.T + 1, dtype=torch.float64))
+    teacher = deterministic if a.distill_coupling == "deterministic" else run.model
     out = {}
     for name in models:
         sampler, rows = MODELS[name][1], []
         for nfe in a.nfe:
-            teacher = deterministic if a.distill_coupling == "deterministic" else run.model
             model = {"own": run.model, "ddim": deterministic}.get(sampler) or \
                 (teacher if nfe == a.T else students[nfe])
             started = time.perf_counter()

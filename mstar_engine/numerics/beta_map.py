@@ -48,10 +48,6 @@ def _threaded(fn, *arrays: np.ndarray) -> np.ndarray:
         return np.concatenate(list(parts))
 
 
-def _where(mask: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(mask)
-
-
 def _np_icdf(xi: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     flip = xi > 0   # the upper tail of Beta(a, b) at u is the lower tail of Beta(b, a) at −u
     aa, bb = np.where(flip, b, a), np.where(flip, a, b)
@@ -60,14 +56,14 @@ def _np_icdf(xi: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         x = special.betaincinv(aa, bb, p)
         y = 1.0 - x
-        near_one = _where(x > 0.5)    # 1 − x by its own inverse where the subtraction would lose digits
+        near_one = np.flatnonzero(x > 0.5)    # 1 − x by its own inverse where the subtraction would lose digits
         y[near_one] = special.betainccinv(bb[near_one], aa[near_one], p[near_one])
         v = np.log(x) - np.log(y)
         # one Newton step on log F(v) = log p polishes Boost's inverse (~1e-9 relative at a = 1e5,
         # b = 1e3) to the accuracy of its CDF; F from the side where x or 1 − x is accurate
         x, y = special.expit(v), special.expit(-v)
         f = special.betainc(aa, bb, x)
-        tiny_y = _where(y < 1e-3)
+        tiny_y = np.flatnonzero(y < 1e-3)
         f[tiny_y] = special.betaincc(bb[tiny_y], aa[tiny_y], y[tiny_y])
         log_pu = -aa * np.logaddexp(0.0, -v) - bb * np.logaddexp(0.0, v) - special.betaln(aa, bb)
         v = v - (np.log(f) - log_p) * np.exp(np.log(f) - log_pu)
