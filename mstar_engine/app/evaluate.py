@@ -29,7 +29,7 @@ from mstar_engine.metrics.inception import activations, inception_score, load_in
 from mstar_engine.app.report import results_table
 from mstar_engine.rundir.files import write_text
 from mstar_engine.rundir.records import append_jsonl, write_json
-from mstar_engine.app.runs import Model, NonFiniteSamples, Run, load_students
+from mstar_engine.app.runs import Model, NonFiniteSamples, Run, load_students, sample_rho
 from mstar_engine.spec.schema import Spec
 from mstar_engine.train.stage import truncate_log
 
@@ -183,7 +183,7 @@ class DuringTraining:
         was = ema.training
         ema.eval()
         try:
-            results = evaluate(Model(self.process, ema), self.spec, self.held_out, self.train_data,
+            results = evaluate(Model(self.process, ema, rho=sample_rho(self.spec, self.process)), self.spec, self.held_out, self.train_data,
                                self.spec.experiment.seed, group=self.group)
         finally:
             ema.train(was)

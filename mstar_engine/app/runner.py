@@ -39,7 +39,7 @@ from mstar_engine.plan import Plan, render_plan
 from mstar_engine.app.plots import eval_curve_svgs, loss_curve_svg, trajectory_grid
 from mstar_engine.app.model import build_denoiser, build_process, fingerprint
 from mstar_engine.process.normalise import TailNorm
-from mstar_engine.app.runs import Model, save_grid, save_samples
+from mstar_engine.app.runs import Model, sample_rho, save_grid, save_samples
 from mstar_engine.spec import LoadedSpec
 from mstar_engine.spec.schema import Spec
 from mstar_engine.rundir.claim import claim
@@ -135,7 +135,7 @@ def execute(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, log: Callabl
     ema = train(process, p.denoiser, p.source, Settings.of(spec.train), total, plan.run_dir, seed=seed,
                 fingerprint=fingerprint(spec), resume=resume, log=log, label_dropout=p.label_dropout, group=group,
                 streams=spec.devices.processes, periodic=periodic, found=found)
-    model = Model(process, ema.eval())
+    model = Model(process, ema.eval(), rho=sample_rho(spec, process))
     students, seconds = {}, {}
     if spec.distill is not None:
         model, students, seconds = distill_model(spec, model, data, plan.run_dir, resume=resume, log=log,

@@ -108,6 +108,14 @@ class Model:
         return x
 
 
+def sample_rho(spec: Spec, process: DiffusionProcess) -> torch.Tensor | None:
+    """The sampling coupling ``sample.coupling`` asks for: ρ = 1 (deterministic), or None for the
+    process's own ρ_t."""
+    if spec.sample.coupling == "deterministic":
+        return torch.ones(process.family.steps + 1, dtype=torch.float64)
+    return None
+
+
 def batch_seed(seed: int, batch: int) -> int:
     """The seed of sampling batch ``batch`` (batch 0 uses ``seed`` itself)."""
     return int(seed) if batch == 0 else (int(seed) * 1_000_003 + 7_919 * batch) % 2**63
@@ -256,7 +264,7 @@ def _build(path: Path, spec: Spec, ckpt: Path, state: dict, device: str | torch.
         DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
     process = build_process(spec.process, event_shape)
     model = Model(process, build_denoiser(spec, process, num_classes=int(state.get("num_classes", 0))),
-                  rho=state["sampling_rho"] if student else None,
+                  rho=state["sampling_rho"] if student else sample_rho(spec, process),
                   steps=int(state["evaluations"]) if student else None)
     try:
         model.denoiser.load_state_dict(state["model"] if student else state["ema"])

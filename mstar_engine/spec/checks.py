@@ -256,6 +256,11 @@ def check_sample(c: Checker) -> None:
         key = "class_label" if sample.class_label is not None else "guidance"
         c.add(("sample", key), "guidance and class_label need a class-conditional network",
               "set network.class_conditional = true")
+    proc = c.spec.process
+    if sample.coupling == "deterministic" and proc.inputs != "state" and proc.coupling.kind != "deterministic":
+        c.add(("sample", "coupling"), "this model reads the tail statistic, whose law under the rho = 1 chain is "
+              "not the one it was trained on", 'train with process.inputs = "state", or sample with coupling = '
+              '"model"', "warning", related=(("process", "inputs"),))
     n = DATASETS[c.spec.data.name].num_classes
     if sample.class_label is not None and n > 0 and sample.class_label >= n:
         c.add(("sample", "class_label"), f"class {sample.class_label} does not exist: classes are 0..{n - 1}")

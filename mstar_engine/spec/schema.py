@@ -175,6 +175,9 @@ class Sample:
     steps: int | None = setting(None, "network evaluations (default: process.steps)", ge=1)
     batch_size: int = setting(256, "sampling batch size (batches are shared out over processes)", ge=1)
     final: str = setting("x0", "return the last prediction x0 or a final draw", choices=("x0", "draw"))
+    coupling: str = setting("model", "coupling of the reverse chain: model (the trained coupling rho_t) or "
+                            "deterministic (rho = 1, the DDIM analogue: a function of the starting noise; for "
+                            "models that read the state alone)", choices=("model", "deterministic"))
     precision: str = setting("fp32", "autocast precision of the network while sampling (after training, in "
                              "evaluations and mstar sample); the chain itself stays float64", choices=PRECISIONS)
     guidance: float = setting(1.0, "classifier-free guidance scale w with class_label: 1 = the conditional model, "
