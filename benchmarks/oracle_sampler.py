@@ -67,31 +67,56 @@ def atoms_of(spec, k: int) -> torch.Tensor:
 class Oracle:
     """The exact posterior mean of x0 over the atoms, from the state (``markov``) or the tail."""
 
-    def __init__(self, family, atoms: torch.Tensor) -> None:
-        self.family, self.atoms, self.k = family, atoms, atoms.shape[0]
+    def __init__(self, family, atoms: torch.Tensor, kl: bool = False) -> None:
+        self.family, self.atoms, self.k, self.kl = family, atoms, atoms.shape[0], kl
+        if kl and not (family.coordinatewise and bool(((atoms > 0) & (atoms < 1)).all())
+                       and torch.equal(family.features(atoms), atoms)):
+            raise SystemExit(f"--x0 kl: the bisection needs a coordinatewise family on (0, 1) with f(x0) = x0 "
+                             f"(beta), not {family.name}")
         T = family.steps
         omega = torch.stack([family.log_normalizer(atoms, t).to(torch.float64) for t in range(1, T + 1)])  # (T, K)
         self.omega_tail = torch.zeros(T + 2, self.k, dtype=torch.float64)
         self.omega_tail[1:T + 1] = omega.flip(0).cumsum(0).flip(0)  # Σ_{u=t}^T Ω_u
         self.features = family.features(atoms).reshape(self.k, -1).to(torch.float64)
 
-    def _mean(self, logw: torch.Tensor) -> torch.Tensor:
+    def _mean(self, logw: torch.Tensor, t: int) -> torch.Tensor:
         w = torch.softmax(logw, dim=1)
+        if self.kl:
+            return self._kl_optimum(w, t)
         return self.family.project((w @ self.atoms.reshape(self.k, -1)).reshape(-1, *self.atoms.shape[1:]))
+
+    def _grad_omega(self, x0: torch.Tensor, t: int) -> torch.Tensor:
+        """∂Ω_t/∂x0 per coordinate (Ω sums over coordinates, so each coordinate's own derivative)."""
+        with torch.enable_grad():  # the sampler runs under no_grad
+            x = x0.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.family.log_normalizer(x, t).sum(), x)
+        return g
+
+    def _kl_optimum(self, w: torch.Tensor, t: int) -> torch.Tensor:
+        """argmin over x̂ of Σ_k w_k KL(q_{t-1}(· | x0_k) ‖ q_{t-1}(· | x̂)), what the (rescaled) KL
+        loss trains a network towards. With f(x0) = x0 the optimum matches the expected statistic,
+        ∂Ω_{t-1}(x̂) = Σ_k w_k ∂Ω_{t-1}(x0_k), solved per coordinate by bisection on (0, 1)."""
+        target = (w @ self._grad_omega(self.atoms, t - 1).reshape(self.k, -1)).reshape(-1, *self.atoms.shape[1:])
+        lo, hi = torch.zeros_like(target), torch.ones_like(target)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            above = self._grad_omega(mid.clamp(1e-12, 1 - 1e-12), t - 1) > target
+            hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
+        return self.family.project((lo + hi) / 2)
 
     def markov(self, s, x, t):
         n = x.shape[0]
         xs = x.repeat_interleave(self.k, 0)
         x0 = self.atoms.repeat(n, *[1] * (x.dim() - 1))
         ts = t.repeat_interleave(self.k, 0)
-        return self._mean(self.family.log_prob(xs, x0, ts).to(torch.float64).reshape(n, self.k))
+        return self._mean(self.family.log_prob(xs, x0, ts).to(torch.float64).reshape(n, self.k), int(t[0]))
 
     def path(self, rho: torch.Tensor) -> "PathPosterior":
         return PathPosterior(self, rho)
 
     def tail(self, s, x, t):
         logw = s.reshape(s.shape[0], -1).to(torch.float64) @ self.features.T - self.omega_tail[int(t[0])]
-        return self._mean(logw)
+        return self._mean(logw, int(t[0]))
 
 
 class PathPosterior:
@@ -113,7 +138,7 @@ class PathPosterior:
             xs, x0, ts = self._expand(x, t[0])
             self.logw = self.o.family.log_prob(xs, x0, ts).to(torch.float64).reshape(x.shape[0], -1)
             self.prev_xi = self.o.family.to_noise(xs, x0, ts).to(torch.float64).flatten(1)
-        return self.o._mean(self.logw)
+        return self.o._mean(self.logw, int(t[0]))
 
     def step(self, info: dict) -> None:
         """After each draw x_{t-1}: add log k_t(x_{t-1} | x_t, x0_k)."""
@@ -149,7 +174,7 @@ def run_family(a, family_name: str) -> list[dict]:
         family = process.family
         atoms = atoms_of(spec, a.atoms)
         domain = CATALOG[spec.data.name].domain_for(spec.data.range)
-        oracle = Oracle(family, atoms)
+        oracle = Oracle(family, atoms, kl=a.x0 == "kl")
         rho = torch.ones(a.T + 1, dtype=torch.float64) if name == "M-Star rho=1" else process.rho()
         path = oracle.path(rho)
         denoiser, callback = {"tail": (oracle.tail, None), "state": (oracle.markov, None),
@@ -163,7 +188,7 @@ def run_family(a, family_name: str) -> list[dict]:
                 x = sample(denoiser, family, a.samples, step_grid(a.T, nfe), rho, generator=g, dtype=torch.float64,
                            final="x0", callback=callback)
                 scores.append(energy(x, atoms, domain))
-            rows.append({"family": family_name, "sampler": name, "nfe": nfe, "energy": scores,
+            rows.append({"family": family_name, "sampler": name, "nfe": nfe, "energy": scores, "x0": a.x0,
                          "schedule": spec.process.schedule.name, "coupling": coupling,
                          "seconds": round(time.perf_counter() - started, 1)})
     g = torch.Generator().manual_seed(99)
@@ -196,6 +221,8 @@ def main(argv=None) -> None:
     p.add_argument("--T", type=int, default=64)
     p.add_argument("--nfe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 64])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--x0", choices=("mean", "kl"), default="mean",
+                   help="the exact x̂0: posterior mean (x0-mse optimum) or the KL optimum (beta only)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "oracle_sampler.jsonl")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
