@@ -237,7 +237,7 @@ def test_run_treats_environment_issues_as_errors(tmp_path, monkeypatch):
 
 def test_bench_reports_training_speed_beside_the_plain_ddpm_step(in_root):
     result = invoke("bench", "specs/dirichlet.toml", "network.mlp.hidden=32", "network.mlp.blocks=1",
-                    "data.num_examples=2000", "process.steps=8", "--steps", "3", "--json")
+                    "data.num_examples=2000", "process.steps=8", "compare={}", "--steps", "3", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.output[result.output.index("{"):])
     for key in ("train_examples_per_s", "reference_examples_per_s", "peak_memory_gib"):

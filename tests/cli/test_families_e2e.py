@@ -26,9 +26,7 @@ FAMILY_SPECS = ["gaussian", "beta", "dirichlet", "vmf", "wishart", "categorical"
 SHORT = ["train.steps=8", "train.log_every=4", "train.checkpoint_every=8", "sample.num_samples=20",
          "eval.num_samples=20", "eval.repeats=1", "process.steps=8",
          # not in the shipped specs' sizes: 50000 synthetic examples and a 512-wide MLP dominate the time
-         "data.num_examples=2000", "network.mlp.hidden=64", "network.mlp.blocks=1", "eval.steps=[8]", "compare={}"]
-#: a shipped distillation (T = 16 → 8): one short stage
-SHORT_DISTILL = ["process.steps=16", "distill.steps_per_stage=2", "sample.steps=8"]
+         "data.num_examples=2000", "network.mlp.hidden=64", "network.mlp.blocks=1", "compare={}"]
 
 
 def _in_domain(family: str, x: np.ndarray) -> None:
@@ -60,7 +58,7 @@ def test_every_non_image_family_spec_is_covered():
     shipped = {}
     for path in (ROOT / "specs").glob("*.toml"):
         spec = load_spec(path).spec
-        if not DATASETS[spec.data.name].is_image and not path.stem.startswith("distill-") and path.stem != "quickstart":
+        if not DATASETS[spec.data.name].is_image and spec.distill is None and path.stem != "quickstart":
             shipped[path.stem] = spec.process.family
     assert sorted(shipped) == sorted(FAMILY_SPECS)
     assert sorted(set(shipped.values())) == sorted(REGISTRY)  # every registered family has a spec
@@ -71,9 +69,7 @@ def test_every_non_image_family_spec_is_covered():
 def test_family_spec_runs(name, tmp_path):
     from mstar_engine import load_run
 
-    distills = load_spec(ROOT / "specs" / f"{name}.toml").spec.distill is not None
     result = CliRunner().invoke(cli, ["run", str(ROOT / "specs" / f"{name}.toml"), *SHORT,
-                                      *(SHORT_DISTILL if distills else []),
                                       f"experiment.output_dir={tmp_path}", "--json"])
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
@@ -86,13 +82,13 @@ def test_family_spec_runs(name, tmp_path):
     rows = results["results"]
     expected = {"mmd", "energy"} if name == "categorical" else {"knn-kl", "mmd", "energy"}  # no kNN on tokens
     assert {r["metric"] for r in rows} == expected
-    assert {r["steps"] for r in rows} == ({16, 8} if distills else {8})  # a distilled run: teacher and student
+    assert {r["steps"] for r in rows} == {8}
     assert all(math.isfinite(r["value"]) and math.isfinite(r["noise_floor"]) and r["samples"] == 20 for r in rows)
 
     run = load_run(run_dir)
     assert run.step == 8
     family = run.model.process.family
-    assert family.steps == (16 if distills else 8) and type(family) is REGISTRY[name]
+    assert family.steps == 8 and type(family) is REGISTRY[name]
     with np.load(run_dir / "samples" / "samples.npz") as archive:
         x = archive["samples"]
     assert x.shape == (20, *family.event_shape)
