@@ -127,8 +127,11 @@ class Wishart(Family):
         return _sym(torch.linalg.solve(b, x0))
 
     def _scale_chol(self, x0: Tensor, t: Tensor) -> Tensor:
-        """L = chol V_t, V_t = M_t⁻¹ / n_t."""
-        return torch.linalg.cholesky(self._mean(x0.to(_F64), self._xi[t]) / self._df[t][:, None, None])
+        """L = chol V_t, V_t = M_t⁻¹ / n_t; NaN for an x0 that is not numerically positive definite
+        (a solver's trial point: data is checked and the head's outputs are positive definite), so
+        that the maps give NaN for that example instead of failing the whole batch."""
+        lower, info = torch.linalg.cholesky_ex(self._mean(x0.to(_F64), self._xi[t]) / self._df[t][:, None, None])
+        return torch.where((info == 0)[:, None, None], lower, torch.full_like(lower, math.nan))
 
     def _shapes(self, t: Tensor) -> Tensor:
         """Gamma shapes (n_t − i)/2 of the Bartlett diagonal, shape (B, p)."""

@@ -78,3 +78,10 @@ def test_projection_into_each_domain():
     tokens = nfe.project(torch.randn(7, 8, 4, generator=g), "categorical")
     assert torch.equal(tokens.sum(-1), torch.ones(7, 8))
     assert torch.equal(nfe.project(x, "real"), x)
+
+
+def test_goals_are_not_called_met_without_family_sets():
+    """Rows of the real sets alone (connectomes, digits-beta) say nothing about the goals."""
+    nfe = load_benchmark()
+    lines = nfe.goals({"connectomes": {"cells": {("star-shaped", 8, "energy"): (4.6, 0.3, "star-shaped")}}})
+    assert lines == ["goals: not evaluated (0 of 8 family sets present, energy; rows of connectomes only)"]

@@ -149,3 +149,19 @@ def test_head_prior_domain_and_schedule_checks():
         Wishart((3, 3), df=torch.tensor([10.0, 2.0], dtype=F64), xi=torch.tensor([1.0, 0.5], dtype=F64))
     with pytest.raises(ValueError, match="xi"):
         Wishart((2, 2), df=torch.tensor([10.0, 5.0], dtype=F64), xi=torch.tensor([1.2, 0.5], dtype=F64))
+
+
+def test_a_non_positive_definite_x0_gives_nan_in_its_own_example_only():
+    """The landing solver's trial points can leave the cone numerically (28 × 28 connectomes);
+    the maps then give NaN for that example, which the solver rejects, instead of failing the
+    whole batch with a Cholesky error."""
+    fam = toy(Wishart, p=3)
+    g = torch.Generator().manual_seed(5)
+    x0 = toy_data(fam, 3, g)
+    x0[1] = torch.diag(torch.tensor([1.0, -0.5, 2.0], dtype=x0.dtype))  # indefinite
+    xi = torch.randn(3, 6, generator=g, dtype=F64)
+    x = fam.from_noise(xi, x0, 4)
+    assert torch.isfinite(x[[0, 2]]).all() and torch.isnan(x[1]).all()
+    good = toy_data(fam, 3, g)
+    back = fam.to_noise(fam.from_noise(xi, good, 4), x0, 4)
+    assert torch.isfinite(back[[0, 2]]).all() and torch.isnan(back[1]).all()
