@@ -57,7 +57,8 @@ which is optional) use the rows of the last (engine, settings) in the file.
 Budget (2-core x86_64 CPU, 2 jobs × 1 thread, measured 2026-12-03): the default table (11
 datasets, 7 rows from 5 trained networks, 3 seeds, 500 steps) took 45 minutes, partly sharing the
 machine; ``--steps 2000 --distill-steps 100`` on the 8 family sets with the 4 M-Star/star-shaped
-rows takes about an hour and a half. connectomes and digits-beta (``--datasets all``) cost more.
+rows takes about an hour and a half. connectomes and digits-beta (``--datasets connectomes
+digits-beta``, 7 rows, 3 seeds) took 1 h 35 min, partly sharing the machine.
 """
 from __future__ import annotations
 
