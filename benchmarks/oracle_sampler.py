@@ -7,12 +7,14 @@ the posterior over x0 is exact, so every sampler can be run with the best x̂0 i
 |-------------------|-------------------------------------------------|-----------------------------------------------|
 | star-shaped       | coupling independent, its default schedule, ρ=0 | E[x0 | x_T, …, x_t] from the tail statistic:   |
 |                   |                                                 | log w_k = <f(x0_k), s_t> − Σ_{u≥t} Ω_u(x0_k)   |
-| M-Star ddpm       | coupling ddpm, its default schedule, ddpm ρ_t    | E[x0 | x_t]: log w_k = log q_t(x_t | x0_k)     |
+| M-Star ddpm, path | coupling ddpm, its default schedule, ddpm ρ_t    | E[x0 | the coupled path]: q_T times the copula |
+|                   |                                                 | kernel densities (an ideal tail+state network) |
+| M-Star ddpm       | the same process                                | E[x0 | x_t]: log w_k = log q_t(x_t | x0_k)     |
 | M-Star ρ = 1      | the same process, ρ = 1 (deterministic)         | E[x0 | x_t]                                    |
 
-x̂0 is the posterior mean (the x0-mse optimum; the networks train on the rescaled KL, whose optimum
-matches mean parameters instead; the two agree for the Gaussian), mapped onto the domain by
-``family.project``. Between grid points the block rule reuses x̂0, as in ``sampling.sample``.
+x̂0 is the posterior mean (``--x0 mean``, the x0-mse optimum), mapped onto the domain by
+``family.project``, or (``--x0 kl``, Beta) the optimum of the rescaled KL the networks train on,
+argmin Σ_k w_k KL(q_{t−1}(· | x0_k) ‖ q_{t−1}(· | x̂)); the two agree for the Gaussian. Between grid points the block rule reuses x̂0, as in ``sampling.sample``.
 Score: energy distance between n samples (mapped into the domain as in ``nfe.py``) and the K
 atoms, beside its floor (n draws of the atoms against the atoms), mean ± sd over sampler seeds.
 
@@ -21,6 +23,7 @@ ODE's discretisation and approaches the data as the NFE grows.
 
 Usage:
     python benchmarks/oracle_sampler.py [--families beta dirichlet] [--atoms 64] [--samples 1000] [--seeds 3]
+    python benchmarks/oracle_sampler.py --families beta --x0 kl
 
 Appends to ``benchmarks/results/oracle_sampler.jsonl`` and prints one table per family.
 """
