@@ -140,8 +140,7 @@ def overrides(a, dataset: str, training: str, seed: int, out: Path) -> list[str]
               f"train.t_per_rollout={a.t_per_rollout}", f"train.warmup_steps={warmup}", f"train.log_every={a.steps}",
               f"train.checkpoint_every={max(a.steps // 4, 1)}", "network.kind=mlp", f"network.mlp.hidden={a.hidden}",
               f"network.mlp.blocks={a.blocks}", "eval.metrics=[]", "sample.num_samples=2", "sample.coupling=model",
-              "compare={}", f"eval.steps=[{a.T}]", f"distill.to={min(a.nfe)}",  # the spec's [distill]: see train()
-              f"experiment.seed={seed}", f"experiment.name={training}", f"experiment.output_dir={out}"]
+              "compare={}", f"experiment.seed={seed}", f"experiment.name={training}", f"experiment.output_dir={out}"]
     if training == "gaussian" and dataset == "categorical":  # the Gaussian refuses one-hot data: pass its coordinates
         path = out / f"tokens-{seed}.npy"
         if not path.is_file():
@@ -155,7 +154,6 @@ def overrides(a, dataset: str, training: str, seed: int, out: Path) -> list[str]
 def train(a, dataset: str, training: str, seed: int, out: Path) -> Path:
     loaded = load_spec(ROOT / "specs" / f"{DATASETS[dataset][0]}.toml", overrides(a, dataset, training, seed, out),
                        ready=True)
-    loaded = attrs.evolve(loaded, spec=attrs.evolve(loaded.spec, distill=None))  # distil() distils, when a row needs it
     plan = compile_plan(loaded)
     execute(plan, loaded, resume=True, log=lambda _: None)  # resumes an interrupted run from its checkpoint
     return plan.run_dir

@@ -60,7 +60,7 @@ def process_for(family: str, coupling: str, T: int):
     """The resolved spec of ``specs/<family>.toml`` with this coupling at T steps (its default schedule)."""
     return resolve(load_spec(ROOT / "specs" / f"{family}.toml",
                              [f"process.steps={T}", f"process.coupling.kind={coupling}", "process.inputs=auto",
-                              "eval.metrics=[]", f"eval.steps=[{T}]", "compare={}"]).spec)
+                              "eval.metrics=[]", "compare={}"]).spec)
 
 
 def atoms_of(spec, k: int) -> torch.Tensor:
@@ -173,9 +173,9 @@ def run_family(a, family_name: str) -> list[dict]:
     rows = []
     for name, (coupling, _inputs) in SAMPLERS.items():
         spec = process_for(family_name, coupling, a.T)
-        process = build_process(spec.process, tuple(atoms_of(spec, 1).shape[1:]))
-        family = process.family
         atoms = atoms_of(spec, a.atoms)
+        process = build_process(spec.process, tuple(atoms.shape[1:]))
+        family = process.family
         domain = CATALOG[spec.data.name].domain_for(spec.data.range)
         oracle = Oracle(family, atoms, kl=a.x0 == "kl")
         rho = torch.ones(a.T + 1, dtype=torch.float64) if name == "M-Star rho=1" else process.rho()

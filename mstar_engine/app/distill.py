@@ -12,12 +12,10 @@ from typing import Callable
 
 import attrs
 import tomli_w
-import torch
-from torch import Tensor
 
 from mstar_engine.app.evaluate import evaluate, write_results
 from mstar_engine.app.model import build_denoiser, fingerprint
-from mstar_engine.app.runs import Model, Run, RunError, load_run
+from mstar_engine.app.runs import Model, Run, RunError, load_run, sampling_rho
 from mstar_engine.data.load import load_data
 from mstar_engine.data.stream import training_source
 from mstar_engine.distill.loop import Recipe, Stage, distill_stage
@@ -25,21 +23,11 @@ from mstar_engine.distill.stages import DistillError, derive_stages
 from mstar_engine.distributed.env import process_count, resolve_backend, secondary_process, silent
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distributed.launch import launch, log_to_stderr
-from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.rundir.claim import claim
 from mstar_engine.spec import load_spec_text
 from mstar_engine.spec.resolve import resolve
 from mstar_engine.spec.schema import Spec
 from mstar_engine.util.atomic import atomic_write
-
-
-def sampling_rho(process: DiffusionProcess, coupling: str) -> Tensor:
-    """ρ_t used by teacher and students: 1 everywhere (deterministic) or the trained coupling."""
-    if coupling == "deterministic":
-        return torch.ones(process.family.steps + 1, dtype=torch.float64)
-    if coupling == "model":
-        return process.rho().to(torch.float64)
-    raise ValueError(f"distill.coupling must be resolved to deterministic or model, got {coupling!r}")
 
 
 def stages_of(spec: Spec, run_dir: Path) -> list[Stage]:

@@ -183,8 +183,9 @@ class DuringTraining:
         was = ema.training
         ema.eval()
         try:
-            results = evaluate(Model(self.process, ema, rho=sample_rho(self.spec, self.process)), self.spec, self.held_out, self.train_data,
-                               self.spec.experiment.seed, group=self.group)
+            model = Model(self.process, ema, rho=sample_rho(self.spec, self.process))
+            results = evaluate(model, self.spec, self.held_out, self.train_data, self.spec.experiment.seed,
+                               group=self.group)
         finally:
             ema.train(was)
         if self.group.main:

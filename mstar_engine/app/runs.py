@@ -108,12 +108,19 @@ class Model:
         return x
 
 
-def sample_rho(spec: Spec, process: DiffusionProcess) -> torch.Tensor | None:
-    """The sampling coupling ``sample.coupling`` asks for: ρ = 1 (deterministic), or None for the
-    process's own ρ_t."""
-    if spec.sample.coupling == "deterministic":
+def sampling_rho(process: DiffusionProcess, coupling: str) -> torch.Tensor:
+    """ρ_t of a chain under ``coupling``: 1 everywhere (deterministic) or the trained coupling (model)."""
+    if coupling == "deterministic":
         return torch.ones(process.family.steps + 1, dtype=torch.float64)
-    return None
+    if coupling == "model":
+        return process.rho().to(torch.float64)
+    raise ValueError(f"the sampling coupling must be deterministic or model, got {coupling!r}")
+
+
+def sample_rho(spec: Spec, process: DiffusionProcess) -> torch.Tensor | None:
+    """The ρ_t ``sample.coupling`` fixes for a trained model: ρ = 1 (deterministic), or None, so that
+    the model samples with the process's own (possibly learned) ρ_t."""
+    return sampling_rho(process, "deterministic") if spec.sample.coupling == "deterministic" else None
 
 
 def batch_seed(seed: int, batch: int) -> int:

@@ -1,6 +1,7 @@
 """``benchmarks/oracle_sampler.py``: its exact denoisers against independent computations."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -63,8 +64,8 @@ def test_the_kl_optimum_is_refused_where_the_bisection_does_not_apply():
 def test_gaussian_star_shaped_and_ddpm_chains_coincide_with_exact_denoisers(tmp_path):
     """SS-DDPM's Gaussian case is DDPM: with exact denoisers the two samplers give the same law
     (here, with the same random numbers, the same samples); ρ = 1 (DDIM) differs."""
-    rows = oracle_sampler.run_family(oracle_sampler.main.__globals__["argparse"].Namespace(
-        T=16, atoms=8, samples=50, seeds=1, nfe=[4, 16], x0="mean"), "gaussian")
+    rows = oracle_sampler.run_family(argparse.Namespace(T=16, atoms=8, samples=50, seeds=1, nfe=[4, 16], x0="mean"),
+                                     "gaussian")
     by = {(r["sampler"], r["nfe"]): r["energy"][0] for r in rows}
     for nfe in (4, 16):
         assert by[("star-shaped", nfe)] == pytest.approx(by[("M-Star ddpm", nfe)], rel=1e-9)
