@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from mstar_engine.families import get
+from mstar_engine.kinds.exponential import ExponentialFamily
 from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.networks.denoiser import build_unet_denoiser
 from mstar_engine.process import build
@@ -33,8 +34,9 @@ def build_process(spec: Process, event_shape: tuple[int, ...]) -> DiffusionProce
         sched.name, spec.steps, family=spec.family, event_shape=event_shape,
         **({"reference": sched.reference} if sched.name == "snr-matched" else {}),
         **({"values": sched.values, "file": sched.file} if sched.name == "custom" else {}))
-    return build.build_process(family, spec.coupling.kind, rho=spec.coupling.rho, inputs=spec.inputs, loss=spec.loss,
-                               loss_weighting=spec.loss_weighting, coupling_lr=spec.coupling.lr)
+    return ExponentialFamily.of(build.build_process(
+        family, spec.coupling.kind, rho=spec.coupling.rho, inputs=spec.inputs, loss=spec.loss,
+        loss_weighting=spec.loss_weighting, coupling_lr=spec.coupling.lr))
 
 
 def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None = None,

@@ -30,7 +30,6 @@ from mstar_engine.app.model import build_denoiser, build_process
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.util.atomic import atomic_write
 from mstar_engine.rundir.files import OutputError, check_output
-from mstar_engine.sampling import sample, step_grid
 from mstar_engine.spec import SpecError, load_spec
 from mstar_engine.spec.schema import Spec
 from mstar_engine.train.checkpoint import CheckpointError, checkpoint_files, find_checkpoint, load_checkpoint
@@ -70,7 +69,7 @@ class Model:
         so with several processes (``group``) the batches are shared out round robin and gathered:
         every process returns the same ``n`` samples as one process would."""
         family = self.process.family
-        grid = step_grid(family.steps, steps or self.steps or family.steps)
+        evaluations = steps or self.steps or family.steps
         device = next(self.denoiser.parameters()).device
         classes = int(getattr(self.denoiser.backbone, "num_classes", 0))
         if label is not None and not 0 <= label < classes:
@@ -89,20 +88,20 @@ class Model:
                     labels = torch.full((b,), label, dtype=torch.long, device=device) if label is not None else \
                         torch.randint(0, classes, (b,), generator=generator, device=device)
 
-                def net(s, x, t, labels=labels):
+                def net(*inputs, labels=labels):
                     with autocast(precision, device):
                         if labels is None:
-                            return self.denoiser(s, x, t)
-                        return self.denoiser(s, x, t, labels.to(x.device), guidance=guidance)
-                out.append(sample(net, family, b, grid, self.sampling_rho(), generator=generator,
-                                  device=device, dtype=torch.float64, final=final).cpu())
+                            return self.denoiser(*inputs)
+                        return self.denoiser(*inputs, labels.to(device), guidance=guidance)
+                out.append(self.process.sample_batch(net, b, evaluations, self.sampling_rho(), generator, device,
+                                                     final).cpu())
         if group.world > 1:  # batch j came from process j mod world: put them back in order
             mine = group.gather(out)
             out = [mine[j % group.world][j // group.world] for j in range(sum(len(m) for m in mine))]
         x = torch.cat(out) if out else torch.empty((0, *family.event_shape), dtype=torch.float64)
         bad = int((~torch.isfinite(x.flatten(1))).any(1).sum()) if x.numel() else 0
         if bad:
-            raise NonFiniteSamples(f"{bad} of {x.shape[0]} samples ({len(grid)} network evaluations) hold NaN or "
+            raise NonFiniteSamples(f"{bad} of {x.shape[0]} samples ({evaluations} network evaluations) hold NaN or "
                                    "infinite values: the model diverged although its weights are finite. Sample an "
                                    "earlier checkpoint (--checkpoint), or retrain with a lower train.lr")
         return x

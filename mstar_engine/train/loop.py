@@ -1,11 +1,12 @@
-"""The training loop: the maths of one optimiser step, in the resumable-stage skeleton.
+"""The training loop: one optimiser step of any model kind, in the resumable-stage skeleton.
 
-Each optimiser step draws a batch of x0 (a pure function of the example position, so resume is
-exact), K = ``t_per_rollout`` steps t per example, one forward roll-out (star-shaped or coupled,
-no network calls) giving (x_t, s_t) at those steps, the prediction x̂0 = D_θ(s_t, x_t, t), the
-per-step loss, and — for the learned coupling — the kernel KL with x̂0 detached, which trains ρ_t.
-Learning rate, EMA decay, data order and every random draw are pure functions of the step (the
-roll-outs of a block of steps are simulated together from a generator seeded by the block), so a
+Each optimiser step takes a batch of x0 (a pure function of the example position, so resume is
+exact), the kind's draws for it (:meth:`~mstar_engine.kinds.base.Kind.draw`: for the exponential
+family K = ``t_per_rollout`` steps t per example and one forward roll-out giving (x_t, s_t) at
+them; for flow matching times and noisy points), and the kind's loss of the network on them (for
+the learned coupling it includes the kernel KL with x̂0 detached, which trains ρ_t). Learning
+rate, EMA decay, data order and every random draw are pure functions of the step (the draws of a
+block of steps are made together from a generator seeded by the block), so a
 resumed run equals an uninterrupted one bit for bit on the CPU. Resume, checkpoints, logs, Ctrl-C
 and divergence are the skeleton's (:mod:`.stage`).
 
@@ -28,9 +29,7 @@ from torch import Tensor, nn
 
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.networks.denoiser import drop_labels
-from mstar_engine.process.build import DiffusionProcess
-from mstar_engine.process.kernel_kl import kernel_kl
-from mstar_engine.process.losses import step_loss
+from mstar_engine.kinds.base import Kind
 from mstar_engine.train.checkpoint import find_checkpoint
 from mstar_engine.train.inputs import ROLLOUT_BLOCK, BlockInputs
 from mstar_engine.train.schedules import ema_decay, learning_rate
@@ -79,7 +78,7 @@ class Settings:
         return cls(**{f.name: getattr(table, f.name) for f in attrs.fields(cls)})
 
 
-def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int], Iterator],
+def train(kind: Kind, denoiser: nn.Module, batches: Callable[[int], Iterator],
           cfg: Settings, total_steps: int, run_dir: Path, *, seed: int = 0, fingerprint: dict | None = None,
           resume: bool = True, log: Callable[[str], None] = print, label_dropout: float = 0.0,
           group: Group = SINGLE, streams: int = 1, periodic: Periodic | None = None,
@@ -93,11 +92,11 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
     evaluation during training), outside the training's random streams, so it changes nothing.
     ``found``: the (path, state) of the checkpoint to resume from when the caller has already
     loaded it (:func:`~mstar_engine.train.checkpoint.find_checkpoint`), so it is not read twice."""
-    family = process.family
+    family = kind.family
     device = next(denoiser.parameters()).device
     ema = copy.deepcopy(denoiser).requires_grad_(False)
     params = [{"params": denoiser.parameters(), "lr": cfg.lr}]
-    learned = process.learned
+    learned = kind.learned
     if learned is not None:
         learned.to(device)
         params.append({"params": learned.parameters(), "lr": cfg.lr, "coupling": True})
@@ -115,7 +114,7 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         found = find_checkpoint(stage.directory, warn=log if group.main else None)
     b, k = cfg.batch_size, cfg.t_per_rollout
     null_label = int(getattr(getattr(denoiser, "backbone", denoiser), "num_classes", 0))
-    block = BlockInputs(family, batches, b, k, seed, device, group, streams)
+    block = BlockInputs(kind, batches, b, k, seed, device, group, streams)
     mixed = autocast(cfg.precision, device)
     backbone = getattr(denoiser, "backbone", None)
     if cfg.channels_last and getattr(backbone, "spatial", False):
@@ -130,10 +129,10 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         backbone.checkpointing = True
     ema_params, model_params = list(ema.parameters()), list(denoiser.parameters())
     ema_buffers = list(zip(ema.buffers(), denoiser.buffers()))
-    inputs, block_rho, lr, start, log_step, log_time = [], None, cfg.lr, 0.0, 0, 0.0
+    inputs, block_state, lr, start, log_step, log_time = [], None, cfg.lr, 0.0, 0, 0.0
 
     def load(state: dict) -> None:
-        nonlocal inputs, block_rho
+        nonlocal inputs, block_state
         ema.load_state_dict(state["ema"])
         if learned is not None:
             learned.load_state_dict(state["coupling"])
@@ -145,14 +144,14 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
         else:  # resumed with another number of processes
             torch.manual_seed(_rank_seed(seed, group.rank, stage.step))
         if stage.step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with
-            block_rho = state["block_rho"]
-            inputs = block(stage.step // ROLLOUT_BLOCK, block_rho)
+            block_state = state["block_rho"]
+            inputs = block(stage.step // ROLLOUT_BLOCK, block_state)
 
     def state() -> dict:
         rng = group.gather(torch.get_rng_state())  # collective: every process takes part
         return {"ema": ema.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
                 "torch_rng": rng[0], "torch_rng_ranks": rng if group.world > 1 else [],
-                "block_rho": block_rho, "event_shape": list(family.event_shape),
+                "block_rho": block_state, "event_shape": list(family.event_shape),
                 "loss_reference": stage.loss_reference}
 
     def begin() -> None:
@@ -161,40 +160,35 @@ def train(process: DiffusionProcess, denoiser: nn.Module, batches: Callable[[int
             periodic.resumed(stage.step)
         start, log_step, log_time = time.perf_counter(), stage.step, time.perf_counter()
 
+    def net(*inputs: Tensor, labels: Tensor | None = None) -> Tensor:
+        with mixed:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
+            return denoiser(*inputs, labels) if labels is not None else denoiser(*inputs)
+
     def losses() -> tuple[Tensor, float | None]:
-        nonlocal inputs, block_rho, lr
+        nonlocal inputs, block_state, lr
         step = stage.step
         lr = learning_rate(step, cfg.lr, total_steps, cfg.warmup_steps, cfg.lr_schedule)
         for param_group in optimizer.param_groups:
-            param_group["lr"] = process.coupling_lr if param_group.get("coupling") else lr
+            param_group["lr"] = kind.coupling_lr if param_group.get("coupling") else lr
         if not inputs or step % ROLLOUT_BLOCK == 0:
-            block_rho = process.rho()
-            inputs = block(step // ROLLOUT_BLOCK, block_rho)
-        x0, keep, x_k, s_k, labels = inputs[step % ROLLOUT_BLOCK]  # this process's shard; labels of the batch
+            block_state = kind.block_state()
+            inputs = block(step // ROLLOUT_BLOCK, block_state)
+        x0, drawn, labels = inputs[step % ROLLOUT_BLOCK]  # this process's shard; labels of the batch
         step_generator = generator(device, seed * 1_000_003 + 7919 * step + 1 + 104_729 * group.rank)
         if labels is not None:  # drawn for the global batch, then sharded like the examples
             labels = drop_labels(labels.repeat_interleave(k, 0), label_dropout, null_label,
                                  generator=torch.Generator().manual_seed(seed * 1_000_003 + 7919 * step + 2))
             labels = to_device(labels.view(b, k)[group.shard(b)].reshape(-1), device)
         x0_rep = x0.repeat_interleave(k, 0)
-        t = keep.reshape(-1)
-        x_t, s_t = x_k.flatten(0, 1), s_k.flatten(0, 1)
+        drawn = [d.flatten(0, 1) for d in drawn]
         optimizer.zero_grad(set_to_none=True)
-        n = x_t.shape[0] * group.world  # (x0, t) pairs in the global batch
+        n = x0_rep.shape[0] * group.world  # (x0, draw) pairs in the global batch
         loss = torch.zeros((), dtype=torch.float64, device=device)
-        # gradient accumulation: the step's (x0, t) pairs in train.accumulation micro-batches, each
-        # loss weighted by its share, so the gradient is that of the whole batch
-        for part in torch.arange(x_t.shape[0]).chunk(cfg.accumulation):
+        # gradient accumulation: the step's pairs in train.accumulation micro-batches, each loss
+        # weighted by its share, so the gradient is that of the whole batch
+        for part in torch.arange(x0_rep.shape[0]).chunk(cfg.accumulation):
             lab = labels[part] if labels is not None else None
-            with mixed:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
-                x0_hat = denoiser(s_t[part], x_t[part], t[part], lab) if lab is not None else \
-                    denoiser(s_t[part], x_t[part], t[part])
-            micro = step_loss(family, x0_rep[part], x0_hat, t[part], process.loss, process.loss_weighting).mean()
-            total = micro
-            if learned is not None:
-                rho = learned()[t[part]]
-                total = total + kernel_kl(family, x_t[part], x0_rep[part], x0_hat.detach(), t[part], rho,
-                                          generator=step_generator).mean()
+            micro, total = kind.training_loss(net, x0_rep[part], tuple(d[part] for d in drawn), lab, step_generator)
             if not torch.isfinite(total):
                 return loss, float(total.detach())
             (total * (part.numel() / n)).backward()

@@ -75,12 +75,17 @@ def test_seed_bound_is_what_the_training_streams_can_take():
     from mstar_engine.data.stream import batches
     from mstar_engine.distributed.group import SINGLE
     from mstar_engine.families import REGISTRY
+    from mstar_engine.kinds.exponential import ExponentialFamily
+    from mstar_engine.process.build import build_process
     from mstar_engine.train.inputs import BlockInputs
     family = toy(REGISTRY["gaussian"], steps=4)
     x = toy_data(family, 64)
+    family.matched_snr = None
+    kind = ExponentialFamily.of(build_process(family, "independent", inputs="state", loss="kl",
+                                              loss_weighting="none"))
 
     def block(seed):
-        inputs = BlockInputs(family, lambda start: batches(x, 8, 0, start), 8, 2, seed, torch.device("cpu"), SINGLE,
+        inputs = BlockInputs(kind, lambda start: batches(x, 8, 0, start), 8, 2, seed, torch.device("cpu"), SINGLE,
                              streams=4)
         return inputs(10**9, torch.zeros(5, dtype=torch.float64))
 
