@@ -5,9 +5,14 @@ from __future__ import annotations
 import torch
 
 from mstar_engine.families import get
+import attrs
+
+from mstar_engine.kinds.energy import EnergyScore
 from mstar_engine.kinds.exponential import ExponentialFamily
+from mstar_engine.kinds.flow import FlowMatching
 from mstar_engine.networks import build_mlp_denoiser
 from mstar_engine.networks.denoiser import build_unet_denoiser
+from mstar_engine.networks.field import build_field
 from mstar_engine.process import build
 from mstar_engine.process.build import DiffusionProcess
 from mstar_engine.plan.compile import flatten
@@ -22,8 +27,10 @@ RESUMABLE_CHANGES = ("experiment.description", "experiment.name", "experiment.ou
                      "train.eval_every", "train.log_every", "train.workers", "sample.", "eval.", "distill.", "devices.")
 
 
-def build_process(spec: Process, event_shape: tuple[int, ...]) -> DiffusionProcess:
-    """``spec`` is a resolved ``[process]`` table (schedule name and inputs no longer "auto")."""
+def build_process(spec: Process, event_shape: tuple[int, ...]):
+    """The model kind of a resolved ``[process]`` table (schedule name and inputs no longer "auto"):
+    the exponential-family process, or flow matching / the energy-score model over its (Gaussian)
+    family's data space."""
     if spec.schedule.name == "auto" or spec.inputs == "auto":
         raise ValueError("build_process needs a resolved spec (mstar_engine.spec.resolve.resolve)")
     sched = spec.schedule
@@ -34,6 +41,11 @@ def build_process(spec: Process, event_shape: tuple[int, ...]) -> DiffusionProce
         sched.name, spec.steps, family=spec.family, event_shape=event_shape,
         **({"reference": sched.reference} if sched.name == "snr-matched" else {}),
         **({"values": sched.values, "file": sched.file} if sched.name == "custom" else {}))
+    if spec.kind == "flow-matching":
+        f = spec.flow
+        return FlowMatching(family, f.time, f.time_mean, f.time_std, f.solver)
+    if spec.kind == "energy-score":
+        return EnergyScore(family, **attrs.asdict(spec.energy))
     return ExponentialFamily.of(build.build_process(
         family, spec.coupling.kind, rho=spec.coupling.rho, inputs=spec.inputs, loss=spec.loss,
         loss_weighting=spec.loss_weighting, coupling_lr=spec.coupling.lr))
@@ -44,6 +56,9 @@ def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None 
     """An untrained denoiser for a resolved spec: the MLP or the U-Net (``network.kind``), class
     conditional when ``num_classes > 0``. ``norm`` None: placeholder statistics, to be replaced by
     a checkpoint's buffers."""
+    if spec.process.kind != "exponential-family":
+        return build_field(process.family.event_shape, spec.network, noise_input=spec.process.kind == "energy-score",
+                           num_classes=num_classes)
     T = process.family.steps
     norm = norm or TailNorm(torch.zeros(T + 1, dtype=torch.float64), torch.ones(T + 1, dtype=torch.float64))
     if spec.network.kind == "unet":

@@ -100,9 +100,11 @@ def prepare(spec: Spec, log: Callable[[str], None] = print) -> Prepared:
         log(f"note: {note}")
     check_for_family(data, process.family)
     family = process.family
-    n_norm = max(1, min(NORM_EXAMPLES, NORM_ELEMENTS // (family.steps * math.prod(family.event_shape))))
-    norm = TailNorm.estimate(family, [data.train[:n_norm].to(torch.float64)], process.rho(),
-                             torch.Generator().manual_seed(seed + 2))
+    norm = None
+    if process.needs_tail_norm:
+        n_norm = max(1, min(NORM_EXAMPLES, NORM_ELEMENTS // (family.steps * math.prod(family.event_shape))))
+        norm = TailNorm.estimate(family, [data.train[:n_norm].to(torch.float64)], process.rho(),
+                                 torch.Generator().manual_seed(seed + 2))
     conditional = spec.network.class_conditional
     denoiser = build_denoiser(spec, process, norm, num_classes=data.num_classes if conditional else 0)
     device = training_device(spec.devices.accelerator)

@@ -92,7 +92,7 @@ class Model:
                     with autocast(precision, device):
                         if labels is None:
                             return self.denoiser(*inputs)
-                        return self.denoiser(*inputs, labels.to(device), guidance=guidance)
+                        return self.denoiser(*inputs, labels=labels.to(device), guidance=guidance)
                 out.append(self.process.sample_batch(net, b, evaluations, self.sampling_rho(), generator, device,
                                                      final).cpu())
         if group.world > 1:  # batch j came from process j mod world: put them back in order

@@ -19,6 +19,8 @@ INPUTS = ("auto", "tail", "state", "tail+state")
 LOSSES = ("kl", "kl-rescaled", "x0-mse", "eps-mse")
 WEIGHTINGS = ("none", "snr", "snr-trunc", "min-snr")
 UNET_PRESETS = ("cifar10-ddpm", "imagenet64", "imagenet128")
+KINDS = ("exponential-family", "flow-matching", "energy-score")
+TIME_DRAWS = ("uniform", "logit-normal")
 
 #: Longest run or [compare] variant name: each becomes a folder name (most file systems allow 255
 #: bytes per name; the rest is left for suffixes and the paths under it).
@@ -78,7 +80,33 @@ class Coupling:
 
 
 @attrs.define
+class Flow:
+    time: str = setting("uniform", "law of the training times t: uniform, or logit-normal (sigmoid of "
+                        "N(time_mean, time_std^2), Esser et al. 2024)", choices=TIME_DRAWS)
+    time_mean: float = setting(0.0, "mean of the logit-normal time law")
+    time_std: float = setting(1.0, "standard deviation of the logit-normal time law", gt=0.0)
+    solver: str = setting("euler", "ODE solver of sampling: euler (one network evaluation per step) or heun "
+                          "(second order, two per step)", choices=("euler", "heun"))
+
+
+@attrs.define
+class Energy:
+    score: str = setting("energy", "training score: energy (generalised energy score) or kernel (the MMD "
+                         "variant, Gaussian kernel)", choices=("energy", "kernel"))
+    beta: float = setting(0.1, "exponent beta of the energy score (strictly proper for 0 < beta < 2)", gt=0.0, le=2.0)
+    lam: float = setting(1.0, "weight lambda of the interaction term (1: a proper scoring rule)", ge=0.0)
+    draws: int = setting(8, "draws m of the denoiser per training example", ge=2, le=256)
+    bandwidth: float = setting(1.0, "kernel bandwidth of score = \"kernel\"", gt=0.0)
+    eta: float = setting(1.0, "sampling noise of the bridge steps: 1 = the Gaussian posterior (the published "
+                         "sampler), 0 = deterministic DDIM steps", ge=0.0, le=1.0)
+    time: str = setting("uniform", "law of the training times t", choices=TIME_DRAWS)
+
+
+@attrs.define
 class Process:
+    kind: str = setting("exponential-family", "model kind: exponential-family (star-shaped / M-Star), "
+                        "flow-matching (rectified flow) or energy-score (distributional denoiser); the last two work "
+                        "in R^d with Gaussian noise (family = \"gaussian\")", choices=KINDS)
     family: str = setting(doc="exponential family of the noise (mstar list families)", choices=family_names)
     steps: int = setting(1000, "number of diffusion steps T", ge=2, le=100_000)
     schedule: Schedule = section(Schedule, "noise schedule")
@@ -87,6 +115,8 @@ class Process:
                           "independent coupling, tail+state otherwise", choices=INPUTS)
     loss: str = setting("kl-rescaled", "training loss", choices=LOSSES)
     loss_weighting: str = setting("none", "per-step loss weight", choices=WEIGHTINGS)
+    flow: Flow = section(Flow, "flow matching (kind = \"flow-matching\")")
+    energy: Energy = section(Energy, "energy-score denoiser (kind = \"energy-score\")")
 
 
 @attrs.define

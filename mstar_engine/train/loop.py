@@ -162,7 +162,7 @@ def train(kind: Kind, denoiser: nn.Module, batches: Callable[[int], Iterator],
 
     def net(*inputs: Tensor, labels: Tensor | None = None) -> Tensor:
         with mixed:  # the network in bf16/fp16 (train.precision); the loss in the family's dtype
-            return denoiser(*inputs, labels) if labels is not None else denoiser(*inputs)
+            return denoiser(*inputs, labels=labels) if labels is not None else denoiser(*inputs)
 
     def losses() -> tuple[Tensor, float | None]:
         nonlocal inputs, block_state, lr
