@@ -15,6 +15,7 @@ import tomli_w
 
 from mstar_engine.app.evaluate import evaluate, write_results
 from mstar_engine.app.model import build_denoiser, fingerprint
+from mstar_engine.app.reflow import reflow_model
 from mstar_engine.app.runs import Model, Run, RunError, load_run, sampling_rho
 from mstar_engine.data.load import load_data
 from mstar_engine.data.stream import training_source
@@ -45,6 +46,8 @@ def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, resume: bool
     ``spec.distill`` says, each student starting from its teacher; return the teacher with the
     distillation sampler's ρ, the students and the seconds each stage took (both by the students'
     evaluation counts)."""
+    if spec.distill.method == "reflow":
+        return reflow_model(spec, model, data, run_dir, resume=resume, log=log, group=group)
     d, process, current = spec.distill, model.process, model.denoiser.eval()
     device = next(current.parameters()).device
     batches = training_source(data, d.batch_size, spec.experiment.seed, labelled=spec.network.class_conditional,

@@ -273,7 +273,7 @@ def _build(path: Path, spec: Spec, ckpt: Path, state: dict, device: str | torch.
                   rho=state["sampling_rho"] if student else sample_rho(spec, process),
                   steps=int(state["evaluations"]) if student else None)
     try:
-        model.denoiser.load_state_dict(state["model"] if student else state["ema"])
+        model.denoiser.load_state_dict(state["ema"] if "ema" in state else state["model"])  # a reflow student has both
         if model.process.learned is not None:
             model.process.learned.load_state_dict(state["coupling"])
     except (RuntimeError, KeyError, TypeError) as exc:
@@ -286,10 +286,12 @@ def _build(path: Path, spec: Spec, ckpt: Path, state: dict, device: str | torch.
 
 def load_students(path: str | Path, device: str | torch.device = "auto",
                   warn: Callable[[str], None] | None = None) -> dict[int, Model]:
-    """The distilled students of a run (``checkpoints/distill-N``, completed stages only), by their
-    number of network evaluations."""
+    """The distilled students of a run (``checkpoints/distill-N``, ``consistency-N``, ``reflow-r``;
+    completed stages only), by their number of network evaluations."""
     path, out, spec = Path(path), {}, None
-    for folder in sorted(path.glob("checkpoints/distill-*")):
+    folders = [*sorted(path.glob("checkpoints/distill-*")), *sorted(path.glob("checkpoints/consistency-*")),
+               *sorted(path.glob("checkpoints/reflow-*"))]  # the last reflow round is the student
+    for folder in folders:
         found = find_checkpoint(folder, warn=warn or log_to_stderr)
         if found is not None and found[1].get("complete"):  # each checkpoint read once, the spec once
             spec = spec or _run_spec(path)

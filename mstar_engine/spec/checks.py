@@ -18,6 +18,7 @@ from mstar_engine.metrics.catalog import METRICS, data_mismatch, default_incepti
 from mstar_engine.networks.unet import UNET_PRESETS
 from mstar_engine.schedules.registry import build_for_spec
 from mstar_engine.spec.errors import Issue, Location, locate
+from mstar_engine.spec.kind_checks import check_kind
 from mstar_engine.spec.memory import memory_issue
 from mstar_engine.spec.schema import Spec
 
@@ -268,7 +269,7 @@ def check_sample(c: Checker) -> None:
 
 def check_distill(c: Checker) -> None:
     d, steps = c.spec.distill, c.spec.process.steps
-    if d is None:
+    if d is None or d.method != "progressive":  # the other methods: spec/kind_checks.py
         return
     if (d.to is None) == (d.stages is None):
         c.add(("distill",), "[distill] needs exactly one of to or stages",
@@ -388,7 +389,7 @@ def check_memory(c: Checker) -> None:
         c.add(where, message, hint, "environment")
 
 
-CHECKS: list[Callable[[Checker], None]] = [check_domain, check_schedule, check_coupling, check_data,
+CHECKS: list[Callable[[Checker], None]] = [check_domain, check_kind, check_schedule, check_coupling, check_data,
                                            check_network, check_train, check_sample, check_distill, check_eval,
                                            check_output, check_memory]
 

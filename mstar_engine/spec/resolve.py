@@ -28,7 +28,12 @@ def resolve(spec: Spec) -> Spec:
         network = attrs.evolve(network, kind="unet" if info.is_image else "mlp")
 
     distill = spec.distill
-    if distill is not None:
+    if distill is not None and distill.method != "progressive":
+        if distill.batch_size is None:
+            distill = attrs.evolve(distill, batch_size=spec.train.batch_size)
+        if distill.teacher_steps is None:
+            distill = attrs.evolve(distill, teacher_steps=min(16, proc.steps) if distill.method == "consistency" else 64)
+    elif distill is not None:
         if distill.stages is None and distill.to is not None:  # each halving made from a count above to
             distill = attrs.evolve(distill, stages=[n for n in halvings(proc.steps) if 2 * n > distill.to])
         if distill.batch_size is None:
@@ -40,7 +45,9 @@ def resolve(spec: Spec) -> Spec:
 
     sample = spec.sample
     if sample.steps is None:
-        sample = attrs.evolve(sample, steps=distill.stages[-1] if distill and distill.stages else proc.steps)
+        student = distill.to if distill and distill.method != "progressive" else \
+            distill.stages[-1] if distill and distill.stages else None
+        sample = attrs.evolve(sample, steps=student or proc.steps)
     ev = spec.eval
     if ev.steps is None:
         ev = attrs.evolve(ev, steps=[sample.steps])

@@ -217,7 +217,11 @@ class Sample:
 
 @attrs.define
 class Distill:
-    to: int | None = setting(None, "distil down to this many steps (halving each stage)", ge=1)
+    method: str = setting("progressive", "progressive (halving stages, Salimans & Ho 2022), consistency (Song et al. "
+                          "2023, from the deterministic rho = 1 sampler of a state-reading model) or reflow (Liu et al. "
+                          "2023, flow-matching models)", choices=("progressive", "consistency", "reflow"))
+    to: int | None = setting(None, "distil down to this many steps (progressive: halving each stage; consistency "
+                             "and reflow: the student's default sampling evaluations)", ge=1)
     stages: list[int] | None = setting(None, "explicit step counts of the stages, each half the previous",
                                        min_length=1)
     steps_per_stage: int = setting(50_000, "optimiser steps per stage", ge=1)
@@ -229,6 +233,13 @@ class Distill:
                             "analogue), model (the trained coupling, noise shared by teacher and student), auto = "
                             "deterministic when the network reads the state alone, else model",
                             choices=("auto", "deterministic", "model"))
+    teacher_steps: int | None = setting(None, "consistency: the teacher's grid N (deterministic teacher steps between "
+                                        "which the student is made consistent; default min(16, process.steps)); "
+                                        "reflow: the teacher's ODE evaluations per generated pair (default 64)", ge=1)
+    ema_target: float = setting(0.95, "consistency: EMA decay of the target network (Song et al. 2023)", ge=0.0, lt=1.0)
+    rounds: int = setting(1, "reflow: rectification rounds, each trained on its teacher's ODE couplings", ge=1, le=8)
+    pairs: int | None = setting(None, "reflow: (noise, sample) pairs generated per round (default: the number of "
+                                "training examples)", ge=1)
     target: str = setting("auto", "regression target: landing (the x0 whose one step lands where two teacher steps "
                           "land; state input, coordinatewise families) or teacher (the teacher's prediction after "
                           "its first step); auto = landing where it exists", choices=("auto", "landing", "teacher"))

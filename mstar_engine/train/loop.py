@@ -82,7 +82,8 @@ def train(kind: Kind, denoiser: nn.Module, batches: Callable[[int], Iterator],
           cfg: Settings, total_steps: int, run_dir: Path, *, seed: int = 0, fingerprint: dict | None = None,
           resume: bool = True, log: Callable[[str], None] = print, label_dropout: float = 0.0,
           group: Group = SINGLE, streams: int = 1, periodic: Periodic | None = None,
-          found: tuple[Path, dict] | None = None) -> nn.Module:
+          found: tuple[Path, dict] | None = None, stage_options: dict | None = None,
+          extra_state: Callable[[int], dict] | None = None) -> nn.Module:
     """Train ``denoiser`` (and a learned coupling) for ``total_steps`` optimiser steps; return the
     EMA model. ``batches(start_example)`` yields batches of x0 — or (x0, labels) pairs for a class-
     conditional denoiser — from that example position on. Labels are replaced by the "no label"
@@ -91,7 +92,10 @@ def train(kind: Kind, denoiser: nn.Module, batches: Callable[[int], Iterator],
     ``periodic``: called with the EMA model every ``periodic.every`` steps before the last (an
     evaluation during training), outside the training's random streams, so it changes nothing.
     ``found``: the (path, state) of the checkpoint to resume from when the caller has already
-    loaded it (:func:`~mstar_engine.train.checkpoint.find_checkpoint`), so it is not read twice."""
+    loaded it (:func:`~mstar_engine.train.checkpoint.find_checkpoint`), so it is not read twice.
+    A stage trained by this loop other than training itself (a reflow round) gives its own
+    ``stage_options`` (:class:`~.stage.ResumableStage` keywords: ``directory``, ``log_path``, ``tag``,
+    ``name``, ``prefix``, ...) and ``extra_state(step)``, more entries for its checkpoints."""
     family = kind.family
     device = next(denoiser.parameters()).device
     ema = copy.deepcopy(denoiser).requires_grad_(False)
@@ -104,10 +108,11 @@ def train(kind: Kind, denoiser: nn.Module, batches: Callable[[int], Iterator],
     optimizer = opt_cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                         **_fast_update(denoiser))
     run_dir.mkdir(parents=True, exist_ok=True)
-    stage = ResumableStage(denoiser, optimizer, total_steps, run_dir / "checkpoints" / "train",
-                           run_dir / "metrics.jsonl", fingerprint=fingerprint or {}, log_every=cfg.log_every,
+    options = {"directory": run_dir / "checkpoints" / "train", "log_path": run_dir / "metrics.jsonl",
+               **(stage_options or {})}
+    stage = ResumableStage(denoiser, optimizer, total_steps, fingerprint=fingerprint or {}, log_every=cfg.log_every,
                            checkpoint_every=cfg.checkpoint_every, keep=cfg.keep_checkpoints,
-                           loss_limit=cfg.loss_limit, clip_grad=cfg.clip_grad, group=group, log=log)
+                           loss_limit=cfg.loss_limit, clip_grad=cfg.clip_grad, group=group, log=log, **options)
     if group.rank:  # dropout masks differ between processes
         torch.manual_seed(_rank_seed(seed, group.rank, 0))
     if resume and found is None:
@@ -152,7 +157,7 @@ def train(kind: Kind, denoiser: nn.Module, batches: Callable[[int], Iterator],
         return {"ema": ema.state_dict(), "coupling": learned.state_dict() if learned is not None else {},
                 "torch_rng": rng[0], "torch_rng_ranks": rng if group.world > 1 else [],
                 "block_rho": block_state, "event_shape": list(family.event_shape),
-                "loss_reference": stage.loss_reference}
+                "loss_reference": stage.loss_reference, **(extra_state(stage.step) if extra_state else {})}
 
     def begin() -> None:
         nonlocal start, log_step, log_time
@@ -211,14 +216,14 @@ def train(kind: Kind, denoiser: nn.Module, batches: Callable[[int], Iterator],
         clock, step = time.perf_counter(), stage.step
         speed = (step - log_step) * b / max(clock - log_time, 1e-9)
         eta = (total_steps - step) * b / max(speed, 1e-9)
-        line = {"step": step, "loss": loss, "lr": lr, "examples_per_s": round(speed, 1),
+        line = {**stage.tag, "step": step, "loss": loss, "lr": lr, "examples_per_s": round(speed, 1),
                 "steps_per_s": round(speed / b, 2), "seconds": round(clock - start, 2)}
         if learned is not None:
             rho = learned().detach()
             line["rho_mean"] = float(rho[1:].mean())
             line.update(family.coupling_metrics(rho))
         log_step, log_time = step, clock
-        return line, (f"step {step}/{total_steps}  loss {loss:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
+        return line, (f"{stage.prefix}step {step}/{total_steps}  loss {loss:.4f}  lr {lr:.2e}  {speed:,.0f} ex/s  "
                       f"{speed / b:.1f} it/s  ETA {duration(eta)}")
 
     def after(stopping: bool) -> None:
