@@ -71,7 +71,7 @@ def reflow_model(spec, model: Model, data, run_dir: Path, *, resume: bool = True
         pairs = make_pairs(kind, teacher, n, d.teacher_steps, seed * 1_000_003 + r, labels, group)
         source = training_source(attrs.evolve(data, train=pairs, train_labels=labels), d.batch_size, seed + r,
                                  labelled=conditional, workers=spec.train.workers)
-        student = copy.deepcopy(teacher).train()
+        student = copy.deepcopy(teacher).requires_grad_(True).train()
         fp = dict(spec_fingerprint(spec), teacher=weights_digest(teacher), method="reflow", round=str(r),
                   pairs=str(n), teacher_steps=str(d.teacher_steps), steps_per_stage=str(d.steps_per_stage),
                   lr=repr(d.lr), batch_size=str(d.batch_size))

@@ -89,12 +89,17 @@ def teacher_step(family: Family, teacher: Callable, x: Tensor, t_from: Tensor | 
         raise ValueError("teacher_step needs 0 <= t_to < t_from <= T for every example")
     x0_hat = predict(teacher, None, x, t_from, labels).to(x.dtype)
     g = generator if generator is not None else torch.Generator(device=x.device).manual_seed(0)
-    out = x.clone()
-    for a, b in torch.stack([t_from, t_to], 1).unique(dim=0).tolist():  # one group per (t_from, t_to)
-        rows = ((t_from == a) & (t_to == b)).nonzero().squeeze(1)
-        y, x0 = x[rows], x0_hat[rows]
+    keys = t_from * (family.steps + 1) + t_to
+    pairs = keys.unique().tolist()  # one group of examples per (t_from, t_to)
+    out = x if len(pairs) == 1 else x.clone()
+    for key in pairs:
+        a, b = divmod(key, family.steps + 1)
+        rows = None if len(pairs) == 1 else (keys == key).nonzero().squeeze(1)
+        y, x0 = (x, x0_hat) if rows is None else (x[rows], x0_hat[rows])
         for u in range(a, b, -1):
             y = coupled_step(family, y, x0, u, 1.0, g)
+        if rows is None:
+            return y.to(x.dtype)
         out[rows] = y.to(out.dtype)
     return out
 
@@ -218,6 +223,8 @@ def consistency_stage(process, teacher: nn.Module, student: nn.Module, batches: 
         checkpoint_every=checkpoint_every, clip_grad=clip_grad, group=group, log=log, name=name, prefix=f"{name}: ",
         fix="Lower distill.lr or set train.clip_grad", tag={"stage": evaluations, "method": "consistency"},
         mismatch=_mismatch, skip_finished=True)
+    if group.main:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     if not resume and group.main:
         _set_aside(Path(directory), name, "--resume never", log)
     group.barrier()

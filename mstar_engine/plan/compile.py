@@ -102,6 +102,16 @@ def resolve_devices(spec: Spec, cuda_count: int | None, launch: int | None = Non
                    max(per_process // spec.train.accumulation, 1)), issues
 
 
+def model_summary(process) -> str:
+    """The trained model in a few words: the exponential family and its coupling, or the kind."""
+    if process.kind == "flow-matching":
+        return f"flow matching ({process.flow.time} times, {process.flow.solver} sampler)"
+    if process.kind == "energy-score":
+        e = process.energy
+        return f"energy-score denoiser ({e.score} score, beta {e.beta:g}, lambda {e.lam:g}, {e.draws} draws)"
+    return f"{process.family} {process.coupling.kind} coupling"
+
+
 def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None, processes: int | None = None) -> Plan:
     """The plan of a loaded spec; ``processes`` is the launch's process count when it is not the
     spec's ``devices.processes`` (``--nproc-per-node``)."""
@@ -125,11 +135,20 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None, processes: i
         steps, how = None, f"{train.epochs} epochs (dataset size counted at run time)"
     if train.eval_every:
         how += f", evaluated every {train.eval_every}"
-    stages.append(Stage("train", f"{spec.process.family} {spec.process.coupling.kind} coupling, {how}", steps,
+    stages.append(Stage("train", f"{model_summary(spec.process)}, {how}", steps,
                         f"{T} steps", steps * train.batch_size if steps else None, str(ckpt / "train")))
 
-    if spec.distill is not None:
-        d = spec.distill
+    d = spec.distill
+    if d is not None and d.method != "progressive":
+        for r in range(1, (d.rounds if d.method == "reflow" else 1) + 1):
+            what = (f"reflow round {r}: {d.pairs or 'training-set size'} pairs from the teacher's ODE "
+                    f"({d.teacher_steps} evaluations), lr {d.lr:g}") if d.method == "reflow" else \
+                (f"consistency distillation over the teacher's {d.teacher_steps}-step deterministic sampler, "
+                 f"EMA target {d.ema_target:g}, lr {d.lr:g}→0")
+            folder = f"reflow-{r}" if d.method == "reflow" else f"consistency-{d.to}"
+            stages.append(Stage(f"distill {d.method}", what, d.steps_per_stage, f"{d.to} steps",
+                                d.steps_per_stage * d.batch_size, str(ckpt / folder)))
+    elif d is not None:
         for previous, n in zip([T, *d.stages], d.stages):
             stages.append(Stage(f"distill {previous}→{n}", f"student makes 1 step where the teacher makes 2 "
                                 f"({d.coupling} sampler, {d.target} target), lr {d.lr:g}→0", d.steps_per_stage,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from mstar_engine.plan.compile import Plan
+from mstar_engine.plan.compile import Plan, model_summary
 
 
 def render_plan(plan: Plan, settings: bool = True) -> str:
@@ -12,7 +12,8 @@ def render_plan(plan: Plan, settings: bool = True) -> str:
     if spec.experiment.description:
         parts.append(spec.experiment.description)
     proc = spec.process
-    summary = [
+    summary = [("kind", model_summary(proc)), ("data", spec.data.name), ("network", spec.network.kind)] \
+        if proc.kind != "exponential-family" else [
         ("family", proc.family), ("data", f"{spec.data.name}"), ("steps T", proc.steps),
         ("schedule", proc.schedule.name), ("coupling", proc.coupling.kind), ("network inputs", proc.inputs),
         ("loss", f"{proc.loss} (weighting {proc.loss_weighting})"), ("network", spec.network.kind),
