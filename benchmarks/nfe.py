@@ -13,6 +13,28 @@ sampled at each NFE in ``--nfe`` (default 1 2 4 8 16 64):
 | Gaussian DDPM      | Gaussian family, cosine schedule, coupling ddpm, state, eps-mse    | ancestral (ρ*)      |
 | Gaussian DDIM      | the Gaussian DDPM network                                          | deterministic ρ = 1 |
 | Gaussian distilled | the Gaussian DDIM teacher distilled like M-Star distilled          | the student at K    |
+| flow-matching      | Gaussian family, process.kind flow-matching (uniform times)        | K Euler steps       |
+| flow-matching-heun | the flow-matching network                                          | Heun, K evaluations |
+| rectified-flow-1   | the flow-matching network + 1 reflow round, a 1-step student       | the student, K Euler|
+| energy-score       | Gaussian family, process.kind energy-score (energy score, β = 0.1) | K steps, Algorithm 2|
+| consistency        | the Gaussian DDPM recipe, sample.coupling deterministic; distilled | multistep, K ≤ 8    |
+|                    | with distill.method consistency to 8 evaluations (teacher grid 16) |                     |
+
+The last five rows (``--models kinds``; not in the default selection) are the other model kinds of
+the engine (``process.kind``), trained on the same examples, seeds, steps and MLP as the rest
+(flow matching and the energy score ignore the coupling, inputs and schedule settings; the energy
+score runs its network on 8 draws per training example, so a step costs more, see the recorded
+seconds); they are evaluated at every ``--nfe`` (the consistency student at those up to
+``--consistency-to``, default 8). rectified-flow-1 samples the reflow student with K Euler steps at
+every NFE; reflow (``--reflow-*``: pairs from the teacher's 64-step ODE, default as many as training
+examples) and consistency (``--consistency-*``; teacher grid min(16, T)) get the optimiser steps of
+the whole progressive chain T → 1 (log2 T × ``--distill-steps``) at ``--distill-lr`` unless told
+otherwise. The consistency row runs only where the engine distils with distill.method =
+"consistency": a run first distils a tiny model that way (a few seconds) and, when the schema
+refuses the method or no consistency student comes out, says so and leaves the row out (a
+fallback of the engine to another method is never reported as consistency). On digits the runner's
+post-training trajectory plot fails for the flow and energy networks (it calls them with the
+exponential-family sampler); their training is complete, so the rows are kept with a "note".
 
 Distilled rows at NFE = T are their teacher (sampled with ρ = 1, or with its own coupling under
 ``--distill-coupling model``); distillation (``--distill-steps`` per stage, lr ``--distill-lr``,
@@ -35,7 +57,8 @@ the data with a random half of the whole set, 4 times (k = min(10, n // 3)). Noi
 same metric between two disjoint data samples of size n (5 draws). Digits: these three metrics on
 the 64 pixel values (eval.metrics offers only FID/IS for images, which need Inception weights).
 
-Goals (energy distance, the 8 synthetic family sets, means over seeds): (a) at 8 and 16 NFE the
+Goals (energy distance, the 8 synthetic family sets, means over seeds; the other kinds' rows are
+shown beside M-Star in their own summary and take no part in the goals): (a) at 8 and 16 NFE the
 best M-Star row (distilled, learned, ddpm) is below star-shaped by more than the larger seed sd of
 the two, on every family; (b) M-Star distilled at 8 NFE is within 10 % of the best 64-NFE row of
 star-shaped and M-Star; (c) the best M-Star row at 64 NFE has a mean no larger than star-shaped's
@@ -45,6 +68,8 @@ Usage:
     python benchmarks/nfe.py                       # the whole table (see the budget below)
     python benchmarks/nfe.py --quick               # 2 datasets, 3 models, 2 seeds, short training
     python benchmarks/nfe.py --datasets beta skye --models star-shaped "M-Star ddpm" --seeds 3
+    python benchmarks/nfe.py --models kinds        # the other model kinds (consistency where available)
+    python benchmarks/nfe.py --models all          # both: the kinds beside M-Star in every table
     python benchmarks/nfe.py --report              # tables, goals and plots from the JSONL alone
 
 Appends one JSONL row per dataset × model × seed × NFE to ``benchmarks/results/nfe.jsonl``
@@ -58,7 +83,11 @@ Budget (2-core x86_64 CPU, 2 jobs × 1 thread, measured 2026-12-03): the default
 datasets, 7 rows from 5 trained networks, 3 seeds, 500 steps) took 45 minutes, partly sharing the
 machine; ``--steps 2000 --distill-steps 100`` on the 8 family sets with the 4 M-Star/star-shaped
 rows takes about an hour and a half. connectomes and digits-beta (``--datasets connectomes
-digits-beta``, 7 rows, 3 seeds) took 1 h 35 min, partly sharing the machine.
+digits-beta``, 7 rows, 3 seeds) took 1 h 35 min, partly sharing the machine. ``--models kinds``
+(not measured as a whole; 1 job, 1 thread, gaussian set, 2026-12-03): a flow network trains at about
+0.02 s a step, the energy-score one at 0.03 s (8 draws), reflow with its 45 000 pairs took 17 s and
+the evaluation 5 s per network, so roughly a minute per dataset and seed at 500 steps (consistency,
+once available, adds a Gaussian training and its distillation).
 """
 from __future__ import annotations
 
@@ -71,6 +100,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -90,6 +120,7 @@ from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinat
 from mstar_engine.plan import compile_plan
 from mstar_engine.rundir.records import append_jsonl, read_jsonl
 from mstar_engine.spec import load_spec
+from mstar_engine.train.checkpoint import find_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 #: dataset → (shipped spec it starts from, overrides); the first eight are the family sets of the goals.
@@ -105,28 +136,47 @@ GAUSSIAN = ["process.family=gaussian", "process.schedule.name=cosine", "process.
 TRAININGS = {"star": ["process.coupling.kind=independent", "process.inputs=tail"],
              "learned": ["process.coupling.kind=learned", "process.inputs=auto"],
              "ddpm": ["process.coupling.kind=ddpm", "process.inputs=auto"],
-             "state": ["process.coupling.kind=ddpm", "process.inputs=state"], "gaussian": GAUSSIAN}
-#: table row → (trained network, sampler): own = its trained coupling, ddim = ρ = 1, distilled = students.
+             "state": ["process.coupling.kind=ddpm", "process.inputs=state"], "gaussian": GAUSSIAN,
+             # the other model kinds (R^d, Gaussian noise; the coupling, inputs and schedule settings are ignored)
+             "flow": ["process.family=gaussian", "process.kind=flow-matching", "process.flow.solver=euler"],
+             "energy": ["process.family=gaussian", "process.kind=energy-score"],
+             "consistency": [*GAUSSIAN, "sample.coupling=deterministic"]}
+#: trainings with Gaussian noise: on categorical data they train on the one-hot coordinates (data.name = "file")
+GAUSSIAN_TRAININGS = ("gaussian", "flow", "energy", "consistency")
+#: table row → (trained network, sampler): own = its trained coupling, ddim = ρ = 1, distilled = students of
+#: progressive distillation, heun = the flow network with Heun steps, reflow = the last reflow round's student,
+#: consistency = the consistency-distilled student (multistep sampling below its evaluations).
 MODELS = {"star-shaped": ("star", "own"), "M-Star learned": ("learned", "own"), "M-Star ddpm": ("ddpm", "own"),
           "M-Star distilled": ("state", "distilled"), "Gaussian DDPM": ("gaussian", "own"),
-          "Gaussian DDIM": ("gaussian", "ddim"), "Gaussian distilled": ("gaussian", "distilled")}
+          "Gaussian DDIM": ("gaussian", "ddim"), "Gaussian distilled": ("gaussian", "distilled"),
+          "flow-matching": ("flow", "own"), "flow-matching-heun": ("flow", "heun"),
+          "rectified-flow-1": ("flow", "reflow"), "energy-score": ("energy", "own"),
+          "consistency": ("consistency", "consistency")}
 MSTAR = ("M-Star distilled", "M-Star learned", "M-Star ddpm")
+#: the rows of the original table (the default selection) and the other model kinds (``--models kinds``)
+TABLE = list(MODELS)[:7]
+KINDS = list(MODELS)[7:]
+#: row groups --models also accepts
+ALIASES = {"table": TABLE, "kinds": KINDS, "all": list(MODELS)}
 #: opt-in (--datasets ... or all): each costs more than all the other sets together (module docstring)
 HEAVY = ("connectomes", "digits-beta")
 DEFAULTS = dict(steps=500, batch=32, t_per_rollout=8, hidden=128, blocks=2, T=64, distill_steps=50, distill_lr=1e-4,
                 samples=1000, nfe=[1, 2, 4, 8, 16, 64], seeds=3, datasets=[d for d in DATASETS if d not in HEAVY],
-                models=list(MODELS))
+                models=TABLE)
 QUICK = dict(steps=200, hidden=64, distill_steps=20, samples=500, seeds=2, datasets=["gaussian", "vmf"],
              models=["star-shaped", "M-Star ddpm", "M-Star distilled"])
-#: settings recorded (and keyed) only when they differ from these
-OPTIONAL_DEFAULTS = {"coupling_lr": None, "distill_coupling": "deterministic"}
+#: settings recorded (and keyed) only when they differ from these (None: derived, see distill_settings())
+OPTIONAL_DEFAULTS = {"coupling_lr": None, "distill_coupling": "deterministic", "reflow_to": 1, "reflow_rounds": 1,
+                     "reflow_steps": None, "reflow_lr": None, "reflow_teacher_steps": 64, "reflow_pairs": None,
+                     "consistency_to": None, "consistency_steps": None, "consistency_lr": None,
+                     "consistency_teacher_steps": None}
 FLOOR, MIN_HELD_OUT, TINY_REPEATS, GOAL_METRIC = 1e-6, 100, 4, "energy"
 REFERENCES: dict = {}  # (dataset, seed) → Reference, per process
 
 
 def settings_of(a) -> dict:
     keys = ("steps", "batch", "t_per_rollout", "hidden", "blocks", "T", "distill_steps", "distill_lr", "samples", "nfe")
-    optional = {"coupling_lr": a.coupling_lr, "distill_coupling": a.distill_coupling}  # recorded when set
+    optional = {k: getattr(a, k) for k in OPTIONAL_DEFAULTS}  # recorded when set
     return ({k: getattr(a, k) for k in keys} | {"trainings": TRAININGS}
             | {k: v for k, v in optional.items() if v != OPTIONAL_DEFAULTS[k]})
 
@@ -141,7 +191,7 @@ def overrides(a, dataset: str, training: str, seed: int, out: Path) -> list[str]
               f"train.checkpoint_every={max(a.steps // 4, 1)}", "network.kind=mlp", f"network.mlp.hidden={a.hidden}",
               f"network.mlp.blocks={a.blocks}", "eval.metrics=[]", "sample.num_samples=2", "sample.coupling=model",
               "compare={}", f"experiment.seed={seed}", f"experiment.name={training}", f"experiment.output_dir={out}"]
-    if training == "gaussian" and dataset == "categorical":  # the Gaussian refuses one-hot data: pass its coordinates
+    if training in GAUSSIAN_TRAININGS and dataset == "categorical":  # one-hot data: pass its coordinates
         path = out / f"tokens-{seed}.npy"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,17 +201,120 @@ def overrides(a, dataset: str, training: str, seed: int, out: Path) -> list[str]
 
 
 # ----------------------------------------------------------------------------------------- phases
-def train(a, dataset: str, training: str, seed: int, out: Path) -> Path:
+def train(a, dataset: str, training: str, seed: int, out: Path) -> tuple[Path, str | None]:
+    """The trained run's directory, and a note when the run's own post-training extras failed."""
     loaded = load_spec(ROOT / "specs" / f"{DATASETS[dataset][0]}.toml", overrides(a, dataset, training, seed, out),
                        ready=True)
     plan = compile_plan(loaded)
-    execute(plan, loaded, resume=True, log=lambda _: None)  # resumes an interrupted run from its checkpoint
-    return plan.run_dir
+    try:
+        execute(plan, loaded, resume=True, log=lambda _: None)  # resumes an interrupted run from its checkpoint
+    except Exception as exc:
+        # On image data (digits) the runner draws, after training, a trajectory plot with the
+        # exponential-family sampler, which the other kinds' networks refuse: their trained
+        # network is complete all the same (eval.metrics is empty here, so nothing else is lost).
+        spec = loaded.spec
+        if spec.process.kind == "exponential-family" or not CATALOG[spec.data.name].is_image or \
+                load_run(plan.run_dir, warn=lambda _: None).step < spec.train.steps:
+            raise
+        return plan.run_dir, f"trained; the run's post-training plots failed ({type(exc).__name__}: {first_line(exc)})"
+    return plan.run_dir, None
 
 
-def distil(a, run_dir: Path) -> None:
-    distill_run(run_dir, min(a.nfe), [f"distill.steps_per_stage={a.distill_steps}", f"distill.lr={a.distill_lr}",
-                                      f"distill.coupling={a.distill_coupling}"], resume=True, log=lambda _: None)
+#: samplers whose rows need a distillation after training (their trained network's own run directory)
+DISTILLED = ("distilled", "reflow", "consistency")
+
+
+class ConsistencyUnavailable(RuntimeError):
+    """The engine does not (yet) distil with distill.method = "consistency"."""
+
+
+def distill_settings(a, sampler: str) -> tuple[int, list[str]]:
+    """(distill.to, the distill.* overrides) of a distilled row (module docstring). The reflow and
+    consistency students get the optimiser steps of the whole progressive chain T → 1 (log2 T stages
+    of --distill-steps) unless --reflow-steps / --consistency-steps say otherwise."""
+    chain = round(math.log2(a.T)) * a.distill_steps
+    if sampler == "distilled":
+        return min(a.nfe), [f"distill.steps_per_stage={a.distill_steps}", f"distill.lr={a.distill_lr}",
+                            f"distill.coupling={a.distill_coupling}"]
+    if sampler == "reflow":
+        steps = a.reflow_steps or max(chain // a.reflow_rounds, 1)  # per round
+        return a.reflow_to, ["distill.method=reflow", f"distill.rounds={a.reflow_rounds}",
+                             f"distill.teacher_steps={a.reflow_teacher_steps}", f"distill.steps_per_stage={steps}",
+                             f"distill.lr={a.reflow_lr or a.distill_lr}",
+                             *([f"distill.pairs={a.reflow_pairs}"] if a.reflow_pairs else [])]
+    if sampler == "consistency":
+        return consistency_to(a), ["distill.method=consistency",
+                                  f"distill.teacher_steps={a.consistency_teacher_steps or min(16, a.T)}",
+                                  f"distill.steps_per_stage={a.consistency_steps or chain}",
+                                  f"distill.lr={a.consistency_lr or a.distill_lr}"]
+    raise ValueError(f"sampler {sampler!r} is not distilled")
+
+
+def distil(a, run_dir: Path, sampler: str = "distilled") -> None:
+    to, extra = distill_settings(a, sampler)
+    distill_run(run_dir, to, extra, resume=True, log=lambda _: None)
+    if sampler in ("reflow", "consistency"):  # the student must be the method's own, not a fallback's
+        student_folder(run_dir, sampler)
+
+
+def student_folder(run_dir: Path, method: str) -> Path:
+    """The completed ``checkpoints/<method>-*`` folder (the last, for reflow rounds); for consistency,
+    :class:`ConsistencyUnavailable` when there is none (an engine that does not distil that way)."""
+    def number(folder: Path):
+        tail = folder.name.rsplit("-", 1)[-1]
+        return (0, int(tail)) if tail.isdigit() else (1, tail)
+    folders = sorted(run_dir.glob(f"checkpoints/{method}-*"), key=number)
+    found = find_checkpoint(folders[-1], warn=lambda _: None) if folders else None
+    if found is not None and found[1].get("complete"):
+        return folders[-1]
+    other = sorted(f.name for f in (run_dir / "checkpoints").glob("*") if f.name not in ("train", method))
+    why = (f"mstar distill with distill.method={method} left no completed checkpoints/{method}-* student in {run_dir}"
+           + (f" (it wrote {', '.join(other)})" if other else ""))
+    raise ConsistencyUnavailable(why) if method == "consistency" else RuntimeError(why)
+
+
+_CONSISTENCY: dict = {}  # the probe's answer, per process
+
+
+def first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def consistency_available() -> tuple[bool, str]:
+    """(True, "") when this engine distils with distill.method = "consistency": the schema accepts it
+    and a tiny run (T = 4, two training steps) distilled that way yields a consistency student that
+    samples finite values at 1 and 2 evaluations; else (False, why). A few seconds, cached."""
+    if "answer" in _CONSISTENCY:
+        return _CONSISTENCY["answer"]
+    base = [*TRAININGS["consistency"], "compare={}", "eval.metrics=[]"]
+    try:
+        load_spec(ROOT / "specs" / "gaussian.toml", [*base, "distill.method=consistency", "distill.to=2"])
+    except Exception as exc:  # noqa: BLE001 - a refusal of any kind means: not available
+        answer = (False, f"the spec schema refuses distill.method = consistency ({type(exc).__name__}: "
+                  f"{first_line(exc)})")
+    else:
+        with tempfile.TemporaryDirectory(prefix="nfe-consistency-probe-") as tmp:
+            try:
+                loaded = load_spec(ROOT / "specs" / "gaussian.toml", [
+                    *base, "process.steps=4", "train.steps=2", "train.batch_size=8", "train.t_per_rollout=1",
+                    "train.warmup_steps=0", "train.log_every=2", "train.checkpoint_every=2", "network.kind=mlp",
+                    "network.mlp.hidden=8", "network.mlp.blocks=1", "data.num_examples=64", "sample.num_samples=2",
+                    "experiment.name=probe", f"experiment.output_dir={tmp}"], ready=True)
+                plan = compile_plan(loaded)
+                execute(plan, loaded, resume=False, log=lambda _: None)
+                distill_run(plan.run_dir, 2, ["distill.method=consistency", "distill.teacher_steps=4",
+                                              "distill.steps_per_stage=2", "distill.batch_size=8"],
+                            resume=False, log=lambda _: None)
+                student_folder(plan.run_dir, "consistency")
+                model = load_students(plan.run_dir, warn=lambda _: None)[2]
+                if not all(torch.isfinite(model.sample(8, k, seed=0)).all() for k in (1, 2)):
+                    raise ConsistencyUnavailable("the probe's consistency student samples non-finite values")
+                answer = (True, "")
+            except Exception as exc:  # noqa: BLE001 - any failure of the probe: not available (said why)
+                answer = (False, f"{type(exc).__name__}: {first_line(exc)}")
+    _CONSISTENCY["answer"] = answer
+    return answer
 
 
 def project(x: torch.Tensor, domain: str) -> torch.Tensor:
@@ -220,6 +373,17 @@ class Reference:
         return {m: float(np.mean([self._metric(m, p, r) for p, r in zip(parts, self.refs)])) for m in self.metrics}
 
 
+def row_nfes(a, name: str) -> list[int]:
+    """The NFEs a row is evaluated at: every --nfe, but the consistency student only up to its
+    own evaluations (multistep consistency sampling below them; --consistency-to)."""
+    return [n for n in a.nfe if n <= consistency_to(a)] if MODELS[name][1] == "consistency" else list(a.nfe)
+
+
+def consistency_to(a) -> int:
+    """The consistency student's evaluations: --consistency-to, default min(8, T)."""
+    return a.consistency_to or min(8, a.T)
+
+
 def evaluate(a, run_dir: Path, models: list[str], ref: Reference, seed: int) -> dict[str, list[dict]]:
     """Every model of this trained network at every NFE: {model: [{nfe, metrics, seconds}]}."""
     run = load_run(run_dir, warn=lambda _: None)
@@ -229,13 +393,20 @@ def evaluate(a, run_dir: Path, models: list[str], ref: Reference, seed: int) -> 
     out = {}
     for name in models:
         sampler, rows = MODELS[name][1], []
-        for nfe in a.nfe:
-            model = {"own": run.model, "ddim": deterministic}.get(sampler) or \
-                (teacher if nfe == a.T else students[nfe])
+        for nfe in row_nfes(a, name):
+            if sampler in ("own", "ddim"):
+                model = {"own": run.model, "ddim": deterministic}[sampler]
+            elif sampler == "heun":  # the flow network, integrated with Heun steps (K evaluations in all)
+                model = attrs.evolve(run.model, process=attrs.evolve(run.model.process, solver="heun"))
+            elif sampler == "distilled":
+                model = teacher if nfe == a.T else students[nfe]
+            else:  # reflow, consistency: one student, sampled with nfe evaluations
+                model = students[distill_settings(a, sampler)[0]]
             started = time.perf_counter()
             metrics = ref.score(model, nfe, seed=1000 + seed)
             rows.append({"nfe": nfe, "metrics": metrics, "seconds": round(time.perf_counter() - started, 2),
-                         "coupling_used": run.model.process.coupling_kind, "inputs": run.model.process.inputs})
+                         "coupling_used": model.process.coupling_kind, "inputs": run.model.process.inputs,
+                         "kind": run.spec.process.kind})
         out[name] = rows
     return out
 
@@ -254,13 +425,21 @@ def run_table(a) -> None:
     print(f"every model: {a.steps} optimiser steps × {a.batch} examples = {a.steps * a.batch} training examples "
           f"({a.t_per_rollout} steps t per roll-out), T = {a.T}; distillation adds {a.distill_steps} steps per stage; "
           f"settings {key['settings']}, commit {key['commit'][:10]}, {a.jobs} job(s) × {a.threads} thread(s)", flush=True)
+    models = list(a.models)
+    if "consistency" in models:  # behind the engine's support: rows only once it distils that way
+        available, why = consistency_available()
+        if not available:
+            models.remove("consistency")
+            print(f"consistency row skipped: this engine does not distil with distill.method = consistency yet "
+                  f"({why})", flush=True)
     tasks = []
     for dataset in a.datasets:
         for seed in range(a.seeds):
             for training in TRAININGS:
-                wanted = [m for m in a.models if MODELS[m][0] == training
-                          and not set(a.nfe) <= done.get((dataset, m, seed), set())]
-                if wanted and not (dataset == "categorical" and training == "gaussian" and a.skip_gaussian_categorical):
+                wanted = [m for m in models if MODELS[m][0] == training
+                          and not set(row_nfes(a, m)) <= done.get((dataset, m, seed), set())]
+                skip = dataset == "categorical" and training in GAUSSIAN_TRAININGS and a.skip_gaussian_categorical
+                if wanted and not skip:
                     tasks.append((dataset, seed, training, wanted))
     base = {"config": settings, **key, "machine": f"{platform.machine()}, {a.jobs} job(s) × {a.threads} thread(s), "
             f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")}
@@ -280,10 +459,10 @@ def run_task(a, dataset: str, seed: int, training: str, wanted: list[str], work:
     try:
         ref = REFERENCES.get((dataset, seed)) or REFERENCES.setdefault((dataset, seed), Reference(a, dataset, seed))
         started = clock()
-        run_dir = train(a, dataset, training, seed, work / dataset / f"seed{seed}")
+        run_dir, note = train(a, dataset, training, seed, work / dataset / f"seed{seed}")
         trained = clock()
-        if any(MODELS[m][1] == "distilled" for m in wanted):
-            distil(a, run_dir)
+        for sampler in dict.fromkeys(MODELS[m][1] for m in wanted if MODELS[m][1] in DISTILLED):
+            distil(a, run_dir, sampler)
         distilled = clock()
         results = evaluate(a, run_dir, wanted, ref, seed)
         evaluated = clock()
@@ -296,6 +475,8 @@ def run_task(a, dataset: str, seed: int, training: str, wanted: list[str], work:
     rows = [{"dataset": dataset, "family": dataset_family(dataset), "model": m, "training": training, "seed": seed,
              **r, "noise_floor": ref.floor, "samples": ref.n, "knn_k": ref.k, "train_examples": a.steps * a.batch,
              "seconds": {**seconds, "this_nfe": r["seconds"]}, "overrides": [*DATASETS[dataset][1], *TRAININGS[training]],
+             **({"distill": distill_settings(a, MODELS[m][1])[1]} if MODELS[m][1] in DISTILLED[1:] else {}),
+             **({"note": note} if note else {}),
              **base, "date": time.strftime("%Y-%m-%d %H:%M")} for m in wanted for r in results[m]]
     shutil.rmtree(run_dir, ignore_errors=True)
     return rows, (f"{dataset} seed {seed} {training}: " + ", ".join(f"{k} {v} s" for k, v in seconds.items()) + "; "
@@ -427,7 +608,7 @@ def goals(agg: dict) -> list[str]:
                     f"{len(present)} families (need {need_c}{' of 8' if need_c == 6 else ''})")]
 
 
-def summary(agg: dict) -> str:
+def summary(agg: dict) -> str | None:
     """One line per dataset: the goal metric of star-shaped, the better undistilled M-Star row, the
     distilled M-Star students (and their teacher at T) and the best Gaussian row, at 8, 16 and 64 NFE."""
     def fmt(d, models, nfe):
@@ -438,9 +619,36 @@ def summary(agg: dict) -> str:
               ("best Gaussian", ("Gaussian DDPM", "Gaussian DDIM", "Gaussian distilled"))]
     nfes = (8, 16, 64)
     body = [[dataset, *(fmt(d, models, n) for _, models in groups for n in nfes)] for dataset, d in agg.items()]
+    body = [line for line in body if any(c != "-" for c in line[1:])]  # datasets with rows of these models
+    if not body:
+        return None
     headers = ["dataset", *(f"{name} @{n}" for name, _ in groups for n in nfes)]
     return (f"{GOAL_METRIC}, mean ± sd over seeds (M-Star: the better of learned and ddpm; M-Star distilled @64: "
             "its teacher)\n" + tabulate(body, headers=headers, tablefmt="github", disable_numparse=True))
+
+
+def kinds_summary(agg: dict) -> str | None:
+    """Per dataset, the other model kinds beside the best M-Star and Gaussian rows at every NFE (the
+    goal metric, mean ± sd over seeds); None when no row of another kind is there."""
+    if not any(k[0] in KINDS for d in agg.values() for k in d["cells"]):
+        return None
+    groups = [("best M-Star", MSTAR), ("star-shaped", ("star-shaped",)),
+              ("best Gaussian", ("Gaussian DDPM", "Gaussian DDIM", "Gaussian distilled")), *((k, (k,)) for k in KINDS)]
+    nfes = sorted({k[1] for d in agg.values() for k in d["cells"]})
+    body = []
+    for dataset, d in agg.items():
+        for label, models in groups:
+            cells = []
+            for nfe in nfes:
+                found = sorted((c[0], c[1], m) for m in models if (c := d["cells"].get((m, nfe, GOAL_METRIC))))
+                cells.append("-" if not found else f"{found[0][0]:.3g} ± {found[0][1]:.2g}"
+                             + (f" ({found[0][2]})" if len(models) > 1 else ""))
+            if any(c != "-" for c in cells):
+                body.append([dataset, label, *cells])
+    return (f"model kinds beside M-Star: {GOAL_METRIC}, mean ± sd over seeds (best-of rows name the row; "
+            "distilled rows at T: their teacher; consistency only up to its student's evaluations)\n"
+            + tabulate(body, headers=["dataset", "row", *(f"NFE {n}" for n in nfes)], tablefmt="github",
+                       disable_numparse=True))
 
 
 def best_rows(agg: dict, nfes=(8, 16, 64)) -> str:
@@ -499,7 +707,8 @@ def plot(agg: dict, folder: Path) -> list[Path]:
 
 def svg(series: dict, floor: float, title: str, w: int = 640, h: int = 400, pad: int = 56) -> str:
     """Line chart: log2 NFE on x, the metric on y, error bars of one sd, a dashed noise floor."""
-    colours = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+    colours = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#000000", "#aec7e8")
     xs = sorted({p[0] for s in series.values() for p in s})
     lo = min([floor] + [p[1] - p[2] for s in series.values() for p in s])
     hi = max([floor] + [p[1] + p[2] for s in series.values() for p in s])
@@ -543,8 +752,14 @@ def report(a) -> None:
           f"settings {last['settings']}): every model "
           f"trained on {last['train_examples']} examples ({c['steps']} steps × batch {c['batch']}), T = {c['T']}, "
           f"{c['distill_steps']} distillation steps per stage")
+    distilled = {r["model"]: r["distill"] for r in rows if "distill" in r}  # reflow, consistency: their settings
+    for model, settings in distilled.items():
+        print(f"{model}: trained as its network's row, then mstar distill with {' '.join(settings)}")
     print(tables(agg, a.metrics))
-    print("\n" + summary(agg))
+    if (lines := summary(agg)) is not None:
+        print("\n" + lines)
+    if (kinds := kinds_summary(agg)) is not None:
+        print("\n" + kinds)
     print("\n" + best_rows(agg))
     print("\n" + "\n".join(goals(agg)))
     if a.plots:
@@ -557,13 +772,32 @@ def parse(argv=None):
     p.add_argument("--quick", action="store_true", help="2 datasets, 3 models, 2 seeds, short training")
     p.add_argument("--report", action="store_true", help="tables, goals and plots from the JSONL alone")
     p.add_argument("--datasets", nargs="+", choices=[*DATASETS, "all"], help="default: all but " + ", ".join(HEAVY))
-    p.add_argument("--models", nargs="+", choices=list(MODELS))
+    p.add_argument("--models", nargs="+", choices=[*MODELS, *ALIASES], metavar="ROW",
+                   help="table rows (default: the original table, " + ", ".join(map(repr, TABLE)) + "); the other "
+                   "model kinds: " + ", ".join(map(repr, KINDS)) + "; groups: table, kinds, all. The consistency "
+                   "row runs only where the engine distils with distill.method = consistency (checked at run time)")
     for k in ("steps", "batch", "t_per_rollout", "hidden", "blocks", "T", "distill_steps", "samples", "seeds"):
         p.add_argument("--" + k.replace("_", "-"), type=int)
     p.add_argument("--distill-lr", type=float)
     p.add_argument("--coupling-lr", type=float, help="learning rate of the learned coupling (default: the spec's)")
     p.add_argument("--distill-coupling", default="deterministic", choices=("deterministic", "model"),
                    help="sampling coupling of teacher and students (default deterministic, rho = 1)")
+    p.add_argument("--reflow-to", type=int, default=1, help="rectified-flow-1: the student's evaluations (default 1)")
+    p.add_argument("--reflow-rounds", type=int, default=1, help="rectified-flow-1: reflow rounds (default 1)")
+    p.add_argument("--reflow-steps", type=int, help="rectified-flow-1: optimiser steps per round (default: the "
+                   "progressive chain's log2(T) x --distill-steps, shared out over the rounds)")
+    p.add_argument("--reflow-lr", type=float, help="rectified-flow-1: learning rate (default --distill-lr)")
+    p.add_argument("--reflow-teacher-steps", type=int, default=64,
+                   help="rectified-flow-1: Euler steps of the teacher's ODE per pair (default 64)")
+    p.add_argument("--reflow-pairs", type=int, help="rectified-flow-1: pairs per round (default: the training set's "
+                   "size)")
+    p.add_argument("--consistency-to", type=int, help="consistency: the student's evaluations (default min(8, T); "
+                   "the row is evaluated at every --nfe up to it)")
+    p.add_argument("--consistency-steps", type=int, help="consistency: optimiser steps (default: the progressive "
+                   "chain's log2(T) x --distill-steps)")
+    p.add_argument("--consistency-lr", type=float, help="consistency: learning rate (default --distill-lr)")
+    p.add_argument("--consistency-teacher-steps", type=int,
+                   help="consistency: the teacher's grid N (default min(16, T))")
     p.add_argument("--nfe", type=int, nargs="+")
     p.add_argument("--metrics", nargs="+", help="metrics to print (default: all)")
     p.add_argument("--skip-gaussian-categorical", action="store_true", help="no Gaussian rows on categorical data")
@@ -578,12 +812,17 @@ def parse(argv=None):
         if getattr(a, k, None) is None:
             setattr(a, k, v)
     a.datasets = list(DATASETS) if "all" in a.datasets else a.datasets
+    a.models = list(dict.fromkeys(m for name in a.models for m in ALIASES.get(name, [name])))
     a.nfe = sorted(set(a.nfe))
     a.out = a.out or ROOT / "benchmarks" / "results" / ("nfe-quick.jsonl" if a.quick else "nfe.jsonl")
     a.plots = ROOT / "benchmarks" / "results" / "nfe-plots" if a.plots is None else a.plots
     bad = [n for n in a.nfe if not (1 <= n <= a.T and (a.T // n) * n == a.T and (a.T // n) & (a.T // n - 1) == 0)]
     if bad:
         p.error(f"NFE {bad}: each must be T = {a.T} divided by a power of two (the distillation stages)")
+    for k in ("reflow_to", "consistency_to", "reflow_teacher_steps", "reflow_rounds"):
+        if getattr(a, k) is not None and (getattr(a, k) < 1 or (k.endswith("_to") and getattr(a, k) > a.T)):
+            p.error(f"--{k.replace('_', '-')} {getattr(a, k)}: must be at least 1" + (f" and at most T = {a.T}"
+                                                                                     if k.endswith("_to") else ""))
     return a
 
 
