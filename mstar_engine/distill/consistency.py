@@ -150,12 +150,16 @@ class ConsistencyFunction(nn.Module):
         extra = {k: v for k, v in (("labels", lab), ("guidance", guidance)) if v is not None}
         d = self.denoiser(None, x, tt, **extra)
         if self.affine:
-            shape = (-1,) + (1,) * (x.ndim - 1)
-            at = lambda a: a.to(device=d.device, dtype=d.dtype)[tt].reshape(shape)  # noqa: E731
-            d = at(self.c_skip) * x.to(d.dtype) * at(self.inv_mean) + at(self.c_out) * d
+            c_skip, inv_mean, c_out = (_per_example(a, tt, d) for a in (self.c_skip, self.inv_mean, self.c_out))
+            d = c_skip * x.to(d.dtype) * inv_mean + c_out * d
         if rows is None:
             return d
         return x_t.to(d.dtype).index_put((rows,), d)
+
+
+def _per_example(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+    """values[t] in ``like``'s dtype and device, shaped (B, 1, ..., 1) against it."""
+    return values.to(device=like.device, dtype=like.dtype)[t].reshape((-1,) + (1,) * (like.ndim - 1))
 
 
 def consistency_terms(family: Family, student_f: Callable, target_f: Callable, teacher: Callable, x0: Tensor,
