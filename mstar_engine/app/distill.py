@@ -12,6 +12,7 @@ from typing import Callable
 
 import attrs
 import tomli_w
+import torch
 
 from mstar_engine.app.evaluate import evaluate, write_results
 from mstar_engine.app.model import build_denoiser, fingerprint
@@ -19,6 +20,7 @@ from mstar_engine.app.reflow import reflow_model
 from mstar_engine.app.runs import Model, Run, RunError, load_run, sampling_rho
 from mstar_engine.data.load import load_data
 from mstar_engine.data.stream import training_source
+from mstar_engine.distill.consistency import consistency_stage
 from mstar_engine.distill.loop import Recipe, Stage, distill_stage
 from mstar_engine.distill.stages import DistillError, derive_stages
 from mstar_engine.distributed.env import process_count, resolve_backend, secondary_process, silent
@@ -49,6 +51,8 @@ def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, resume: bool
     if spec.distill.method == "reflow":
         return reflow_model(spec, model, data, run_dir, resume=resume, log=log, group=group)
     d, process, current = spec.distill, model.process, model.denoiser.eval()
+    if d.method == "consistency":
+        return _consistency(spec, model, data, run_dir, resume=resume, log=log, group=group)
     device = next(current.parameters()).device
     batches = training_source(data, d.batch_size, spec.experiment.seed, labelled=spec.network.class_conditional,
                               flip=spec.data.flip, workers=spec.train.workers, pin_memory=device.type == "cuda")
@@ -67,6 +71,28 @@ def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, resume: bool
             streams=spec.devices.processes)
         students[stage.student_steps] = Model(process, current, rho=rho, steps=stage.student_steps)
     return attrs.evolve(model, rho=rho), students, seconds
+
+
+def _consistency(spec: Spec, model: Model, data, run_dir: Path, *, resume: bool, log: Callable[[str], None],
+                 group: Group) -> tuple[Model, dict[int, Model], dict[int, float]]:
+    """Consistency distillation of the teacher's deterministic (rho = 1) sampler into one student
+    that samples in ``distill.to`` evaluations (multistep consistency sampling: the rho = 0 chain)."""
+    d, process, teacher = spec.distill, model.process, model.denoiser.eval()
+    device = next(teacher.parameters()).device
+    batches = training_source(data, d.batch_size, spec.experiment.seed, labelled=spec.network.class_conditional,
+                              flip=spec.data.flip, workers=spec.train.workers, pin_memory=device.type == "cuda")
+    student = build_denoiser(attrs.evolve(spec, network=attrs.evolve(spec.network, dropout=0.0)), process,
+                             num_classes=int(getattr(teacher.backbone, "num_classes", 0)))
+    student.load_state_dict(teacher.state_dict())
+    student.to(device)
+    f, seconds = consistency_stage(
+        process, teacher, student, batches, d, run_dir / "checkpoints" / f"consistency-{d.to}",
+        run_dir / "distill.jsonl", teacher_steps=d.teacher_steps, evaluations=d.to, ema_target=d.ema_target,
+        seed=spec.experiment.seed, fingerprint=fingerprint(spec), resume=resume, log_every=spec.train.log_every,
+        checkpoint_every=spec.train.checkpoint_every, clip_grad=spec.train.clip_grad, log=log, group=group)
+    rho = torch.zeros(process.family.steps + 1, dtype=torch.float64)
+    teacher_model = attrs.evolve(model, rho=sampling_rho(process, "deterministic"))
+    return teacher_model, {d.to: Model(process, f, rho=rho, steps=d.to)}, {d.to: seconds}
 
 
 def distill_spec(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str] = ()) -> Spec:

@@ -11,7 +11,6 @@ import torch
 from mstar_engine.app.runs import save_grid
 from mstar_engine.rundir.files import write_text
 from mstar_engine.rundir.records import read_jsonl
-from mstar_engine.sampling import sample, step_grid
 
 WIDTH, HEIGHT, PAD = 640, 360, 48
 
@@ -87,22 +86,18 @@ def _write(out: str | Path, svg: str) -> Path:
 
 
 def trajectory_grid(model, n: int, path: str | Path, data_range: str, *, columns: int = 8, seed: int = 0) -> Path:
-    """``n`` samples, one per row, with the prediction x̂0 at ``columns`` evenly spaced steps from
-    T down to 1 (left to right): how each image forms during sampling."""
-    family = model.process.family
-    T = family.steps
-    wanted = {int(round(T - i * (T - 1) / max(columns - 1, 1))) for i in range(columns)}
-    frames: dict[int, torch.Tensor] = {}
-
-    def keep(state: dict) -> None:
-        if state["t"] in wanted:
-            frames[state["t"]] = state["x0_hat"].detach().clone()
-
+    """``n`` samples, one per row, with the model's picture of them (x̂0, or a flow's ODE state) at
+    ``columns`` evenly spaced network evaluations, first to last (left to right): how each image
+    forms during sampling."""
+    kind = model.process
+    recorded: list[torch.Tensor] = []
     with torch.no_grad():
         device = next(model.denoiser.parameters()).device
-        sample(model.denoiser, family, n, step_grid(T, model.steps or T), model.sampling_rho(),
-               generator=torch.Generator(device=device).manual_seed(seed), device=device, dtype=torch.float64,
-               callback=keep)
-    ordered = [frames[t].cpu() for t in sorted(frames, reverse=True)]
-    grid = torch.stack(ordered, dim=1).flatten(0, 1)  # row = one sample, columns = steps
+        kind.sample_batch(lambda *inputs: model.denoiser(*inputs), n, model.steps or kind.family.steps,
+                          model.sampling_rho(), torch.Generator(device=device).manual_seed(seed), device, "x0",
+                          frames=lambda x: recorded.append(x.detach().clone()))
+    last = len(recorded) - 1
+    picked = sorted({int(round(i * last / max(columns - 1, 1))) for i in range(min(columns, last + 1))})
+    ordered = [recorded[i].cpu() for i in picked]
+    grid = torch.stack(ordered, dim=1).flatten(0, 1)  # row = one sample, columns = evaluations
     return save_grid(path, grid, data_range, nrow=len(ordered), limit=grid.shape[0])

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mstar_engine.data.catalog import DATASETS
+from mstar_engine.distill.consistency import ConsistencyFunction
 from mstar_engine.util.devices import autocast, training_device
 from mstar_engine.distributed.env import process_count, resolve_backend
 from mstar_engine.distributed.group import SINGLE, Group
@@ -269,17 +270,20 @@ def _build(path: Path, spec: Spec, ckpt: Path, state: dict, device: str | torch.
     event_shape = tuple(int(n) for n in state["event_shape"]) if "event_shape" in state else \
         DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
     process = build_process(spec.process, event_shape)
-    model = Model(process, build_denoiser(spec, process, num_classes=int(state.get("num_classes", 0))),
-                  rho=state["sampling_rho"] if student else sample_rho(spec, process),
-                  steps=int(state["evaluations"]) if student else None)
-    try:
-        model.denoiser.load_state_dict(state["ema"] if "ema" in state else state["model"])  # a reflow student has both
-        if model.process.learned is not None:
-            model.process.learned.load_state_dict(state["coupling"])
+    denoiser = build_denoiser(spec, process, num_classes=int(state.get("num_classes", 0)))
+    try:  # a reflow student has EMA weights, a consistency student its target network
+        denoiser.load_state_dict(state["target"] if state.get("consistency") else
+                                 state["ema"] if "ema" in state else state["model"])
+        if process.learned is not None:
+            process.learned.load_state_dict(state["coupling"])
     except (RuntimeError, KeyError, TypeError) as exc:
         first = [line.strip() for line in str(exc).splitlines() if line.strip()][1:2] or [str(exc)]
         raise RunError(f"{ckpt} does not fit the run's spec {path / 'spec.resolved.toml'} ({first[0]}); it was "
                        "written by another spec (a changed network?). Give the checkpoint's own run directory") from None
+    if state.get("consistency"):
+        denoiser = ConsistencyFunction(denoiser, process.family)
+    model = Model(process, denoiser, rho=state["sampling_rho"] if student else sample_rho(spec, process),
+                  steps=int(state["evaluations"]) if student else None)
     model.denoiser.eval().to(training_device(device) if isinstance(device, str) else device)
     return Run(path, spec, model, ckpt, int(state["step"]))
 

@@ -138,6 +138,11 @@ class ConsistencyFunction(nn.Module):
         self.register_buffer("c_out", c_out, persistent=False)
         self.register_buffer("inv_mean", scale, persistent=False)
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The inner denoiser's backbone (its class count, its device)."""
+        return self.denoiser.backbone
+
     def forward(self, s_t: Tensor | None, x_t: Tensor, t: Tensor | int, labels: Tensor | None = None,
                 guidance: float | None = None) -> Tensor:
         t = as_steps(t, x_t.shape[0], x_t.device)

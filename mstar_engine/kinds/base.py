@@ -49,5 +49,7 @@ class Kind(Protocol):
         """The coupling a sampler uses by default (exponential family); else zeros."""
 
     def sample_batch(self, net: Callable[..., Tensor], n: int, evaluations: int, rho: Tensor | None,
-                     generator: torch.Generator, device: torch.device, final: str) -> Tensor:
-        """``n`` samples (float64) with ``evaluations`` calls of ``net(*inputs)``."""
+                     generator: torch.Generator, device: torch.device, final: str,
+                     frames: Callable[[Tensor], None] | None = None) -> Tensor:
+        """``n`` samples (float64) with ``evaluations`` calls of ``net(*inputs)``; ``frames(x)`` sees
+        the model's current picture of the sample after each call (x̂0, or the ODE state)."""

@@ -64,6 +64,7 @@ class EnergyScore:
         return loss, loss
 
     def sample_batch(self, net, n: int, evaluations: int, rho, generator: torch.Generator,
-                     device: torch.device, final: str) -> Tensor:
+                     device: torch.device, final: str, frames=None) -> Tensor:
         x1 = torch.randn((n, *self.family.event_shape), generator=generator, device=device, dtype=torch.float64)
-        return sample_distributional(lambda x, t, xi: net(x, t, xi), x1, evaluations, generator, self.eta)
+        return sample_distributional(lambda x, t, xi: net(x, t, xi), x1, evaluations, generator, self.eta,
+                                     callback=(lambda k, t, x, x0_hat: frames(x0_hat)) if frames else None)

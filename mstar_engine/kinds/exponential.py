@@ -51,7 +51,12 @@ class ExponentialFamily(DiffusionProcess):
         return reported, optimised
 
     def sample_batch(self, net, n: int, evaluations: int, rho: Tensor | None, generator: torch.Generator,
-                     device: torch.device, final: str) -> Tensor:
+                     device: torch.device, final: str, frames=None) -> Tensor:
         grid = step_grid(self.family.steps, evaluations)
+        evaluated = set(grid)
+
+        def callback(state: dict) -> None:
+            if state["t"] in evaluated:
+                frames(state["x0_hat"])
         return sample(net, self.family, n, grid, self.rho() if rho is None else rho, generator=generator,
-                      device=device, dtype=torch.float64, final=final)
+                      device=device, dtype=torch.float64, final=final, callback=callback if frames else None)

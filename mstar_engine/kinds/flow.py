@@ -67,6 +67,7 @@ class FlowMatching:
         return (x0[:, 0], x0[:, 1]) if self.paired else (x0, None)
 
     def sample_batch(self, net, n: int, evaluations: int, rho, generator: torch.Generator,
-                     device: torch.device, final: str) -> Tensor:
+                     device: torch.device, final: str, frames=None) -> Tensor:
         x1 = torch.randn((n, *self.family.event_shape), generator=generator, device=device, dtype=torch.float64)
-        return ode_sample(lambda x, t: net(x, t), x1, evaluations, self.solver)
+        return ode_sample(lambda x, t: net(x, t), x1, evaluations, self.solver,
+                          callback=(lambda x, t: frames(x)) if frames else None)

@@ -151,3 +151,40 @@ def test_reflow_resumes_exactly_and_its_student_serves_one_step(tmp_path):
             assert torch.equal(tensor, got[key][name]), f"{key}.{name} differs after resume"
     results = json.loads((tmp_path / "stop" / "gaussian" / "results.json").read_text())["results"]
     assert {(r.get("model"), r["steps"]) for r in results} >= {("student", 1), ("teacher", 1)}
+
+
+CONSISTENCY = ["distill.method=consistency", "distill.steps_per_stage=24", "distill.teacher_steps=8", "distill.lr=1e-3"]
+
+
+def test_consistency_distillation_resumes_exactly_and_over_two_processes_equals_one(tmp_path):
+    """A Gaussian DDPM teacher (state input) distilled by consistency to a 2-step student: over two
+    processes it makes the single-process student; interrupted by Ctrl-C at its 14th step and
+    resumed, it ends with the uninterrupted one; the table holds the student beside the teacher."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(TEST_SIGNALS, None)
+    teacher = [sys.executable, "-m", "mstar_cli.main", "run", SPEC, *TINY, "train.steps=40", "sample.steps=16"]
+    runs = {name: tmp_path / name / "gaussian" for name in ("one", "two", "stop")}
+    for name in runs:
+        subprocess.run([*teacher, f"experiment.output_dir={tmp_path / name}"], check=True, capture_output=True,
+                       env=env, cwd=ROOT)
+
+    def distil(name, *extra, **kw):
+        return subprocess.run([sys.executable, "-m", "mstar_cli.main", "distill", str(runs[name]), "--to", "2",
+                               *CONSISTENCY, *extra], capture_output=True, text=True, cwd=ROOT, **kw)
+    assert distil("one", env=env).returncode == 0
+    assert distil("two", "--nproc-per-node", "2", env=env).returncode == 0
+    stopped = distil("stop", env={**env, TEST_SIGNALS: "14:INT"}, start_new_session=True)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    resumed = distil("stop", env=env)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
+    final = {n: train_checkpoint(runs[n], 24, "consistency-2") for n in runs}
+    assert final["one"]["complete"] and final["one"]["consistency"] and final["one"]["evaluations"] == 2
+    for key in ("model", "target"):
+        assert max_difference(final["one"][key], final["two"][key]) < 1e-5
+        for name, tensor in final["one"][key].items():
+            assert torch.equal(tensor, final["stop"][key][name]), f"{key}.{name} differs after resume"
+    rows = json.loads((runs["one"] / "results.json").read_text())["results"]
+    assert {(r.get("model"), r["steps"]) for r in rows} >= {("student", 2), ("teacher", 2), ("teacher", 16)}
+    result = invoke("sample", runs["one"], "--checkpoint", runs["one"] / "checkpoints" / "consistency-2",
+                    "--num-samples", 10, "--out", tmp_path / "c.npz")
+    assert result.exit_code == 0, result.output
