@@ -278,7 +278,7 @@ class Devices:
 @attrs.define
 class Spec:
     experiment: Experiment = setting(doc="name, seed and output folder")
-    process: Process = setting(doc="family, steps, schedule, coupling, inputs and loss")
+    process: Process = setting(doc="model kind, family, steps, schedule, coupling, inputs and loss")
     data: Data = setting(doc="dataset and preprocessing")
     network: Network = section(Network, "denoiser network")
     train: Train = section(Train, "training")
