@@ -22,6 +22,7 @@ import torch
 from tabulate import tabulate
 
 from mstar_engine.util.clock import duration
+from mstar_engine.app.report import model_words
 from mstar_engine.app.runs import Model
 from mstar_engine.networks.mlp import MLP
 from mstar_engine.networks.unet import build_unet
@@ -103,7 +104,7 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
     per_eval, per_batch = _sampling_costs(model, n, min(sample_steps, prepared.process.family.steps), device,
                                           spec.sample.precision)
     return {
-        "spec": spec.experiment.name, "family": family.name, "coupling": prepared.process.coupling_kind,
+        "spec": spec.experiment.name, "family": family.name, "coupling": prepared.process.coupling_kind, "kind": prepared.process.name,
         "batch_size": B, "t_per_rollout": spec.train.t_per_rollout, "device": str(device),
         "threads": torch.get_num_threads(),
         "train_examples_per_s": B * spec.train.t_per_rollout / ours, "train_steps_per_s": 1 / ours,
@@ -196,5 +197,5 @@ def bench_table(result: dict) -> str:
         seconds = row["seconds"]
         rows.append((f"estimated {row['stage']}", row["basis"] if seconds is None else
                      f"{duration(seconds)} ({row['basis']})"))
-    return f"{result['spec']}: {result['family']} ({result['coupling']} coupling)\n" + \
+    return f"{result['spec']}: {model_words(result)}\n" + \
         tabulate(rows, tablefmt="github", headers=["measure", "value"], disable_numparse=True)

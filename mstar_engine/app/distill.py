@@ -153,7 +153,7 @@ def _distill_run(run: Run, spec: Spec, *, resume: bool, log: Callable[[str], Non
     teacher, students, seconds = distill_model(spec, run.model, data, run.path, resume=resume,
                                                log=log if group.main else silent, group=group)
     results = {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
-               "coupling": teacher.process.coupling_kind, "inputs": teacher.process.inputs, "results": []}
+               "coupling": teacher.process.coupling_kind, "kind": teacher.process.name, "inputs": teacher.process.inputs, "results": []}
     if spec.eval.metrics:  # the sampling shared out over the processes
         results = evaluate(teacher, spec, data.held_out, data.train, spec.experiment.seed, students, seconds,
                            group=group)

@@ -106,7 +106,7 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
             add({"metric": name, "steps": steps, "value": float(np.mean(values[name])),
                  "std": float(np.std(values[name])), "noise_floor": float(floors[name]), "samples": n}, who)
     return {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
-            "coupling": model.process.coupling_kind, "inputs": model.process.inputs, "results": rows}
+            "coupling": model.process.coupling_kind, "kind": model.process.name, "inputs": model.process.inputs, "results": rows}
 
 
 def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int,

@@ -35,8 +35,16 @@ def results_table(results: dict, fmt: str = "github") -> str:
             (_metric(r["metric"]), r["steps"], _value(r), f"{r['noise_floor']:.4f}", r["samples"])
             for r in results["results"]]
     headers = (["model"] if distilled else []) + ["metric", "steps", "value", "noise floor", "samples"]
-    title = f"{results['experiment']}: {results['family']} ({results['coupling']} coupling) on {results['data']}"
+    title = f"{results['experiment']}: {model_words(results)} on {results['data']}"
     return _titled(title, _tabulate(rows, headers, fmt), fmt)
+
+
+def model_words(results: dict) -> str:
+    """The model of a results or bench record in a few words: "beta (ddpm coupling)", or the kind's
+    own description (flow matching, the energy score)."""
+    if results.get("kind", "exponential-family") != "exponential-family":
+        return results["coupling"]
+    return f"{results['family']} ({results['coupling']} coupling)"
 
 
 def comparison_table(results: dict, fmt: str = "github") -> str:

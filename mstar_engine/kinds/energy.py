@@ -35,7 +35,7 @@ class EnergyScore:
 
     @property
     def coupling_kind(self) -> str:
-        return f"{self.name} ({self.score})"
+        return f"energy-score denoiser ({self.score} score)"
 
     def block_state(self) -> None:
         return None

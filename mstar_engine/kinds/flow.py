@@ -32,7 +32,7 @@ class FlowMatching:
 
     @property
     def coupling_kind(self) -> str:
-        return f"{self.name} ({self.solver})"
+        return f"flow matching ({self.solver})"
 
     def block_state(self) -> None:
         return None
