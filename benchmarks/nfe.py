@@ -32,9 +32,7 @@ the whole progressive chain T → 1 (log2 T × ``--distill-steps``) at ``--disti
 otherwise. The consistency row runs only where the engine distils with distill.method =
 "consistency": a run first distils a tiny model that way (a few seconds) and, when the schema
 refuses the method or no consistency student comes out, says so and leaves the row out (a
-fallback of the engine to another method is never reported as consistency). On digits the runner's
-post-training trajectory plot fails for the flow and energy networks (it calls them with the
-exponential-family sampler); their training is complete, so the rows are kept with a "note".
+fallback of the engine to another method is never reported as consistency).
 
 Distilled rows at NFE = T are their teacher (sampled with ρ = 1, or with its own coupling under
 ``--distill-coupling model``); distillation (``--distill-steps`` per stage, lr ``--distill-lr``,
@@ -202,21 +200,11 @@ def overrides(a, dataset: str, training: str, seed: int, out: Path) -> list[str]
 
 # ----------------------------------------------------------------------------------------- phases
 def train(a, dataset: str, training: str, seed: int, out: Path) -> tuple[Path, str | None]:
-    """The trained run's directory, and a note when the run's own post-training extras failed."""
+    """The trained run's directory (and no note: kept for rows that carry one)."""
     loaded = load_spec(ROOT / "specs" / f"{DATASETS[dataset][0]}.toml", overrides(a, dataset, training, seed, out),
                        ready=True)
     plan = compile_plan(loaded)
-    try:
-        execute(plan, loaded, resume=True, log=lambda _: None)  # resumes an interrupted run from its checkpoint
-    except Exception as exc:
-        # On image data (digits) the runner draws, after training, a trajectory plot with the
-        # exponential-family sampler, which the other kinds' networks refuse: their trained
-        # network is complete all the same (eval.metrics is empty here, so nothing else is lost).
-        spec = loaded.spec
-        if spec.process.kind == "exponential-family" or not CATALOG[spec.data.name].is_image or \
-                load_run(plan.run_dir, warn=lambda _: None).step < spec.train.steps:
-            raise
-        return plan.run_dir, f"trained; the run's post-training plots failed ({type(exc).__name__}: {first_line(exc)})"
+    execute(plan, loaded, resume=True, log=lambda _: None)  # resumes an interrupted run from its checkpoint
     return plan.run_dir, None
 
 
