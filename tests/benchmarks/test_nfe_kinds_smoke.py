@@ -55,8 +55,8 @@ def test_kind_rows_train_evaluate_and_report(tmp_path, capsys, restore_threads):
         assert all(math.isfinite(v) for v in r["metrics"].values()), r
     by = {(r["model"], r["nfe"]): r for r in rows}
     assert by[("flow-matching", 4)]["kind"] == "flow-matching"
-    assert by[("flow-matching", 4)]["coupling_used"] == "flow-matching (euler)"
-    assert by[("flow-matching-heun", 4)]["coupling_used"] == "flow-matching (heun)"
+    assert by[("flow-matching", 4)]["coupling_used"] == "flow matching (euler)"
+    assert by[("flow-matching-heun", 4)]["coupling_used"] == "flow matching (heun)"
     assert by[("energy-score", 4)]["kind"] == "energy-score"
     # one network for both solvers: Heun with one evaluation is the Euler step
     assert by[("flow-matching-heun", 1)]["metrics"] == by[("flow-matching", 1)]["metrics"]

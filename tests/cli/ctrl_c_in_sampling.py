@@ -8,7 +8,7 @@ sample through the same wrapper. Not a test module: the tests run it in a subpro
 import os
 import signal
 
-import mstar_engine.app.runs as runs
+import mstar_engine.kinds.exponential as runs  # the exponential-family kind samples through its module's sample()
 
 if os.getpgid(0) != os.getsid(0):
     raise SystemExit("ctrl_c_in_sampling.py signals its process group: start it with start_new_session=True")

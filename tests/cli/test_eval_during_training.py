@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import mstar_engine.train.loop as loop
+import mstar_engine.kinds.exponential as loop  # the exponential-family kind's step loss
 from mstar_cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -128,7 +128,7 @@ CASES = [
         """,
         # a missing table has no place in the file: it is reported at the start
         "s.toml:1:1: process: missing required table [process]; add a [process] section "
-        "(family, steps, schedule, coupling, inputs and loss)",
+        "(model kind, family, steps, schedule, coupling, inputs and loss)",
         "s.toml:4:1: proces: unknown key 'proces' in the top level (expected tables such as [experiment]); "
         "did you mean 'process'?"),
     case("typo-top-level-table-far-from-any", """
