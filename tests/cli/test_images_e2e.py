@@ -95,6 +95,7 @@ def test_class_conditional_run_samples_each_class(tmp_path):
     assert bad.exit_code == 2 and "0..9" in bad.output
 
 
+@pytest.mark.slow  # 95 s on 2 cores: kept out of CI's 15 minutes, run with pytest -m slow
 def test_guided_digits_are_the_requested_class_more_often(tmp_path):
     """A class-conditional digits model, trained briefly: samples guided to class c (w = 3) are
     classified as c — by a logistic regression trained here on the real digits — more often than
