@@ -21,7 +21,7 @@ import attrs
 import torch
 
 from mstar_engine.app.model import fingerprint as spec_fingerprint
-from mstar_engine.app.runs import Model, batch_seed
+from mstar_engine.app.runs import Model, in_batches
 from mstar_engine.data.stream import training_source
 from mstar_engine.distill.loop import weights_digest
 from mstar_engine.distributed.group import SINGLE, Group
@@ -36,21 +36,15 @@ def make_pairs(kind, net: torch.nn.Module, n: int, evaluations: int, seed: int, 
     """(n, 2, ...) pairs (x0, ε): ε ~ N(0, I) and x0 the teacher's ODE solution from it (float64),
     batch j drawn from its own generator, the batches shared out over the processes and gathered."""
     device = next(net.parameters()).device
-    out = []
+
+    def draw(start: int, b: int, g: torch.Generator) -> torch.Tensor:
+        eps = torch.randn((b, *kind.family.event_shape), generator=g, device=device, dtype=torch.float64)
+        lab = labels[start:start + b].to(device) if labels is not None else None
+        x0 = ode_sample(lambda x, t: net(x, t, labels=lab) if lab is not None else net(x, t), eps, evaluations,
+                        kind.solver)
+        return torch.stack([x0, eps], dim=1).cpu()
     with torch.no_grad():
-        for j, start in enumerate(range(0, n, PAIR_BATCH)):
-            if j % group.world != group.rank:
-                continue
-            b = min(PAIR_BATCH, n - start)
-            g = torch.Generator(device=device).manual_seed(batch_seed(seed, j))
-            eps = torch.randn((b, *kind.family.event_shape), generator=g, device=device, dtype=torch.float64)
-            lab = labels[start:start + b].to(device) if labels is not None else None
-            x0 = ode_sample(lambda x, t: net(x, t, labels=lab) if lab is not None else net(x, t), eps, evaluations,
-                            kind.solver)
-            out.append(torch.stack([x0, eps], dim=1).cpu())
-    if group.world > 1:
-        mine = group.gather(out)
-        out = [mine[j % group.world][j // group.world] for j in range(sum(len(m) for m in mine))]
+        out = in_batches(n, PAIR_BATCH, seed, device, group, draw)
     return torch.cat(out)
 
 

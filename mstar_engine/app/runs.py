@@ -77,28 +77,21 @@ class Model:
             raise ValueError(f"class {label} does not exist: the model is conditional on {classes} classes "
                              f"(0..{classes - 1})" if classes else "the model is not class conditional: "
                              "train it with network.class_conditional = true to sample a class")
-        out = []
-        with torch.no_grad():
-            for j, start in enumerate(range(0, n, batch_size)):
-                if j % group.world != group.rank:
-                    continue
-                b = min(batch_size, n - start)
-                generator = torch.Generator(device=device).manual_seed(batch_seed(seed, j))
-                labels = None
-                if classes:  # one class per sample: the requested one, else uniformly drawn
-                    labels = torch.full((b,), label, dtype=torch.long, device=device) if label is not None else \
-                        torch.randint(0, classes, (b,), generator=generator, device=device)
 
-                def net(*inputs, labels=labels):
-                    with autocast(precision, device):
-                        if labels is None:
-                            return self.denoiser(*inputs)
-                        return self.denoiser(*inputs, labels=labels.to(device), guidance=guidance)
-                out.append(self.process.sample_batch(net, b, evaluations, self.sampling_rho(), generator, device,
-                                                     final).cpu())
-        if group.world > 1:  # batch j came from process j mod world: put them back in order
-            mine = group.gather(out)
-            out = [mine[j % group.world][j // group.world] for j in range(sum(len(m) for m in mine))]
+        def draw(start: int, b: int, generator: torch.Generator) -> torch.Tensor:
+            labels = None
+            if classes:  # one class per sample: the requested one, else uniformly drawn
+                labels = torch.full((b,), label, dtype=torch.long, device=device) if label is not None else \
+                    torch.randint(0, classes, (b,), generator=generator, device=device)
+
+            def net(*inputs, labels=labels):
+                with autocast(precision, device):
+                    if labels is None:
+                        return self.denoiser(*inputs)
+                    return self.denoiser(*inputs, labels=labels.to(device), guidance=guidance)
+            return self.process.sample_batch(net, b, evaluations, self.sampling_rho(), generator, device, final).cpu()
+        with torch.no_grad():
+            out = in_batches(n, batch_size, seed, device, group, draw)
         x = torch.cat(out) if out else torch.empty((0, *family.event_shape), dtype=torch.float64)
         bad = int((~torch.isfinite(x.flatten(1))).any(1).sum()) if x.numel() else 0
         if bad:
@@ -121,6 +114,22 @@ def sample_rho(spec: Spec, process: DiffusionProcess) -> torch.Tensor | None:
     """The ρ_t ``sample.coupling`` fixes for a trained model: ρ = 1 (deterministic), or None, so that
     the model samples with the process's own (possibly learned) ρ_t."""
     return sampling_rho(process, "deterministic") if spec.sample.coupling == "deterministic" else None
+
+
+def in_batches(n: int, batch_size: int, seed: int, device: torch.device, group: Group,
+               draw: Callable[[int, int, torch.Generator], torch.Tensor]) -> list[torch.Tensor]:
+    """``draw(start, size, generator)`` for every batch of ``n`` items, batch j with its own
+    generator (:func:`batch_seed`); with several processes the batches are shared out round robin
+    and gathered, so every process returns the single-process list."""
+    out = []
+    for j, start in enumerate(range(0, n, batch_size)):
+        if j % group.world == group.rank:
+            out.append(draw(start, min(batch_size, n - start),
+                            torch.Generator(device=device).manual_seed(batch_seed(seed, j))))
+    if group.world > 1:  # batch j came from process j mod world: put them back in order
+        mine = group.gather(out)
+        out = [mine[j % group.world][j // group.world] for j in range(sum(len(m) for m in mine))]
+    return out
 
 
 def batch_seed(seed: int, batch: int) -> int:

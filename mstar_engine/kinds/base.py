@@ -53,3 +53,18 @@ class Kind(Protocol):
                      frames: Callable[[Tensor], None] | None = None) -> Tensor:
         """``n`` samples (float64) with ``evaluations`` calls of ``net(*inputs)``; ``frames(x)`` sees
         the model's current picture of the sample after each call (x̂0, or the ODE state)."""
+
+
+class DataSpaceKind:
+    """What flow matching and the energy-score model share: they work in the data space of their
+    (Gaussian) family, read the state alone, have no coupling and no tail normalisation."""
+    inputs = "state"
+    learned = None
+    notes: tuple[str, ...] = ()
+    needs_tail_norm = False
+
+    def block_state(self) -> None:
+        return None
+
+    def rho(self) -> Tensor:
+        return torch.zeros(self.family.steps + 1, dtype=torch.float64)

@@ -13,12 +13,13 @@ import attrs
 import torch
 from torch import Tensor
 
+from mstar_engine.kinds.base import DataSpaceKind
 from mstar_engine.kinds.flow_paths import draw_times, interpolate
 from mstar_engine.kinds.scoring import sample_distributional, score
 
 
 @attrs.define
-class EnergyScore:
+class EnergyScore(DataSpaceKind):
     family: object                 # the Gaussian family of the spec: event shape, dtype, steps
     score: str = "energy"
     beta: float = 0.1
@@ -28,20 +29,10 @@ class EnergyScore:
     eta: float = 1.0
     time: str = "uniform"
     name = "energy-score"
-    inputs = "state"
-    learned = None
-    notes: tuple[str, ...] = ()
-    needs_tail_norm = False
 
     @property
     def coupling_kind(self) -> str:
         return f"energy-score denoiser ({self.score} score)"
-
-    def block_state(self) -> None:
-        return None
-
-    def rho(self) -> Tensor:
-        return torch.zeros(self.family.steps + 1, dtype=torch.float64)
 
     def draw(self, x0: Tensor, k: int, state, generator: torch.Generator,
              noise: torch.Generator) -> tuple[Tensor, ...]:

@@ -13,11 +13,12 @@ import attrs
 import torch
 from torch import Tensor
 
+from mstar_engine.kinds.base import DataSpaceKind
 from mstar_engine.kinds.flow_paths import draw_times, interpolate, ode_sample, velocity_target
 
 
 @attrs.define
-class FlowMatching:
+class FlowMatching(DataSpaceKind):
     family: object                 # the Gaussian family of the spec: event shape, dtype, steps
     time: str = "uniform"
     time_mean: float = 0.0
@@ -25,20 +26,10 @@ class FlowMatching:
     solver: str = "euler"
     paired: bool = False           # trained on (x0, ε) pairs (B, 2, ...): reflow
     name = "flow-matching"
-    inputs = "state"
-    learned = None
-    notes: tuple[str, ...] = ()
-    needs_tail_norm = False
 
     @property
     def coupling_kind(self) -> str:
         return f"flow matching ({self.solver})"
-
-    def block_state(self) -> None:
-        return None
-
-    def rho(self) -> Tensor:
-        return torch.zeros(self.family.steps + 1, dtype=torch.float64)
 
     def draw(self, x0: Tensor, k: int, state, generator: torch.Generator,
              noise: torch.Generator) -> tuple[Tensor, ...]:
