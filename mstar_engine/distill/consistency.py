@@ -46,7 +46,6 @@ keeps its shard; the gradients are summed over the processes.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -54,18 +53,14 @@ import torch
 from torch import Tensor, nn
 
 from mstar_engine.data.stream import Stream
-from mstar_engine.distill.loop import weights_digest
+from mstar_engine.distill.loop import Seconds, linear_step, open_stage, weights_digest
 from mstar_engine.distill.targets import predict
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.families.base import Family, as_steps
 from mstar_engine.process.kernel import coupled_step
-from mstar_engine.rundir.files import set_aside
 from mstar_engine.sampling import step_grid
-from mstar_engine.train.checkpoint import checkpoint_files, find_checkpoint
-from mstar_engine.train.schedules import learning_rate
 from mstar_engine.train.stage import ResumableStage
 from mstar_engine.util.devices import generator as make_generator
-from mstar_engine.util.devices import to_device
 
 _TAG = 0xC0DE  # decorrelates this stage's random streams from the progressive-distillation stages'
 
@@ -234,49 +229,24 @@ def consistency_stage(process, teacher: nn.Module, student: nn.Module, batches: 
         mismatch=_mismatch, skip_finished=True)
     if group.main:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    if not resume and group.main:
-        _set_aside(Path(directory), name, "--resume never", log)
-    group.barrier()
-    found = find_checkpoint(directory, warn=log if group.main else None)
-    if found is not None and found[1].get("fingerprint", {}).get("teacher") != fingerprint["teacher"]:
-        log(f"{name}: the teacher changed since {found[0]} was written; distilling again")
-        group.barrier()
-        if group.main:
-            _set_aside(Path(directory), name, "a new teacher", log)
-        found = None
+    found = open_stage(Path(directory), name, fingerprint["teacher"], resume, log, group)
     teacher.eval()
     device, stream = resumable.device, Stream(batches)
-    lr, seconds, started = cfg.lr, 0.0, 0.0
-
-    def tick() -> None:
-        nonlocal seconds, started
-        now = time.perf_counter()
-        seconds, started = seconds + now - started, now
+    lr, clock = cfg.lr, Seconds()
 
     def load(state: dict) -> None:
-        nonlocal seconds
-        seconds = float(state["seconds"])
+        clock.total = float(state["seconds"])
         target.load_state_dict(state["target"])
 
     def state() -> dict:
-        tick()
-        return {"seconds": seconds, "complete": resumable.step >= total, "evaluations": evaluations,
+        return {"seconds": clock.tick(), "complete": resumable.step >= total, "evaluations": evaluations,
                 "teacher_evaluations": teacher_steps, "sampling_rho": torch.zeros(T + 1, dtype=torch.float64),
                 "consistency": True, "event_shape": list(family.event_shape), "target": target.state_dict()}
-
-    def begin() -> None:
-        nonlocal started
-        started = time.perf_counter()
 
     def losses() -> tuple[Tensor, float | None]:
         nonlocal lr
         step = resumable.step
-        lr = learning_rate(step, cfg.lr, total, decay="linear")
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = lr
-        drawn = stream.batch_at(step * cfg.batch_size, cfg.batch_size)
-        x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
-        x0, labels = to_device(x0, device), to_device(labels, device)
+        lr, x0, labels = linear_step(optimizer, stream, step, cfg, total, device)
         g = make_generator(device, (seed * 1_000_003 + _TAG) * 1_000_003 + step)
         terms = consistency_terms(family, student_f, target_f, teacher, x0, grid, g, labels,
                                   group.shard(cfg.batch_size))
@@ -286,24 +256,17 @@ def consistency_stage(process, teacher: nn.Module, student: nn.Module, batches: 
         return loss, None if torch.isfinite(loss) else float(loss)
 
     def record(loss: float) -> tuple[dict, str]:
-        tick()
         step = resumable.step
         return ({"stage": evaluations, "method": "consistency", "step": step, "loss": loss, "lr": lr,
-                 "seconds": round(seconds, 2)}, f"{name}: step {step}/{total}  loss {loss:.4g}  lr {lr:.2e}")
+                 "seconds": round(clock.tick(), 2)}, f"{name}: step {step}/{total}  loss {loss:.4g}  lr {lr:.2e}")
 
-    resumable.run(found, losses=losses, record=record, load=load, state=state, begin=begin,
+    resumable.run(found, losses=losses, record=record, load=load, state=state, begin=clock.begin,
                   stepped=lambda: update_target(target, student, ema_target))
     student.eval()
-    return target_f.eval(), seconds
+    return target_f.eval(), clock.total
 
 
 def _mismatch(path: Path, differing: list[str]) -> str:
     return (f"{path} was written with different consistency-distillation settings ({', '.join(differing)}); "
             "distil afresh with --resume never (the earlier checkpoints are moved to checkpoints/replaced/)")
 
-
-def _set_aside(directory: Path, name: str, why: str, log: Callable[[str], None]) -> None:
-    """Move a stage's checkpoints to ``checkpoints/replaced/`` (never deleted: they are models)."""
-    if checkpoint_files(directory):
-        moved = set_aside(directory, into=directory.parent / "replaced")
-        log(f"{name}: {why}: moved the earlier checkpoints to {moved}")

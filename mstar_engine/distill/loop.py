@@ -103,53 +103,28 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
         fingerprint=fingerprint, log_every=log_every, checkpoint_every=checkpoint_every, clip_grad=clip_grad,
         group=group, log=log, name=stage.name, prefix=f"{stage.name}: ", fix="Lower distill.lr or set train.clip_grad",
         tag={"stage": stage.student_steps}, mismatch=_mismatch, skip_finished=True)  # a finished stage: not repeated
-    if not resume and group.main:  # start afresh: the earlier students are set aside, not deleted
-        _set_aside(stage, "--resume never", log)
-    group.barrier()
-    found = find_checkpoint(stage.directory, warn=log if group.main else None)
-    if found is not None and found[1].get("fingerprint", {}).get("teacher") != fingerprint["teacher"]:
-        log(f"{stage.name}: the teacher changed since {found[0]} was written (trained further?); distilling again")
-        group.barrier()  # every process has read the folder before rank 0 moves it
-        if group.main:
-            _set_aside(stage, "a new teacher", log)
-        found = None
+    found = open_stage(stage.directory, stage.name, fingerprint["teacher"], resume, log, group)
     teacher.eval()
     per = cfg.batch_size // streams
     built, everything = group.streams(streams)  # everything: all streams built here, keep the shard after
     stream_teacher = ShardedTeacher(teacher, group) if everything and per % group.world == 0 else teacher
     device, stream = resumable.device, Stream(batches)
     student_grid = torch.tensor(step_grid(T, stage.student_steps)).to(device)
-    lr, seconds, started = cfg.lr, 0.0, 0.0
-
-    def tick() -> None:  # the seconds the stage took, over resumptions
-        nonlocal seconds, started
-        now = time.perf_counter()
-        seconds, started = seconds + now - started, now
+    lr, clock = cfg.lr, Seconds()
 
     def load(state: dict) -> None:
-        nonlocal seconds
-        seconds = float(state["seconds"])
+        clock.total = float(state["seconds"])
 
     def state() -> dict:
-        tick()
-        return {"seconds": seconds, "complete": resumable.step >= total, "evaluations": stage.student_steps,
+        return {"seconds": clock.tick(), "complete": resumable.step >= total, "evaluations": stage.student_steps,
                 "teacher_evaluations": stage.teacher_steps, "sampling_rho": rho.detach().cpu(),
                 "event_shape": list(family.event_shape)}
-
-    def begin() -> None:
-        nonlocal started
-        started = time.perf_counter()
 
     def losses() -> tuple[Tensor, float | None]:
         nonlocal lr
         step = resumable.step
-        lr = learning_rate(step, cfg.lr, total, decay="linear")
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = lr
+        lr, x0, labels = linear_step(optimizer, stream, step, cfg, total, device)
         key = (seed * 1_000_003 + stage.index) * 1_000_003 + step
-        drawn = stream.batch_at(step * cfg.batch_size, cfg.batch_size)
-        x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
-        x0, labels = to_device(x0, device), to_device(labels, device)
         parts = []
         for j in built:  # stream j: examples [j·per, (j+1)·per), its own generator
             g = generator(device, stream_key(key, j))
@@ -174,14 +149,13 @@ def distill_stage(process: DiffusionProcess, teacher: nn.Module, student: nn.Mod
         return loss, None if torch.isfinite(loss) else float(loss)
 
     def record(loss: float) -> tuple[dict, str]:
-        tick()
         step = resumable.step
-        return ({"stage": stage.student_steps, "step": step, "loss": loss, "lr": lr, "seconds": round(seconds, 2)},
+        return ({"stage": stage.student_steps, "step": step, "loss": loss, "lr": lr, "seconds": round(clock.tick(), 2)},
                 f"{stage.name}: step {step}/{total}  loss {loss:.4g}  lr {lr:.2e}")
 
-    resumable.run(found, losses=losses, record=record, load=load, state=state, begin=begin)
+    resumable.run(found, losses=losses, record=record, load=load, state=state, begin=clock.begin)
     student.eval()
-    return student, seconds
+    return student, clock.total
 
 
 def _mismatch(path: Path, differing: list[str]) -> str:
@@ -211,8 +185,53 @@ def weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _set_aside(stage: Stage, why: str, log: Callable[[str], None]) -> None:
+def set_aside_stage(directory: Path, name: str, why: str, log: Callable[[str], None]) -> None:
     """Move a stage's checkpoints to ``checkpoints/replaced/`` (never deleted: they are models)."""
-    if checkpoint_files(stage.directory):
-        moved = set_aside(stage.directory, into=stage.directory.parent / "replaced")
-        log(f"{stage.name}: {why}: moved the earlier checkpoints to {moved}")
+    if checkpoint_files(directory):
+        moved = set_aside(directory, into=directory.parent / "replaced")
+        log(f"{name}: {why}: moved the earlier checkpoints to {moved}")
+
+
+def open_stage(directory: Path, name: str, teacher: str, resume: bool, log: Callable[[str], None],
+               group: Group) -> tuple[Path, dict] | None:
+    """The checkpoint a distillation stage resumes from, or None: ``--resume never`` and a teacher
+    other than the one (digest ``teacher``) the checkpoints were made from set them aside first."""
+    if not resume and group.main:  # start afresh: the earlier students are set aside, not deleted
+        set_aside_stage(directory, name, "--resume never", log)
+    group.barrier()
+    found = find_checkpoint(directory, warn=log if group.main else None)
+    if found is not None and found[1].get("fingerprint", {}).get("teacher") != teacher:
+        log(f"{name}: the teacher changed since {found[0]} was written (trained further?); distilling again")
+        group.barrier()  # every process has read the folder before rank 0 moves it
+        if group.main:
+            set_aside_stage(directory, name, "a new teacher", log)
+        found = None
+    return found
+
+
+class Seconds:
+    """The seconds a stage took, over its resumptions: ``begin()`` when it (re)starts, ``tick()``
+    when they are read, ``total`` restored from a checkpoint."""
+
+    def __init__(self) -> None:
+        self.total, self.started = 0.0, 0.0
+
+    def begin(self) -> None:
+        self.started = time.perf_counter()
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        self.total, self.started = self.total + now - self.started, now
+        return self.total
+
+
+def linear_step(optimizer: torch.optim.Optimizer, stream: Stream, step: int, cfg, total: int,
+                device: torch.device) -> tuple[float, Tensor, Tensor | None]:
+    """A distillation step's learning rate (peak ``cfg.lr`` annealed linearly to 0, set on the
+    optimiser) and its batch of x0 and labels (None when unlabelled) on ``device``."""
+    lr = learning_rate(step, cfg.lr, total, decay="linear")
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = lr
+    drawn = stream.batch_at(step * cfg.batch_size, cfg.batch_size)
+    x0, labels = (drawn[0], drawn[1]) if isinstance(drawn, (tuple, list)) else (drawn, None)
+    return lr, to_device(x0, device), to_device(labels, device)
