@@ -4,34 +4,16 @@ consistency distillation) on a tiny configuration: the gaussian set, one seed, 2
 T = 16, NFE 1 to 16."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
-import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 NFE = [1, 2, 4, 8, 16]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("nfe_benchmark_kinds", ROOT / "benchmarks" / "nfe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_kind_rows_train_evaluate_and_report(tmp_path, capsys, restore_threads):
-    nfe = load_benchmark()
+def test_kind_rows_train_evaluate_and_report(tmp_path, capsys, restore_threads, nfe):
     out = tmp_path / "nfe.jsonl"
     argv = ["--datasets", "gaussian", "--models", "kinds", "--seeds", "1", "--steps", "20", "--T", "16",
             "--t-per-rollout", "2", "--nfe", *map(str, NFE), "--distill-steps", "3", "--samples", "100",
@@ -70,8 +52,7 @@ def test_kind_rows_train_evaluate_and_report(tmp_path, capsys, restore_threads):
     assert "model kinds beside M-Star" in capsys.readouterr().out
 
 
-def test_kind_rows_are_selected_by_name_and_group():
-    nfe = load_benchmark()
+def test_kind_rows_are_selected_by_name_and_group(nfe):
     assert nfe.parse([]).models == nfe.TABLE  # the default table is unchanged
     assert nfe.parse(["--models", "kinds"]).models == ["flow-matching", "flow-matching-heun", "rectified-flow-1",
                                                        "energy-score", "consistency"]

@@ -2,33 +2,16 @@
 dataset, two models (one distilled), one seed, 20 training steps, T = 4, NFE 1 and 2."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("nfe_benchmark", ROOT / "benchmarks" / "nfe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_tiny_table_resume_and_report(tmp_path, capsys, restore_threads):
-    nfe = load_benchmark()
+def test_tiny_table_resume_and_report(tmp_path, capsys, restore_threads, nfe):
     out, plots = tmp_path / "nfe.jsonl", tmp_path / "plots"
     argv = ["--datasets", "gaussian", "--models", "star-shaped", "M-Star distilled", "--seeds", "1", "--steps", "20",
             "--T", "4", "--t-per-rollout", "2", "--nfe", "1", "2", "--distill-steps", "3", "--samples", "100", "--hidden", "16",
@@ -61,8 +44,7 @@ def summary(printed: str) -> list[str]:
     return [line for line in text.strip().splitlines() if " plots in " not in line and line.strip()]
 
 
-def test_projection_into_each_domain():
-    nfe = load_benchmark()
+def test_projection_into_each_domain(nfe):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, 3, generator=g, dtype=torch.float64)
     assert torch.allclose(nfe.project(x, "sphere").norm(dim=-1), torch.ones(50, dtype=torch.float64))
@@ -80,8 +62,7 @@ def test_projection_into_each_domain():
     assert torch.equal(nfe.project(x, "real"), x)
 
 
-def test_goals_are_not_called_met_without_family_sets():
+def test_goals_are_not_called_met_without_family_sets(nfe):
     """Rows of the real sets alone (connectomes, digits-beta) say nothing about the goals."""
-    nfe = load_benchmark()
     lines = nfe.goals({"connectomes": {"cells": {("star-shaped", 8, "energy"): (4.6, 0.3, "star-shaped")}}})
     assert lines == ["goals: not evaluated (0 of 8 family sets present, energy; rows of connectomes only)"]
