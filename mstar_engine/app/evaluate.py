@@ -60,18 +60,20 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
     """Every metric at every step count, beside its noise floor (two independent data samples of
     the same size). With distilled ``students`` (by evaluation count), the teacher is also
     measured at T and at each student's count (undistilled, the block rule), and every student at
-    its own count (rows with ``model = "student"`` and the stage's ``seconds``); a consistency or
-    reflow student also at every ``eval.steps`` count. With several
+    its own count (rows with ``model = "student"`` and the stage's ``seconds``); a reflow student
+    also at every ``eval.steps`` count, a consistency student at those up to its own. With several
     processes (``group``) the sampling is shared out and every process gets the same results."""
     students, seconds = students or {}, seconds or {}
     rows = [anomaly_row(model, spec, seed)] if "auprc" in spec.eval.metrics else []
     T = model.process.family.steps
     teacher_steps = sorted({*spec.eval.steps, *((T, *students) if students else ())}, reverse=True)
-    # a consistency or reflow student (one model, any number of steps) is also measured at eval.steps
-    anywhere = spec.distill is not None and spec.distill.method != "progressive"
+    # one student for every budget is also measured at eval.steps: a reflow student at each, a
+    # consistency student at those up to its own (its multistep sampler is made for few steps)
+    method = spec.distill.method if spec.distill is not None else "progressive"
     runs = [("teacher", model, k) for k in teacher_steps] + \
-        [("student", m, s) for k, m in students.items() for s in (sorted({k, *spec.eval.steps}, reverse=True)
-                                                                    if anywhere else [k])]
+        [("student", m, s) for k, m in students.items() for s in
+         ([k] if method == "progressive" else
+          sorted({k, *(e for e in spec.eval.steps if method == "reflow" or e <= k)}, reverse=True))]
 
     def add(row: dict, who: str) -> None:
         if not math.isfinite(row["value"]):  # never reported: a NaN in a table reads as a result

@@ -290,7 +290,7 @@ def _build(path: Path, spec: Spec, ckpt: Path, state: dict, device: str | torch.
         raise RunError(f"{ckpt} does not fit the run's spec {path / 'spec.resolved.toml'} ({first[0]}); it was "
                        "written by another spec (a changed network?). Give the checkpoint's own run directory") from None
     if state.get("consistency"):
-        denoiser = ConsistencyFunction(denoiser, process.family)
+        denoiser = ConsistencyFunction(denoiser, process.family, float(state.get("sigma_data", 0.5)))
     model = Model(process, denoiser, rho=state["sampling_rho"] if student else sample_rho(spec, process),
                   steps=int(state["evaluations"]) if student else None)
     model.denoiser.eval().to(training_device(device) if isinstance(device, str) else device)

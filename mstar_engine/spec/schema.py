@@ -237,6 +237,8 @@ class Distill:
                                         "which the student is made consistent; default min(16, process.steps)); "
                                         "reflow: the teacher's ODE evaluations per generated pair (default 64)", ge=1)
     ema_target: float = setting(0.95, "consistency: EMA decay of the target network (Song et al. 2023)", ge=0.0, lt=1.0)
+    sigma_data: float = setting(0.5, "consistency: sigma_data of the boundary parametrisation c_skip, c_out (the "
+                                "published 0.5 is for images in [-1, 1]; use the data's standard deviation)", gt=0.0)
     rounds: int = setting(1, "reflow: rectification rounds, each trained on its teacher's ODE couplings", ge=1, le=8)
     pairs: int | None = setting(None, "reflow: (noise, sample) pairs generated per round (default: the number of "
                                 "training examples)", ge=1)

@@ -169,8 +169,16 @@ def test_boundary_parametrisation():
     inside = t > 0
     assert torch.equal(out[~inside], x[~inside])
     m = fam.mean[t[inside]][:, None]
-    manual = c_skip[t[inside]][:, None] * x[inside] / m + c_out[t[inside]][:, None] * net(None, x[inside], t[inside])
-    torch.testing.assert_close(out[inside], manual, rtol=1e-12, atol=1e-12)
+    # on the x0 network read as the preconditioned D = e_skip x/m + e_out F (σ_min = 0 in e):
+    # f = c_skip x/m + c_out F; with σ_0 = 0 here, e = c and f = D itself
+    s_in = sigma[t[inside]][:, None]
+    e_skip, e_out = 0.25 / (s_in ** 2 + 0.25), s_in * 0.5 / torch.sqrt(s_in ** 2 + 0.25)
+    d = net(None, x[inside], t[inside])
+    raw = (d - e_skip * x[inside] / m) / e_out
+    manual = c_skip[t[inside]][:, None] * x[inside] / m + c_out[t[inside]][:, None] * raw
+    torch.testing.assert_close(out[inside], manual, rtol=1e-9, atol=1e-9)
+    if float(sigma[0]) == 0.0:
+        torch.testing.assert_close(out[inside], d, rtol=1e-9, atol=1e-9)
 
     def refuse(*args, **kwargs):
         raise AssertionError("no network call at step 0")
