@@ -159,6 +159,7 @@ def test_reflow_resumes_exactly_and_its_student_serves_one_step(tmp_path):
 CONSISTENCY = ["distill.method=consistency", "distill.steps_per_stage=24", "distill.teacher_steps=8", "distill.lr=1e-3"]
 
 
+@pytest.mark.slow  # 60 s on 2 cores: CI runs the stage's resume in process (tests/distill/test_consistency.py)
 def test_consistency_distillation_resumes_exactly_and_over_two_processes_equals_one(tmp_path):
     """A Gaussian DDPM teacher (state input) distilled by consistency to a 2-step student: over two
     processes it makes the single-process student; interrupted by Ctrl-C at its 14th step and
@@ -200,7 +201,8 @@ IMAGES = ["process.steps=10", "network.unet.channels=8", "network.unet.channel_m
           "network.class_conditional=true", "sample.steps=3", "sample.guidance=2.0", "sample.class_label=3"]
 
 
-@pytest.mark.parametrize("kind", [KINDS[0], pytest.param(KINDS[1], marks=pytest.mark.slow)])
+@pytest.mark.slow  # about 30 s per kind on 2 cores; CI runs the U-Net with labels and guidance through tests/cli/test_images_e2e.py
+@pytest.mark.parametrize("kind", KINDS)
 def test_class_conditional_images_with_guidance(tmp_path, kind):
     """The U-Net, class labels and classifier-free guidance work for every kind: a run on the
     built-in digits writes its sample grid and trajectories, and guidance changes the samples."""
