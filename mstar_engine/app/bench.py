@@ -104,7 +104,8 @@ def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_step
     per_eval, per_batch = _sampling_costs(model, n, min(sample_steps, prepared.process.family.steps), device,
                                           spec.sample.precision)
     return {
-        "spec": spec.experiment.name, "family": family.name, "coupling": prepared.process.coupling_kind, "kind": prepared.process.name,
+        "spec": spec.experiment.name, "family": family.name, "coupling": prepared.process.coupling_kind,
+        "kind": prepared.process.name,
         "batch_size": B, "t_per_rollout": spec.train.t_per_rollout, "device": str(device),
         "threads": torch.get_num_threads(),
         "train_examples_per_s": B * spec.train.t_per_rollout / ours, "train_steps_per_s": 1 / ours,

@@ -14,7 +14,7 @@ import attrs
 import tomli_w
 import torch
 
-from mstar_engine.app.evaluate import evaluate, write_results
+from mstar_engine.app.evaluate import evaluate, results_header, write_results
 from mstar_engine.app.model import build_denoiser, fingerprint
 from mstar_engine.app.reflow import reflow_model
 from mstar_engine.app.runs import Model, Run, RunError, load_run, sampling_rho
@@ -48,25 +48,17 @@ def distill_model(spec: Spec, model: Model, data, run_dir: Path, *, resume: bool
     ``spec.distill`` says, each student starting from its teacher; return the teacher with the
     distillation sampler's ρ, the students and the seconds each stage took (both by the students'
     evaluation counts)."""
-    if spec.distill.method == "reflow":
-        return reflow_model(spec, model, data, run_dir, resume=resume, log=log, group=group)
+    method = {"reflow": reflow_model, "consistency": _consistency}.get(spec.distill.method)
+    if method is not None:
+        return method(spec, model, data, run_dir, resume=resume, log=log, group=group)
     d, process, current = spec.distill, model.process, model.denoiser.eval()
-    if d.method == "consistency":
-        return _consistency(spec, model, data, run_dir, resume=resume, log=log, group=group)
-    device = next(current.parameters()).device
-    batches = training_source(data, d.batch_size, spec.experiment.seed, labelled=spec.network.class_conditional,
-                              flip=spec.data.flip, workers=spec.train.workers, pin_memory=device.type == "cuda")
-    classes = int(getattr(current.backbone, "num_classes", 0))
-    student_spec = attrs.evolve(spec, network=attrs.evolve(spec.network, dropout=0.0))
+    batches = _batches(spec, data, current)
     rho = sampling_rho(process, d.coupling)
     students, seconds = {}, {}
     for stage in stages_of(spec, run_dir):
-        student = build_denoiser(student_spec, process, num_classes=classes)
-        student.load_state_dict(current.state_dict())
-        student.to(device)
         current, seconds[stage.student_steps] = distill_stage(
-            process, current, student, batches, Recipe.of(d), stage, rho, resume=resume, seed=spec.experiment.seed,
-            fingerprint=fingerprint(spec), log_every=spec.train.log_every,
+            process, current, _student_of(spec, process, current), batches, Recipe.of(d), stage, rho, resume=resume,
+            seed=spec.experiment.seed, fingerprint=fingerprint(spec), log_every=spec.train.log_every,
             checkpoint_every=spec.train.checkpoint_every, clip_grad=spec.train.clip_grad, log=log, group=group,
             streams=spec.devices.processes)
         students[stage.student_steps] = Model(process, current, rho=rho, steps=stage.student_steps)
@@ -78,22 +70,30 @@ def _consistency(spec: Spec, model: Model, data, run_dir: Path, *, resume: bool,
     """Consistency distillation of the teacher's deterministic (rho = 1) sampler into one student
     that samples in ``distill.to`` evaluations (multistep consistency sampling: the rho = 0 chain)."""
     d, process, teacher = spec.distill, model.process, model.denoiser.eval()
-    device = next(teacher.parameters()).device
-    batches = training_source(data, d.batch_size, spec.experiment.seed, labelled=spec.network.class_conditional,
-                              flip=spec.data.flip, workers=spec.train.workers, pin_memory=device.type == "cuda")
-    student = build_denoiser(attrs.evolve(spec, network=attrs.evolve(spec.network, dropout=0.0)), process,
-                             num_classes=int(getattr(teacher.backbone, "num_classes", 0)))
-    student.load_state_dict(teacher.state_dict())
-    student.to(device)
     f, seconds = consistency_stage(
-        process, teacher, student, batches, d, run_dir / "checkpoints" / f"consistency-{d.to}",
-        run_dir / "distill.jsonl", teacher_steps=d.teacher_steps, evaluations=d.to, ema_target=d.ema_target,
-        sigma_data=d.sigma_data,
-        seed=spec.experiment.seed, fingerprint=fingerprint(spec), resume=resume, log_every=spec.train.log_every,
+        process, teacher, _student_of(spec, process, teacher), _batches(spec, data, teacher), d,
+        run_dir / "checkpoints" / f"consistency-{d.to}", run_dir / "distill.jsonl", teacher_steps=d.teacher_steps,
+        evaluations=d.to, ema_target=d.ema_target, sigma_data=d.sigma_data, seed=spec.experiment.seed, fingerprint=fingerprint(spec), resume=resume, log_every=spec.train.log_every,
         checkpoint_every=spec.train.checkpoint_every, clip_grad=spec.train.clip_grad, log=log, group=group)
     rho = torch.zeros(process.family.steps + 1, dtype=torch.float64)
     teacher_model = attrs.evolve(model, rho=sampling_rho(process, "deterministic"))
     return teacher_model, {d.to: Model(process, f, rho=rho, steps=d.to)}, {d.to: seconds}
+
+
+def _batches(spec: Spec, data, teacher: torch.nn.Module) -> Callable:
+    """The distillation's batch source: the training split in ``distill.batch_size`` batches."""
+    device = next(teacher.parameters()).device
+    return training_source(data, spec.distill.batch_size, spec.experiment.seed,
+                           labelled=spec.network.class_conditional, flip=spec.data.flip, workers=spec.train.workers,
+                           pin_memory=device.type == "cuda")
+
+
+def _student_of(spec: Spec, process, teacher: torch.nn.Module) -> torch.nn.Module:
+    """A student with its teacher's weights, on its device: the spec's network without dropout."""
+    student = build_denoiser(attrs.evolve(spec, network=attrs.evolve(spec.network, dropout=0.0)), process,
+                             num_classes=int(getattr(teacher.backbone, "num_classes", 0)))
+    student.load_state_dict(teacher.state_dict())
+    return student.to(next(teacher.parameters()).device)
 
 
 def distill_spec(run_dir: Path, to: int, overrides: tuple[str, ...] | list[str] = ()) -> Spec:
@@ -153,8 +153,7 @@ def _distill_run(run: Run, spec: Spec, *, resume: bool, log: Callable[[str], Non
                            f"processes; use a multiple of {group.world}")
     teacher, students, seconds = distill_model(spec, run.model, data, run.path, resume=resume,
                                                log=log if group.main else silent, group=group)
-    results = {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
-               "coupling": teacher.process.coupling_kind, "kind": teacher.process.name, "inputs": teacher.process.inputs, "results": []}
+    results = {**results_header(spec, teacher), "results": []}
     if spec.eval.metrics:  # the sampling shared out over the processes
         results = evaluate(teacher, spec, data.held_out, data.train, spec.experiment.seed, students, seconds,
                            group=group)

@@ -67,13 +67,8 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
     rows = [anomaly_row(model, spec, seed)] if "auprc" in spec.eval.metrics else []
     T = model.process.family.steps
     teacher_steps = sorted({*spec.eval.steps, *((T, *students) if students else ())}, reverse=True)
-    # one student for every budget is also measured at eval.steps: a reflow student at each, a
-    # consistency student at those up to its own (its multistep sampler is made for few steps)
-    method = spec.distill.method if spec.distill is not None else "progressive"
     runs = [("teacher", model, k) for k in teacher_steps] + \
-        [("student", m, s) for k, m in students.items() for s in
-         ([k] if method == "progressive" else
-          sorted({k, *(e for e in spec.eval.steps if method == "reflow" or e <= k)}, reverse=True))]
+        [("student", m, s) for k, m in students.items() for s in _student_budgets(spec, k)]
 
     def add(row: dict, who: str) -> None:
         if not math.isfinite(row["value"]):  # never reported: a NaN in a table reads as a result
@@ -107,8 +102,23 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
         for name in ev.metrics:
             add({"metric": name, "steps": steps, "value": float(np.mean(values[name])),
                  "std": float(np.std(values[name])), "noise_floor": float(floors[name]), "samples": n}, who)
+    return {**results_header(spec, model), "results": rows}
+
+
+def results_header(spec: Spec, model: Model) -> dict:
+    """What a results record says of its model besides the rows."""
     return {"experiment": spec.experiment.name, "family": spec.process.family, "data": spec.data.name,
-            "coupling": model.process.coupling_kind, "kind": model.process.name, "inputs": model.process.inputs, "results": rows}
+            "coupling": model.process.coupling_kind, "kind": model.process.name, "inputs": model.process.inputs}
+
+
+def _student_budgets(spec: Spec, own: int) -> list[int]:
+    """The evaluation counts a student made for ``own`` is measured at: its own for a progressive
+    student (one per budget); every ``eval.steps`` count for a reflow student; those up to its own
+    for a consistency student (its multistep sampler is made for few steps)."""
+    method = spec.distill.method if spec.distill is not None else "progressive"
+    if method == "progressive":
+        return [own]
+    return sorted({own, *(e for e in spec.eval.steps if method == "reflow" or e <= own)}, reverse=True)
 
 
 def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int,

@@ -2,11 +2,11 @@
 the fingerprint of the settings a checkpoint depends on."""
 from __future__ import annotations
 
+import attrs
 import torch
 
 from mstar_engine.families import get
-import attrs
-
+from mstar_engine.kinds.base import DataSpaceKind
 from mstar_engine.kinds.energy import EnergyScore
 from mstar_engine.kinds.exponential import ExponentialFamily
 from mstar_engine.kinds.flow import FlowMatching
@@ -56,8 +56,8 @@ def build_denoiser(spec: Spec, process: DiffusionProcess, norm: TailNorm | None 
     """An untrained denoiser for a resolved spec: the MLP or the U-Net (``network.kind``), class
     conditional when ``num_classes > 0``. ``norm`` None: placeholder statistics, to be replaced by
     a checkpoint's buffers."""
-    if spec.process.kind != "exponential-family":
-        return build_field(process.family.event_shape, spec.network, noise_input=spec.process.kind == "energy-score",
+    if isinstance(process, DataSpaceKind):
+        return build_field(process.family.event_shape, spec.network, noise_input=process.noise_input,
                            num_classes=num_classes)
     T = process.family.steps
     norm = norm or TailNorm(torch.zeros(T + 1, dtype=torch.float64), torch.ones(T + 1, dtype=torch.float64))

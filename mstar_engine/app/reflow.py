@@ -40,8 +40,7 @@ def make_pairs(kind, net: torch.nn.Module, n: int, evaluations: int, seed: int, 
     def draw(start: int, b: int, g: torch.Generator) -> torch.Tensor:
         eps = torch.randn((b, *kind.family.event_shape), generator=g, device=device, dtype=torch.float64)
         lab = labels[start:start + b].to(device) if labels is not None else None
-        x0 = ode_sample(lambda x, t: net(x, t, labels=lab) if lab is not None else net(x, t), eps, evaluations,
-                        kind.solver)
+        x0 = ode_sample(lambda x, t: net(x, t, labels=lab), eps, evaluations, kind.solver)
         return torch.stack([x0, eps], dim=1).cpu()
     with torch.no_grad():
         out = in_batches(n, PAIR_BATCH, seed, device, group, draw)

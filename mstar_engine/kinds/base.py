@@ -62,6 +62,7 @@ class DataSpaceKind:
     learned = None
     notes: tuple[str, ...] = ()
     needs_tail_norm = False
+    noise_input = False            # whether the network also reads a noise vector ξ (the energy score)
 
     def block_state(self) -> None:
         return None

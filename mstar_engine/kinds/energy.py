@@ -29,6 +29,7 @@ class EnergyScore(DataSpaceKind):
     eta: float = 1.0
     time: str = "uniform"
     name = "energy-score"
+    noise_input = True
 
     @property
     def coupling_kind(self) -> str:
