@@ -54,31 +54,41 @@ def comparison_table(results: dict, fmt: str = "github") -> str:
 
 
 def models_table(models: list[tuple[str, dict]], title: str, fmt: str = "github") -> str:
-    """One row per model, one column per (model role, metric, step count), then one noise-floor
-    row per dataset (the first model's floor where several have one)."""
-    def column(r: dict) -> tuple:
-        return r.get("model", "teacher"), r["metric"], r["steps"]
-    columns: list[tuple] = []
-    for _, res in models:
-        columns += [column(r) for r in res["results"] if column(r) not in columns]
+    """One row per model, one column per (metric, step count; the counts ascending), then one noise-floor row per dataset
+    (the first model's floor where several have one). A distilled model's student gets a row of its
+    own under its teacher (``name → student``), in the same columns, so the table stays narrow."""
+    entries = list(_roles(models))
+    seen = list(dict.fromkeys((r["metric"], r["steps"]) for _, _, rows in entries for r in rows))
+    metrics = list(dict.fromkeys(m for m, _ in seen))
+    columns = sorted(seen, key=lambda c: (metrics.index(c[0]), c[1]))  # each metric's step counts ascending
     datasets = list(dict.fromkeys(res["data"] for _, res in models))
     several = len(datasets) > 1
-    rows, floors = [], {}  # (data, samples) -> column -> floor: floors depend on both
-    for name, res in models:
-        values = {column(r): r for r in res["results"]}
+    table, floors = [], {}  # (data, samples) -> column -> floor: floors depend on both
+    for name, res, rows in entries:
+        values = {(r["metric"], r["steps"]): r for r in rows}
         for key, r in values.items():
             floors.setdefault((res["data"], r["samples"]), {}).setdefault(key, r["noise_floor"])
-        rows.append([name, *([res["data"]] if several else []), res["family"], res["coupling"], res.get("inputs", ""),
-                     *(_value(values[c]) if c in values else "-" for c in columns)])
+        table.append([name, *([res["data"]] if several else []), res["family"], res["coupling"], res.get("inputs", ""),
+                      *(_value(values[c]) if c in values else "-" for c in columns)])
     counts = {n for _, n in floors}
     for (data, n), floor in floors.items():
         label = ", ".join([*([data] if several else []), *([f"{n} samples"] if len(counts) > 1 else [])])
-        rows.append([f"noise floor ({label})" if label else "noise floor", *([data] if several else []), "", "", "",
-                     *(f"{floor[c]:.4f}" if c in floor else "-" for c in columns)])
+        table.append([f"noise floor ({label})" if label else "noise floor", *([data] if several else []), "", "", "",
+                      *(f"{floor[c]:.4f}" if c in floor else "-" for c in columns)])
     headers = ["model", *(["data"] if several else []), "family", "coupling", "inputs",
-               *(f"{'student ' if who == 'student' else ''}{_metric(m)} ({s} steps)" for who, m, s in columns)]
+               *(f"{_metric(m)} ({s} steps)" for m, s in columns)]
     every = [r for _, res in models for r in res["results"]]
-    return _titled(title + _direction(every), _tabulate(rows, headers, fmt), fmt)
+    return _titled(title + _direction(every), _tabulate(table, headers, fmt), fmt)
+
+
+def _roles(models: list[tuple[str, dict]]):
+    """(row name, results, its rows): each model's teacher rows, then its student's, if any."""
+    for name, res in models:
+        teacher = [r for r in res["results"] if r.get("model", "teacher") != "student"]
+        student = [r for r in res["results"] if r.get("model") == "student"]
+        yield name, res, teacher
+        if student:
+            yield f"{name} → student", res, student
 
 
 def curve_table(curves: list[tuple[str, list[dict]]], title: str, fmt: str = "github") -> str:

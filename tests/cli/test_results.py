@@ -48,6 +48,22 @@ def test_floors_of_different_sample_counts_are_not_merged():
                         ["noise floor (200 samples)", "", "", "", "0.0400"]]
 
 
+def test_a_distilled_model_gets_a_student_row_in_the_same_columns():
+    """Students do not widen the table: one column per (metric, steps), the student on its own row."""
+    a = res("a", "toy", [("energy", 64, 0.01, 0.0, 0.002, 500), ("energy", 8, 0.05, 0.0, 0.002, 500),
+                         ("energy", 8, 0.02, 0.0, 0.002, 500), ("energy", 1, 0.03, 0.0, 0.002, 500)])
+    for row, who in zip(a["results"], ["teacher", "teacher", "student", "student"]):
+        row["model"] = who
+    b = res("b", "toy", [("energy", 8, 0.04, 0.0, 0.002, 500)], family="gaussian")
+    title, header, rows = markdown(models_table([("a", a), ("b", b)], "t"))
+    assert header == ["model", "family", "coupling", "inputs", "energy (1 steps)", "energy (8 steps)",
+                      "energy (64 steps)"]
+    assert rows == [["a", "beta", "ddpm", "tail+state", "-", "0.0500", "0.0100"],
+                    ["a → student", "beta", "ddpm", "tail+state", "0.0300", "0.0200", "-"],
+                    ["b", "gaussian", "ddpm", "tail+state", "-", "0.0400", "-"],
+                    ["noise floor", "", "", "", "0.0020", "0.0020", "0.0020"]]
+
+
 def test_latex_is_booktabs_with_escapes_and_math_symbols():
     a = res("my_run", "toy", [("auprc", 2, 0.9, 0.01, 0.5, 100)])
     text = models_table([("my_run", a)], "50% of 10_000", "latex")
