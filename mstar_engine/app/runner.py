@@ -34,6 +34,7 @@ from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.distributed.launch import launch, log_to_stderr
 from mstar_engine.app.distill import distill_model
 from mstar_engine.app.compare import record_comparison, variants
+from mstar_engine.app.side_by_side import jobs_for, run_side_by_side
 from mstar_engine.app.evaluate import DuringTraining, check_evaluable, evaluate, write_results
 from mstar_engine.plan import Plan, render_plan
 from mstar_engine.app.plots import eval_curve_svgs, loss_curve_svg, trajectory_grid
@@ -185,16 +186,25 @@ def run(plan: Plan, loaded: LoadedSpec, *, resume: bool = True, overwrite: bool 
 
 def _run_all(plan: Plan, loaded: LoadedSpec, *, resume: bool, download: bool, log: Callable[[str], None],
              group: Group) -> dict | None:
-    results = execute(plan, loaded, resume=resume, log=log, download=download, group=group)
-    if not plan.spec.compare:
-        return results
-    compared = {}
-    for name, variant, variant_plan in variants(plan, loaded):
-        if group.main:
+    others = variants(plan, loaded) if plan.spec.compare else []
+    jobs = jobs_for([plan, *(p for *_, p in others)], plan.spec.devices.jobs) if group.world == 1 else 1
+    if jobs > 1:  # independent runs side by side, each in a process of its own
+        for name, _, variant_plan in others:
             log(f"[compare] {name}: {' '.join(plan.spec.compare[name])}; run directory {variant_plan.run_dir}")
-        compared[name] = execute(variant_plan, variant, resume=resume, log=log, download=download, group=group)
-    if not group.main:
-        return None
+        log(f"{1 + len(others)} models, {jobs} at a time (devices.jobs; 1 runs them one after the other)")
+        options = {"resume": resume, "download": download, "group": SINGLE}
+        results, *done = run_side_by_side([(plan.spec.experiment.name, execute, (plan, loaded), options),
+                                           *((name, execute, (p, v), options) for name, v, p in others)], jobs, log)
+        compared = {name: res for (name, *_), res in zip(others, done)}
+    else:
+        results = execute(plan, loaded, resume=resume, log=log, download=download, group=group)
+        compared = {}
+        for name, variant, variant_plan in others:
+            if group.main:
+                log(f"[compare] {name}: {' '.join(plan.spec.compare[name])}; run directory {variant_plan.run_dir}")
+            compared[name] = execute(variant_plan, variant, resume=resume, log=log, download=download, group=group)
+    if not group.main or not plan.spec.compare:
+        return results
     results["compare"] = compared
     record_comparison(plan, results)
     return results

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy import special, stats
+from scipy import special
 from torch import Tensor
 
 from mstar_engine.data.catalog import DATASETS
@@ -220,6 +220,7 @@ def _wishart_mixture(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
         raise ValueError(f"wishart-mixture is the published p = 2 mixture; dim cannot be set (got {d})")
 
     def draw(c: int, m: int) -> np.ndarray:
+        from scipy import stats  # imported where used: scipy.stats takes ~1 s to import
         return stats.wishart(df=WISHART_DFS[c], scale=WISHART_SCALES[c]).rvs(size=m, random_state=rng)
 
     x = _by_component(rng, n, WISHART_WEIGHTS, (2, 2), draw)
@@ -243,6 +244,7 @@ def _sphere_mixture(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     mus = _sphere_mus(d)
 
     def draw(c: int, m: int) -> np.ndarray:
+        from scipy import stats
         return stats.vonmises_fisher(mus[c], SPHERE_KAPPAS[c]).rvs(size=m, random_state=rng)
 
     x = _by_component(rng, n, SPHERE_WEIGHTS, (d,), draw)
@@ -353,6 +355,7 @@ def mixture_log_density(name: str, x: Tensor) -> Tensor:
     simplex for dirichlet-mixture, (n, 2, 2) SPD matrices for wishart-mixture. Returns (n,)
     float64: logsumexp_i (log w_i + log p_i(x)) with scipy's ``dirichlet`` / ``wishart`` logpdf
     (scipy raises ValueError for points outside the support)."""
+    from scipy import stats
     xs = torch.as_tensor(x).detach().to("cpu", torch.float64).numpy()
     if name == "dirichlet-mixture":
         if xs.ndim != 2 or xs.shape[1] != 3:

@@ -59,10 +59,10 @@ def run_processes(fn: Callable, world: int, backend: str, *args, **kwargs):
                 while not context.join():
                     pass
         except KeyboardInterrupt:  # a second Ctrl-C here (or a first one outside mstar's graceful stop)
-            _stop(context.processes)
+            stop_processes(context.processes)
             raise
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
-            _stop(context.processes)  # every process ended and reaped before the launcher goes on
+            stop_processes(context.processes)  # every process ended and reaped before the launcher goes on
             if _all_done(Path(tmp), world):  # the work was finished and synchronised; one process failed
                 return _load(Path(tmp) / "result.pkl")  # while shutting down (gloo can abort at exit)
             _raise_first(exc, Path(tmp), world)
@@ -71,7 +71,7 @@ def run_processes(fn: Callable, world: int, backend: str, *args, **kwargs):
         return _load(Path(tmp) / "result.pkl")
 
 
-def _stop(processes: list) -> None:
+def stop_processes(processes: list) -> None:
     """End the processes still running: SIGTERM, then SIGKILL to those alive 10 s later; Ctrl-C
     is ignored meanwhile, so that a third one cannot leave processes behind."""
     ignoring = threading.current_thread() is threading.main_thread()
@@ -193,16 +193,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _dump(path: Path, obj: object) -> None:
-    try:
-        data = pickle.dumps(obj)
-        pickle.loads(data)  # exceptions with their own __init__ may pickle but not unpickle
-    except Exception:  # noqa: BLE001 - an exception that does not pickle still gets its message across
-        when, exc = obj
-        data = pickle.dumps((when, RuntimeError(f"{type(exc).__name__}: {exc}")))
+def _dump(path: Path, obj: tuple[int, BaseException] | object) -> None:
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], BaseException):
+        obj = (obj[0], picklable(obj[1]))
     partial = path.with_suffix(".partial")  # the parent stops the other processes: never leave half a file
-    partial.write_bytes(data)
+    partial.write_bytes(pickle.dumps(obj))
     os.replace(partial, path)
+
+
+def picklable(exc: BaseException) -> BaseException:
+    """``exc``, or where it does not survive pickling (exceptions with their own ``__init__`` may
+    pickle but not unpickle) a RuntimeError with its type and message, for another process."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - an exception that does not pickle still gets its message across
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 def _load(path: Path):

@@ -275,6 +275,11 @@ class Devices:
                              "streams, so the results do not depend on the processes launched", ge=1, le=1024)
     backend: str = setting("auto", "torch.distributed backend; auto = nccl on cuda, gloo on cpu",
                            choices=("auto", "nccl", "gloo"))
+    jobs: int = setting(0, "models of a [compare] spec trained at the same time on the CPU, each in a process "
+                        "with an equal share of the threads; 0 = auto: one per model up to torch's thread count when "
+                        "each trains for at least 1000 steps (1 on accelerators and with several processes); the "
+                        "results do not depend on it",
+                        ge=0, le=1024)
 
 
 @attrs.define

@@ -62,6 +62,12 @@ def requested() -> bool:
     return _FLAG.raised
 
 
+def pressed() -> bool:
+    """Whether Ctrl-C was pressed since the innermost :func:`graceful_stop` began, for a caller that
+    waits on other processes (not an optimiser step: :data:`TEST_SIGNALS` do not count it)."""
+    return _FLAG.raised
+
+
 def _arm_test_signals() -> None:
     """At the start of a loop: count its steps from 0, and read :data:`TEST_SIGNALS` when it
     changed (an entry already sent in this process is not sent again)."""

@@ -1,0 +1,115 @@
+"""``devices.jobs``: the models of a ``[compare]`` spec trained side by side in processes of their
+own (mstar_engine/app/side_by_side.py) give the results they give one after the other, stop
+cleanly on Ctrl-C and resume to the same results; a failure in one model reaches the caller."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from mstar_engine.app.side_by_side import AUTO_MIN_STEPS, jobs_for, run_side_by_side
+from mstar_engine.distributed.launch import ProcessStopped
+from mstar_engine.util.interrupt import TEST_SIGNALS
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "specs" / "quickstart.toml"
+TINY = ["train.steps=24", "train.log_every=8", "train.checkpoint_every=8", "process.steps=8", "sample.num_samples=40",
+        "eval.num_samples=40", "network.mlp.hidden=32", "network.mlp.blocks=1", "data.num_examples=1000"]
+
+
+def plan(steps=AUTO_MIN_STEPS, accelerator="cpu", processes=1):
+    return SimpleNamespace(devices=SimpleNamespace(processes=processes),
+                           spec=SimpleNamespace(devices=SimpleNamespace(accelerator=accelerator)),
+                           stages=[SimpleNamespace(optimizer_steps=steps)])
+
+
+def test_auto_runs_long_cpu_models_side_by_side_up_to_the_thread_count():
+    assert jobs_for([plan(), plan(), plan()], 0, threads=2) == 2
+    assert jobs_for([plan(), plan()], 0, threads=16) == 2
+    assert jobs_for([plan(), plan(steps=AUTO_MIN_STEPS - 1)], 0, threads=4) == 1   # short: one after the other
+    assert jobs_for([plan(), plan(steps=10)], 2, threads=4) == 2                    # unless asked for
+    assert jobs_for([plan(), plan(processes=2)], 2, threads=4) == 1                 # several processes each
+    assert jobs_for([plan()], 4, threads=4) == 1
+    assert jobs_for([plan(), plan()], 1, threads=4) == 1
+
+
+def mstar(*args, signals: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env.pop(TEST_SIGNALS, None)
+    if signals is not None:
+        env[TEST_SIGNALS] = signals
+    done = subprocess.run([sys.executable, "-m", "mstar_cli.main", *map(str, args)], capture_output=True, text=True,
+                          env=env, start_new_session=True, timeout=600)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done
+
+
+def values(run_dir: Path) -> dict:
+    results = json.loads((run_dir / "results.json").read_text())
+    return {name: [(r["metric"], r["value"]) for r in res["results"]]
+            for name, res in [("spec", results), *results["compare"].items()]}
+
+
+@pytest.fixture(scope="module")
+def one_after_the_other(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("sequential")
+    done = mstar("run", QUICKSTART, *TINY, f"experiment.output_dir={out}", "devices.jobs=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return values(out / "quickstart")
+
+
+def test_side_by_side_equals_one_after_the_other(one_after_the_other, tmp_path):
+    done = mstar("run", QUICKSTART, *TINY, f"experiment.output_dir={tmp_path}", "devices.jobs=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 models, 2 at a time" in done.stderr
+    assert "[star-shaped] step 24/24" in done.stderr and "[gaussian-ddpm] step 24/24" in done.stderr
+    assert values(tmp_path / "quickstart") == pytest.approx(one_after_the_other)
+    assert "| gaussian-ddpm" in done.stdout and "noise floor" in done.stdout
+
+
+def test_ctrl_c_stops_the_models_and_the_rerun_finishes_them(one_after_the_other, tmp_path):
+    args = ("run", QUICKSTART, *TINY, f"experiment.output_dir={tmp_path}", "devices.jobs=2")
+    done = mstar(*args, signals="12:INT")   # Ctrl-C in the 12th step of the first model to get there
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert [line for line in done.stderr.splitlines() if line.startswith("interrupted: ")], done.stderr[-3000:]
+    run_dir = tmp_path / "quickstart"
+    assert not (run_dir / "results.json").exists()
+    assert not (run_dir / "compare" / "gaussian-ddpm" / "spec.toml").exists()  # never started
+    assert "[gaussian-ddpm] started" not in done.stderr
+    # the model that got to step 12 stopped after it with a checkpoint; the other stopped after a step
+    # or, if still loading, at once (which of the two ran faster depends on the machine)
+    written = [p for folder in (run_dir, run_dir / "compare" / "star-shaped")
+               for p in (folder / "checkpoints" / "train").glob("step-*.pt")]
+    assert written, done.stderr[-3000:]
+    again = mstar(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert values(run_dir) == pytest.approx(one_after_the_other)
+
+
+def _fails(log):
+    raise ValueError("this model cannot be trained: fix its spec")
+
+
+def _exits(log):
+    os._exit(3)
+
+
+def _works(value, log):
+    log(f"working on {value}")
+    return value * 2
+
+
+def test_results_in_order_and_a_failure_reaches_the_caller_after_the_others_finish():
+    lines = []
+    assert run_side_by_side([("a", _works, (1,), {}), ("b", _works, (2,), {}), ("c", _works, (3,), {})], 2,
+                            lines.append) == [2, 4, 6]
+    assert [line.split(" (")[0] for line in lines] == ["[a] started", "[b] started", "[c] started"]
+    with pytest.raises(ValueError, match="fix its spec"):
+        run_side_by_side([("a", _fails, (), {}), ("b", _works, (2,), {})], 2, lines.append)
+    with pytest.raises(ProcessStopped, match="the run of b ended without a result .exit code 3"):
+        run_side_by_side([("a", _works, (1,), {}), ("b", _exits, (), {})], 2, lines.append)
