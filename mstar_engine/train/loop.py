@@ -148,7 +148,8 @@ def train(kind: Kind, denoiser: nn.Module, batches: Callable[[int], Iterator],
             torch.set_rng_state(state["torch_rng"])
         else:  # resumed with another number of processes
             torch.manual_seed(_rank_seed(seed, group.rank, stage.step))
-        if stage.step % ROLLOUT_BLOCK:  # resuming inside a block: rebuild it with the ρ it was drawn with
+        if stage.step % ROLLOUT_BLOCK and stage.step < total_steps:  # resuming inside a block: rebuild it
+            # with the ρ it was drawn with (not at the end: no step is left to take)
             block_state = state["block_rho"]
             inputs = block(stage.step // ROLLOUT_BLOCK, block_state)
 

@@ -144,9 +144,14 @@ def test_reflow_resumes_exactly_and_its_student_serves_one_step(tmp_path):
                              start_new_session=True)
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert "reflow round 1" in stopped.stderr
+    at_stop = train_checkpoint(tmp_path / "stop" / "gaussian", 14, "reflow-1")
     resumed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr
     assert "reflow round 1: resumed from" in resumed.stderr and "at step 14" in resumed.stderr, resumed.stderr
+    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)  # a finished round
+    assert again.returncode == 0, again.stderr
+    assert "the teacher's ODE from 200 noise draws" in resumed.stderr
+    assert "the teacher's ODE" not in again.stderr  # is not made again
     ref, got = (train_checkpoint(tmp_path / n / "gaussian", 24, "reflow-1") for n in ("ref", "stop"))
     assert ref["complete"] and ref["evaluations"] == 1
     for key in ("model", "ema"):
@@ -154,6 +159,11 @@ def test_reflow_resumes_exactly_and_its_student_serves_one_step(tmp_path):
             assert torch.equal(tensor, got[key][name]), f"{key}.{name} differs after resume"
     results = json.loads((tmp_path / "stop" / "gaussian" / "results.json").read_text())["results"]
     assert {(r.get("model"), r["steps"]) for r in results} >= {("student", 1), ("teacher", 1)}
+    # the round's seconds count over the resumption: those before the stop are kept
+    done = train_checkpoint(tmp_path / "stop" / "gaussian", 24, "reflow-1")
+    assert 0 < at_stop["seconds"] < done["seconds"]
+    timed = [r["seconds"] for r in results if r.get("model") == "student" and "seconds" in r]  # at its own count
+    assert timed and all(t >= done["seconds"] - 0.05 for t in timed)   # rounded to 0.1 s
 
 
 CONSISTENCY = ["distill.method=consistency", "distill.steps_per_stage=24", "distill.teacher_steps=8", "distill.lr=1e-3"]
