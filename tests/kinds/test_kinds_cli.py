@@ -166,6 +166,25 @@ def test_reflow_resumes_exactly_and_its_student_serves_one_step(tmp_path):
     assert timed and all(t >= done["seconds"] - 0.05 for t in timed)   # rounded to 0.1 s
 
 
+@pytest.mark.slow  # 40 s on 2 cores: CI runs the reflow round's resume above
+def test_reflow_over_two_processes_equals_one(tmp_path):
+    """The pairs are integrated in batches shared out over the processes and the round trains on
+    shards of each batch: two processes make the single-process student."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(TEST_SIGNALS, None)
+    subprocess.run(_command(tmp_path / "one", "flow-matching"), check=True, capture_output=True, env=env, cwd=ROOT)
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    for name, extra in (("one", []), ("two", ["--nproc-per-node", "2"])):
+        done = subprocess.run([sys.executable, "-m", "mstar_cli.main", "distill", str(tmp_path / name / "gaussian"),
+                               "--to", "1", *REFLOW, *extra], capture_output=True, text=True, env=env, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (train_checkpoint(tmp_path / n / "gaussian", 24, "reflow-1") for n in ("one", "two"))
+    for key in ("model", "ema"):
+        assert max_difference(one[key], two[key]) < 1e-5
+    rows = {n: json.loads((tmp_path / n / "gaussian" / "results.json").read_text())["results"] for n in ("one", "two")}
+    assert [r["value"] for r in rows["one"]] == pytest.approx([r["value"] for r in rows["two"]], rel=1e-3, abs=1e-4)
+
+
 CONSISTENCY = ["distill.method=consistency", "distill.steps_per_stage=24", "distill.teacher_steps=8", "distill.lr=1e-3"]
 
 
