@@ -11,8 +11,8 @@ Log lines carry the model's name. Ctrl-C reaches every process (one process grou
 loop stops after its step and writes its checkpoint (the first Ctrl-C), no further model starts, and
 the caller gets :class:`~mstar_engine.util.interrupt.Interrupted` once every process has ended; a
 second Ctrl-C stops the processes at once (SIGTERM, then SIGKILL), their last checkpoints usable.
-A failure in one model lets the others finish, then is raised in the caller with its type and
-message.
+A failure in one model lets the models already running finish (no other starts), then is raised
+in the caller with its type and message.
 """
 from __future__ import annotations
 

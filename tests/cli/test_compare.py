@@ -67,6 +67,21 @@ def test_every_variant_is_a_run_of_its_own(compared):
         assert not (vdir / "compare").exists() and not (vdir / "comparison.txt").exists()
 
 
+def test_side_by_side_gives_the_results_of_one_after_the_other(compared, tmp_path):
+    """devices.jobs = 2: the three models in two spawned processes at a time (log lines named)."""
+    run_dir, _ = compared
+    result = invoke("run", QUICKSTART, *TINY, f"experiment.output_dir={tmp_path}", "devices.jobs=2")
+    assert result.exit_code == 0, result.output
+    assert "3 models, 2 at a time" in result.output
+
+    def values(folder):
+        res = json.loads((folder / "results.json").read_text())
+        return [(name, r["metric"], r["value"]) for name, part in [("spec", res), *res["compare"].items()]
+                for r in part["results"]]
+    assert values(tmp_path / "quickstart") == pytest.approx(values(run_dir))
+    assert (tmp_path / "quickstart" / "comparison.txt").read_text() == (run_dir / "comparison.txt").read_text()
+
+
 def test_main_results_hold_the_variants(compared):
     run_dir, _ = compared
     results = json.loads((run_dir / "results.json").read_text())

@@ -325,8 +325,8 @@ def test_digits_run_with_distill(tmp_path):
 
 def test_comparison_table_keeps_teacher_and_student_apart(tmp_path):
     """A spec with [distill] and [compare]: the comparison table shows each model's teacher and
-    student values at a shared step count as separate, uniquely named columns (neither overwrites
-    the other)."""
+    its student on rows of their own (``name → student``) in shared (metric, steps) columns, so
+    neither overwrites the other."""
     variant = 'compare={star = ["process.coupling.kind=independent", "process.inputs=tail"]}'
     result = invoke("run", ROOT / "specs" / "distill-dirichlet.toml", *DIRICHLET, "distill.steps_per_stage=2",
                     'eval.metrics=["energy"]', "train.steps=4", variant, f"experiment.output_dir={tmp_path}")
@@ -338,10 +338,9 @@ def test_comparison_table_keeps_teacher_and_student_apart(tmp_path):
     lines = [line for line in table.splitlines() if line.startswith("|")]
     headers = [h.strip() for h in lines[0].strip("|").split("|")]
     assert len(headers) == len(set(headers)), f"repeated columns: {headers}"
-    spec_row = next(line for line in lines if "(the spec)" in line)
-    star_row = next(line for line in lines if line.startswith("| star"))
-    for row, res in ((spec_row, results), (star_row, results["compare"]["star"])):
+    rows = {c[0]: c for c in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    for name, res in (("distill-dirichlet (the spec)", results), ("star", results["compare"]["star"])):
         assert {r["model"] for r in res["results"]} == {"teacher", "student"}
-        cells = [c.strip() for c in row.strip("|").split("|")]
         for r in res["results"]:
-            assert f"{r['value']:.4f}" in cells, (r, row)
+            row = rows[name if r["model"] == "teacher" else f"{name} → student"]
+            assert row[headers.index(f"energy ({r['steps']} steps)")] == f"{r['value']:.4f}", (r, row)
