@@ -173,7 +173,8 @@ def test_anomaly_auprc_beats_the_prevalence(tmp_path):
     out = tmp_path / "an"
     result = invoke("run", ROOT / "specs" / "digits.toml", f"experiment.output_dir={out}", "process.steps=20",
                     "data.classes=[0]", 'eval.metrics=["auprc"]', "eval.num_samples=300", "train.steps=150",
-                    "train.lr=1e-3", "train.log_every=50", "sample.num_samples=4", "--json")
+                    "train.lr=1e-3", "train.log_every=50", "sample.num_samples=4", "network.unet.channels=16",
+                    "network.unet.head_channels=16", "--json")  # AUPRC 0.98-0.99 for seeds 0-2 (floor 0.92)
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["results"][0]
     assert row["metric"] == "auprc" and row["samples"] == 180

@@ -96,23 +96,35 @@ def test_a_process_that_aborts_while_shutting_down_after_the_work_is_done_is_not
 
 
 # ------------------------------------------------------------------------------ training
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+RUNS = {"one": [], "two": ["--nproc-per-node", "2"],
+        "two-accumulated": ["--nproc-per-node", "2", "train.accumulation=2"],
+        "two-workers": ["--nproc-per-node", "2", "train.workers=1"]}
+
+
+class Runs(dict):
     """The tiny quick start trained by one process, by two, by two with two micro-batches, and by
-    two each reading its data through a DataLoader worker (spawned processes inside spawned ones)."""
-    out = tmp_path_factory.mktemp("processes")
-    made = {}
-    for name, extra in (("one", []), ("two", ["--nproc-per-node", "2"]),
-                        ("two-accumulated", ["--nproc-per-node", "2", "train.accumulation=2"]),
-                        ("two-workers", ["--nproc-per-node", "2", "train.workers=1"])):
-        result = invoke("run", QUICKSTART, *TINY, f"experiment.output_dir={out / name}", *extra)
+    two each reading its data through a DataLoader worker (spawned processes inside spawned ones);
+    each trained when a test first asks for it."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__()
+        self.out = out
+
+    def __missing__(self, name: str) -> Path:
+        result = invoke("run", QUICKSTART, *TINY, f"experiment.output_dir={self.out / name}", *RUNS[name])
         assert result.exit_code == 0, result.output
-        made[name] = out / name / "quickstart"
-        (made[name] / "printed.txt").write_text(result.output)
-    return made
+        self[name] = self.out / name / "quickstart"
+        (self[name] / "printed.txt").write_text(result.output)
+        return self[name]
 
 
-@pytest.mark.parametrize("other", ["two", "two-accumulated", "two-workers"])
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Runs:
+    return Runs(tmp_path_factory.mktemp("processes"))
+
+
+@pytest.mark.parametrize("other", ["two", "two-accumulated",
+                                   pytest.param("two-workers", marks=pytest.mark.slow)])  # 13 s more: slow
 def test_two_processes_train_the_single_process_model(runs, other):
     """Same data order and random numbers; only the gradient sum's order differs (float32)."""
     one, two = checkpoint(runs["one"], 24), checkpoint(runs[other], 24)

@@ -38,7 +38,7 @@ TINY = [f"train.steps={STEPS}", "train.checkpoint_every=4", "train.log_every=2",
         "train.warmup_steps=0", "train.batch_size=16", "process.steps=8", "data.num_examples=300",
         "network.mlp.hidden=16", "network.mlp.blocks=1", "sample.num_samples=20", "eval.num_samples=20",
         "sample.batch_size=20", "eval.batch_size=20", 'eval.metrics=["energy"]', "compare={}"]
-CI_SEQUENCES = int(os.environ.get("MSTAR_FAULT_SEQUENCES", 80))  # about 60 s on 2 cores
+CI_SEQUENCES = int(os.environ.get("MSTAR_FAULT_SEQUENCES", 40))  # about 30 s on 2 cores
 SOAK_SEQUENCES = 1000
 OPERATIONS = ("run", "kill", "kill", "kill", "sigint", "truncate", "truncate", "concurrent", "never", "overwrite")
 
