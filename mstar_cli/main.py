@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -26,17 +27,25 @@ precision_option = click.option("--precision", type=click.Choice(["fp32", "bf16"
 
 
 @cli.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC... [KEY=VALUE]...")
 @click.option("--ready", is_flag=True, help="Also fail when this machine cannot run the spec yet "
               "(missing dataset files, Inception weights, packages).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Dotted override, repeatable.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Dotted override, repeatable "
+              "(the same as KEY=VALUE after the specs).")
 @handle_errors
 def validate(specs: tuple[str, ...], ready: bool, overrides: tuple[str, ...]) -> None:
-    """Check every SPEC without computing anything; report all errors at once.
+    """Check every SPEC without computing anything, with the KEY=VALUE overrides applied to each
+    (as plan and run take them); report all errors at once.
 
     Exit status 0 when every spec is valid, 2 otherwise.
     """
     from mstar_engine.spec import SpecError, load_spec
+    given = [a for a in specs if "=" in a and not Path(a).exists()]  # an existing file named a=b is a spec
+    specs = tuple(a for a in specs if a not in given)
+    overrides = (*overrides, *given)
+    if not specs:
+        raise click.UsageError(f"no spec file among {' '.join(given)}: give the spec first, e.g. "
+                               f"mstar validate specs/quickstart.toml {given[0]}")
     failed = 0
     for path in specs:
         try:

@@ -78,6 +78,17 @@ def test_validate_applies_set_overrides(in_root):
     assert "(dirichlet on dirichlet-mixture, 32 steps)" in result.output
 
 
+def test_validate_takes_key_value_overrides_like_plan_and_run(in_root):
+    result = invoke("validate", "specs/quickstart.toml", "process.steps=32", "specs/gaussian.toml")
+    assert result.exit_code == 0, result.output
+    assert "(dirichlet on dirichlet-mixture, 32 steps)" in result.output
+    assert "(gaussian on gaussian-mixture, 32 steps)" in result.output
+    bad = invoke("validate", "specs/quickstart.toml", "process.stepz=32")
+    assert bad.exit_code == 2 and "process.stepz" in bad.output
+    alone = invoke("validate", "process.steps=32")
+    assert alone.exit_code == 2 and "no spec file among process.steps=32" in alone.output
+
+
 def test_validate_missing_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke("validate", "nope.toml")
