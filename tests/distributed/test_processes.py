@@ -197,6 +197,7 @@ def test_nccl_on_the_cpu_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "quickstart").exists()
 
 
+@pytest.mark.slow  # 13 s: CI runs the spawned launch; torchrun's join is the same fn on the same group
 def test_torchrun_launch_equals_the_single_process_run(runs, tmp_path):
     """``torchrun --nproc-per-node 2 mstar run SPEC``: the processes join torchrun's group."""
     mstar = shutil.which("mstar")
@@ -283,6 +284,7 @@ def test_ctrl_c_stops_both_processes_after_one_step_and_the_run_resumes_on_one(r
     assert losses(run) == pytest.approx(losses(runs["one"]), rel=1e-6)
 
 
+@pytest.mark.slow  # 12 s: CI runs the first Ctrl-C over two processes and a second one in one process
 @needs_proc
 def test_a_second_ctrl_c_stops_both_processes_at_once_with_130(tmp_path):
     """Ctrl-C twice during step 12 of a two-process run: every process (the launcher too) stops at
@@ -352,6 +354,7 @@ def test_distillation_over_two_processes_equals_one(tmp_path):
     assert logged[1] == pytest.approx(logged[0], rel=1e-5)
 
 
+@pytest.mark.slow  # 17 s: CI resumes training with another number of processes
 def test_mstar_distill_over_two_processes_resumes_a_single_process_run(tmp_path):
     """A run trained by one process, distilled by two with mstar distill --nproc-per-node 2."""
     result = invoke("run", QUICKSTART, *TINY, f"experiment.output_dir={tmp_path}")
@@ -366,6 +369,7 @@ def test_mstar_distill_over_two_processes_resumes_a_single_process_run(tmp_path)
     assert result.exit_code == 1 and "does not split evenly over 2 processes" in result.output
 
 
+@pytest.mark.slow  # 12 s: CI runs two processes on the MLP and labelled images in one process
 def test_class_conditional_images_over_two_processes_equal_one(tmp_path):
     """Digits, U-Net, class labels with label dropout (drawn for the global batch, then sharded)."""
     pytest.importorskip("sklearn")
@@ -420,6 +424,7 @@ def test_mstar_eval_over_two_processes_gives_the_single_process_table(runs):
     assert [r["value"] for r in tables[1]] == pytest.approx([r["value"] for r in tables[0]], rel=1e-12)
 
 
+@pytest.mark.slow  # 11 s: CI runs distillation over two processes with shared streams
 def test_distillation_with_own_streams_per_process_equals_one_process(tmp_path):
     """devices.processes = 2: each of two processes builds its own stream's inputs and targets
     (no gathered teacher); one process building both streams makes the same students."""

@@ -80,7 +80,8 @@ def _command(out: Path, kind: str, *extra: str) -> list[str]:
             f"process.kind={kind}", *TINY, "train.steps=40", "train.checkpoint_every=10", *extra]
 
 
-@pytest.mark.parametrize("kind", [KINDS[0], pytest.param(KINDS[1], marks=pytest.mark.slow)])
+@pytest.mark.slow  # 20 s per kind: CI resumes both kinds after a crash in process, bit for bit (test_kinds_resume.py)
+@pytest.mark.parametrize("kind", KINDS)
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, kind):
     """The subprocess path once in CI (flow matching); every kind's resume in process:
     test_kinds_resume.py."""
