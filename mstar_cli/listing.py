@@ -48,4 +48,23 @@ def keys():
     return ["key", "default", "accepts", "description"], rows
 
 
-TABLES = {"families": families, "datasets": datasets, "schedules": schedules, "metrics": metrics, "keys": keys}
+def weights():
+    """The Inception weights files mstar knows where to look for: which exist, their format, sha256
+    and the metrics each supports (name one in eval.inception_weights or --inception-weights)."""
+    from mstar_engine.metrics.inception_weights import WeightsFormatError, describe, known_files
+    rows = []
+    for source, path in known_files():
+        if not path.is_file():
+            rows.append((source, str(path), "not found", "", ""))
+            continue
+        try:
+            info = describe(path)
+        except WeightsFormatError as exc:
+            rows.append((source, str(path), f"unreadable: {exc}", "", ""))
+            continue
+        rows.append((source, str(path), info.format, info.sha256, ", ".join(info.metrics)))
+    return ["source", "path", "format", "sha256", "metrics"], rows
+
+
+TABLES = {"families": families, "datasets": datasets, "schedules": schedules, "metrics": metrics, "keys": keys,
+          "weights": weights}

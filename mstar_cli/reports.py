@@ -17,7 +17,8 @@ from mstar_engine.app.report import FORMATS
 @handle_errors
 def list_(what: str, as_json: bool) -> None:
     """What a spec can name: families, datasets, schedules or metrics; keys prints every spec key
-    with its default as an annotated TOML file (docs/spec-reference.toml)."""
+    with its default as an annotated TOML file (docs/spec-reference.toml); weights, the Inception
+    weights files found (format, sha256, the metrics each supports)."""
     headers, rows = listing.TABLES[what]()
     if as_json:
         click.echo(json.dumps([dict(zip(headers, row)) for row in rows], indent=2))

@@ -25,7 +25,8 @@ from mstar_engine.metrics.anomaly import average_precision, bound_scores
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
 from mstar_engine.metrics.frechet import activation_statistics, frechet_distance
 from mstar_engine.metrics.image_statistics import image_statistics, load_reference
-from mstar_engine.metrics.inception import activations, inception_score, load_inception, weights_path
+from mstar_engine.metrics.inception import (InceptionWeightsMissing, activations, inception_score, load_inception,
+                                            weights_path)
 from mstar_engine.app.report import results_table
 from mstar_engine.rundir.files import write_text
 from mstar_engine.rundir.records import append_jsonl, write_json
@@ -130,6 +131,10 @@ def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.T
     wanted = [m for m in ev.metrics if m in INCEPTION_METRICS]
     device = next(runs[0][1].denoiser.parameters()).device
     net = load_inception(ev.inception_weights, download=download, device=device)
+    if "is" in wanted and not net.logits:
+        raise InceptionWeightsMissing(
+            f"the Inception score needs the network's logits, which {weights_path(ev.inception_weights)} (fid-helper's "
+            "TorchScript, pool3 only) does not have: use pytorch-fid's weights for IS, or measure FID alone")
 
     def unit(x: torch.Tensor) -> torch.Tensor:
         x = x.float()
@@ -222,23 +227,25 @@ class DuringTraining:
 
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,
                  num_samples: int | None = None, repeats: int | None = None, fid_reference: str | None = None,
-                 precision: str | None = None, download: bool = False, processes: int | None = None) -> dict | None:
+                 precision: str | None = None, download: bool = False, processes: int | None = None,
+                 inception_weights: str | None = None) -> dict | None:
     """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
     with the spec's ``[eval]`` settings unless given here. ``processes`` > 1 (or torchrun) shares
     the sampling out over that many processes (same results; None in processes other than rank 0)."""
     device = next(run.model.denoiser.parameters()).device.type
     return launch(_evaluate_run, process_count(processes, 1), resolve_backend(run.spec.devices.backend, device),
                   run, steps=steps, metrics=metrics, num_samples=num_samples, repeats=repeats,
-                  fid_reference=fid_reference, precision=precision, download=download)
+                  fid_reference=fid_reference, precision=precision, download=download,
+                  inception_weights=inception_weights)
 
 
 def _evaluate_run(run: Run, *, steps: list[int] | None, metrics: list[str] | None, num_samples: int | None,
                   repeats: int | None, fid_reference: str | None, precision: str | None, download: bool,
-                  group: Group) -> dict | None:
+                  inception_weights: str | None, group: Group) -> dict | None:
     if steps is None and run.model.steps is not None:  # a student: at the evaluations it was made for
         steps = [run.model.steps]
     changes = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats,
-               "fid_reference": fid_reference}
+               "fid_reference": fid_reference, "inception_weights": inception_weights}
     ev = attrs.evolve(run.spec.eval, **{k: v for k, v in changes.items() if v is not None})
     if not ev.metrics:
         raise ValueError("no metrics to compute: pass --metrics (mstar list metrics) or set eval.metrics in the spec")

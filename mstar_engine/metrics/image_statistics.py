@@ -39,7 +39,8 @@ def image_statistics(net: InceptionFeatures, images: torch.Tensor, weights: Path
     def build() -> dict[str, np.ndarray]:
         pool, logits = activations(net, images, batch_size)
         mu, sigma = activation_statistics(pool)
-        return {"mu": mu, "sigma": sigma, "inception_score": np.array(inception_score(logits)[0])}
+        score = inception_score(logits)[0] if logits is not None else np.nan  # weights without logits: FID only
+        return {"mu": mu, "sigma": sigma, "inception_score": np.array(score)}
     return cache.cached(key, build, use_cache, folder="inception")
 
 

