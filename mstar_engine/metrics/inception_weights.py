@@ -13,6 +13,7 @@ rounding (``tests/metrics/test_inception_weights.py``).
 from __future__ import annotations
 
 import hashlib
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -102,7 +103,9 @@ def conv_bn_layers(net: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
 def torchscript_state_dict(path: Path, net: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict of ``net`` (pytorch-fid's InceptionV3 without logits) holding the weights of
     the fid-helper TorchScript file at ``path``; every layer's shapes are checked."""
-    scripted = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():  # torch >= 2.9 calls TorchScript deprecated; the file is TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.load(str(path), map_location="cpu")
     tensors = scripted.state_dict()
     groups: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
     for key, value in tensors.items():
