@@ -8,13 +8,13 @@ instead of independent noise: the couplings it learns are straighter, so few Eul
 them (the published 1-step student after one or two rounds). Each round is one resumable training
 stage (``checkpoints/reflow-r``, log lines in ``distill.jsonl``); the pairs are a pure function of
 the teacher and the seed, so a resumed round sees the same ones (and a finished round does not
-make them again); a round's seconds are kept in its checkpoints, so they count over resumptions. A class-conditional model pairs
-each training label with a noise draw.
+make them again); a round's seconds are kept in its checkpoints, so they count over resumptions.
+A class-conditional model pairs each training label with a noise draw.
 """
 from __future__ import annotations
 
 import copy
-import time
+import functools
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +24,7 @@ import torch
 from mstar_engine.app.model import fingerprint as spec_fingerprint
 from mstar_engine.app.runs import Model, in_batches
 from mstar_engine.data.stream import training_source
-from mstar_engine.distill.loop import weights_digest
+from mstar_engine.distill.loop import Seconds, weights_digest
 from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.kinds.flow_paths import ode_sample
 from mstar_engine.train.checkpoint import find_checkpoint
@@ -71,19 +71,22 @@ def reflow_model(spec, model: Model, data, run_dir: Path, *, resume: bool = True
             pairs = make_pairs(kind, teacher, n, d.teacher_steps, seed * 1_000_003 + r, labels, group)
             return training_source(attrs.evolve(data, train=pairs, train_labels=labels), d.batch_size, seed + r,
                                    labelled=conditional, workers=spec.train.workers)
-        source = _lazy_pairs(pairs_source)
+        made = functools.cache(pairs_source)
+
+        def source(*args, made=made, **kwargs):  # the pairs are integrated when training first asks for a
+            return made()(*args, **kwargs)       # batch: a round finished before a resumption never does
         student = copy.deepcopy(teacher).requires_grad_(True).train()
         fp = dict(spec_fingerprint(spec), teacher=weights_digest(teacher), method="reflow", round=str(r),
                   pairs=str(n), teacher_steps=str(d.teacher_steps), steps_per_stage=str(d.steps_per_stage),
                   lr=repr(d.lr), batch_size=str(d.batch_size))
         found = find_checkpoint(folder, warn=log if group.main else None) if resume else None
-        before = float(found[1].get("seconds", 0.0)) if found is not None else 0.0  # the round's, until then
-        began = time.perf_counter()
+        clock = Seconds()  # the round's, over its resumptions
+        clock.total = float(found[1].get("seconds", 0.0)) if found is not None else 0.0
+        clock.begin()
 
-        def extra(step: int, r=r, before=before, began=began) -> dict:
+        def extra(step: int, r=r, clock=clock) -> dict:
             return {"evaluations": d.to, "complete": step >= d.steps_per_stage, "method": "reflow", "round": r,
-                    "teacher_evaluations": d.teacher_steps, "sampling_rho": kind.rho(),
-                    "seconds": before + time.perf_counter() - began}
+                    "teacher_evaluations": d.teacher_steps, "sampling_rho": kind.rho(), "seconds": clock.tick()}
 
         teacher = train(attrs.evolve(kind, paired=True), student, source, cfg, d.steps_per_stage, run_dir, seed=seed + r,
                         fingerprint=fp, resume=resume, log=log, group=group, streams=spec.devices.processes,
@@ -92,18 +95,7 @@ def reflow_model(spec, model: Model, data, run_dir: Path, *, resume: bool = True
                                        "prefix": f"{name}: ", "tag": {"stage": f"reflow-{r}"},
                                        "skip_finished": True},
                         extra_state=extra).eval()
-        seconds += before + time.perf_counter() - began
+        seconds += clock.tick()
     student = Model(kind, teacher, rho=kind.rho(), steps=d.to)
     return model, {d.to: student}, {d.to: seconds}
 
-
-def _lazy_pairs(make_source: Callable[[], Callable]) -> Callable:
-    """A batch source that integrates the round's pairs when training first asks for a batch: a
-    round finished before a resumption never does."""
-    made: list[Callable] = []
-
-    def source(*args, **kwargs):
-        if not made:
-            made.append(make_source())
-        return made[0](*args, **kwargs)
-    return source

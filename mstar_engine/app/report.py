@@ -54,9 +54,10 @@ def comparison_table(results: dict, fmt: str = "github") -> str:
 
 
 def models_table(models: list[tuple[str, dict]], title: str, fmt: str = "github") -> str:
-    """One row per model, one column per (metric, step count; the counts ascending), then one noise-floor row per dataset
-    (the first model's floor where several have one). A distilled model's student gets a row of its
-    own under its teacher (``name → student``), in the same columns, so the table stays narrow."""
+    """One row per model, one column per (metric, step count; the counts ascending), then one
+    noise-floor row per dataset (the first model's floor where several have one). A distilled
+    model's student gets a row of its own under its teacher (``name → student``), in the same
+    columns, so the table stays narrow."""
     entries = list(_roles(models))
     seen = list(dict.fromkeys((r["metric"], r["steps"]) for _, _, rows in entries for r in rows))
     metrics = list(dict.fromkeys(m for m, _ in seen))

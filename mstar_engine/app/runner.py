@@ -188,9 +188,13 @@ def _run_all(plan: Plan, loaded: LoadedSpec, *, resume: bool, download: bool, lo
              group: Group) -> dict | None:
     others = variants(plan, loaded) if plan.spec.compare else []
     jobs = jobs_for([plan, *(p for *_, p in others)], plan.spec.devices.jobs) if group.world == 1 else 1
+
+    def announce(name: str, variant_plan: Plan) -> None:
+        if group.main:
+            log(f"[compare] {name}: {' '.join(plan.spec.compare[name])}; run directory {variant_plan.run_dir}")
     if jobs > 1:  # independent runs side by side, each in a process of its own
         for name, _, variant_plan in others:
-            log(f"[compare] {name}: {' '.join(plan.spec.compare[name])}; run directory {variant_plan.run_dir}")
+            announce(name, variant_plan)
         log(f"{1 + len(others)} models, {jobs} at a time (devices.jobs; 1 runs them one after the other)")
         options = {"resume": resume, "download": download, "group": SINGLE}
         results, *done = run_side_by_side([(plan.spec.experiment.name, execute, (plan, loaded), options),
@@ -200,8 +204,7 @@ def _run_all(plan: Plan, loaded: LoadedSpec, *, resume: bool, download: bool, lo
         results = execute(plan, loaded, resume=resume, log=log, download=download, group=group)
         compared = {}
         for name, variant, variant_plan in others:
-            if group.main:
-                log(f"[compare] {name}: {' '.join(plan.spec.compare[name])}; run directory {variant_plan.run_dir}")
+            announce(name, variant_plan)
             compared[name] = execute(variant_plan, variant, resume=resume, log=log, download=download, group=group)
     if not group.main or not plan.spec.compare:
         return results

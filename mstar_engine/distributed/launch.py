@@ -160,7 +160,7 @@ def _child(rank: int, world: int, port: int, backend: str, fn: Callable, args: t
         dist.barrier()  # leave together: a process that tears down early can abort its peers' transport
         (Path(tmp) / f"done-{rank}").touch()  # the work is finished and synchronised
     except BaseException as exc:
-        _dump(Path(tmp) / f"error-{rank}.pkl", (time.time_ns(), exc))
+        _dump(Path(tmp) / f"error-{rank}.pkl", (time.time_ns(), picklable(exc)))
         _leave_together(exc)
         raise
     finally:
@@ -193,9 +193,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _dump(path: Path, obj: tuple[int, BaseException] | object) -> None:
-    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], BaseException):
-        obj = (obj[0], picklable(obj[1]))
+def _dump(path: Path, obj: object) -> None:
     partial = path.with_suffix(".partial")  # the parent stops the other processes: never leave half a file
     partial.write_bytes(pickle.dumps(obj))
     os.replace(partial, path)

