@@ -21,7 +21,7 @@ from mstar_engine.data.images import load_images
 from mstar_engine.data.load import load_data
 from mstar_engine.data.offline import DataError
 from mstar_engine.metrics.catalog import data_mismatch
-from mstar_engine.metrics.anomaly import average_precision, bound_scores
+from mstar_engine.metrics.anomaly import anomaly_scores, average_precision
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
 from mstar_engine.metrics.frechet import activation_statistics, frechet_distance
 from mstar_engine.metrics.image_statistics import image_statistics, load_reference
@@ -180,7 +180,7 @@ def anomaly_row(model: Model, spec: Spec, seed: int) -> dict:
     anomalous = ev.anomaly_classes if ev.anomaly_classes is not None else \
         [c for c in range(data.num_classes) if c not in (spec.data.classes or [])]
     is_anomaly = torch.isin(labels, torch.tensor(anomalous)).numpy()
-    scores = bound_scores(model, x, batch_size=ev.batch_size, seed=seed + 12)
+    scores = anomaly_scores(model, x, batch_size=ev.batch_size, seed=seed + 12)
     return {"metric": "auprc", "steps": model.process.family.steps, "value": average_precision(scores, is_anomaly),
             "std": 0.0, "noise_floor": float(is_anomaly.mean()), "samples": int(x.shape[0])}
 

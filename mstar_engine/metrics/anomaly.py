@@ -44,6 +44,12 @@ def bound_scores(model, x0: Tensor, *, draws: int = 8, batch_size: int = 256, se
     return torch.cat(out)
 
 
+def anomaly_scores(model, x0: Tensor, *, batch_size: int = 256, seed: int = 0) -> Tensor:
+    """Per-example anomaly scores of ``model`` (higher = more anomalous): the bound's KL terms
+    (:func:`bound_scores`) for the exponential-family kinds."""
+    return bound_scores(model, x0, batch_size=batch_size, seed=seed)
+
+
 def average_precision(scores, is_anomaly) -> float:
     """Area under the precision–recall curve of ``scores`` (higher = more anomalous) as average
     precision, Σ_k (R_k − R_{k−1}) P_k over the distinct score thresholds (ties count together),
