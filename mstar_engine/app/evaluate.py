@@ -23,10 +23,7 @@ from mstar_engine.data.offline import DataError
 from mstar_engine.metrics.catalog import data_mismatch
 from mstar_engine.metrics.anomaly import anomaly_scores, average_precision
 from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinate_if_simplex, noise_floor
-from mstar_engine.metrics.frechet import activation_statistics, frechet_distance
-from mstar_engine.metrics.image_statistics import image_statistics, load_reference
-from mstar_engine.metrics.inception import (InceptionWeightsMissing, activations, inception_score, load_inception,
-                                            weights_path)
+from mstar_engine.app.image_eval import IMAGE_METRICS, image_rows
 from mstar_engine.app.report import results_table
 from mstar_engine.rundir.files import write_text
 from mstar_engine.rundir.records import append_jsonl, write_json
@@ -36,7 +33,6 @@ from mstar_engine.train.stage import truncate_log
 
 
 SCORE_METRICS = ("auprc",)  # computed from the model's bound, not from samples
-INCEPTION_METRICS = ("fid", "is")
 
 
 def check_evaluable(spec: Spec, held_out_count: int) -> None:
@@ -68,6 +64,8 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
     rows = [anomaly_row(model, spec, seed)] if "auprc" in spec.eval.metrics else []
     T = model.process.family.steps
     teacher_steps = sorted({*spec.eval.steps, *((T, *students) if students else ())}, reverse=True)
+    if getattr(model.process, "evaluations", None):  # a sampler of fixed cost (the VAE's one decoder call)
+        teacher_steps = [model.process.evaluations]
     runs = [("teacher", model, k) for k in teacher_steps] + \
         [("student", m, s) for k, m in students.items() for s in _student_budgets(spec, k)]
 
@@ -81,8 +79,8 @@ def evaluate(model: Model, spec: Spec, held_out: torch.Tensor, train_data: torch
             if who == "student" and row["steps"] in seconds:
                 row["seconds"] = round(seconds[row["steps"]], 1)
         rows.append(row)
-    if any(m in INCEPTION_METRICS for m in spec.eval.metrics):
-        for who, row in inception_rows(runs, spec, held_out, train_data, seed, download, group):
+    if any(m in IMAGE_METRICS for m in spec.eval.metrics):
+        for who, row in image_rows(runs, spec, held_out, train_data, seed, download, group):
             add(row, who)
     ev = attrs.evolve(spec.eval, metrics=[m for m in spec.eval.metrics if m in METRIC_FUNCTIONS])
     simplex = model.process.family.domain == "simplex"
@@ -122,51 +120,6 @@ def _student_budgets(spec: Spec, own: int) -> list[int]:
     return sorted({own, *(e for e in spec.eval.steps if method == "reflow" or e <= own)}, reverse=True)
 
 
-def inception_rows(runs, spec: Spec, held_out: torch.Tensor, train_data: torch.Tensor, seed: int,
-                   download: bool = False, group: Group = SINGLE):
-    """FID (against the training images' pool3 statistics, or ``eval.fid_reference``) and IS of
-    every sampler at its step count; noise floors: the FID of the held-out images and their IS (the
-    real-data level). The real images' statistics come from mstar's cache after the first time."""
-    ev = spec.eval
-    wanted = [m for m in ev.metrics if m in INCEPTION_METRICS]
-    device = next(runs[0][1].denoiser.parameters()).device
-    net = load_inception(ev.inception_weights, download=download, device=device)
-    if "is" in wanted and not net.logits:
-        raise InceptionWeightsMissing(
-            f"the Inception score needs the network's logits, which {weights_path(ev.inception_weights)} (fid-helper's "
-            "TorchScript, pool3 only) does not have: use pytorch-fid's weights for IS, or measure FID alone")
-
-    def unit(x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        return ((x + 1) / 2 if spec.data.range == "symmetric" else x).clamp(0, 1)
-
-    def statistics(images: torch.Tensor) -> dict:
-        return image_statistics(net, unit(images), weights_path(ev.inception_weights), batch_size=ev.batch_size)
-
-    n = min(ev.num_samples, train_data.shape[0])
-    if ev.fid_reference:
-        mu_ref, sigma_ref = load_reference(ev.fid_reference)
-    else:
-        reference = statistics(train_data[:n])
-        mu_ref, sigma_ref = reference["mu"], reference["sigma"]
-    real = statistics(held_out[:n])
-    floor = {"fid": frechet_distance(real["mu"], real["sigma"], mu_ref, sigma_ref),
-             "is": float(real["inception_score"])}
-    for who, sampler, steps in runs:
-        values = {name: [] for name in wanted}
-        for r in range(ev.repeats):
-            x = sampler.sample(n, steps, seed=seed + 100 + r, batch_size=ev.batch_size,
-                               precision=spec.sample.precision, group=group)
-            pool, logits = activations(net, unit(x), ev.batch_size)
-            if "fid" in values:
-                values["fid"].append(frechet_distance(*activation_statistics(pool), mu_ref, sigma_ref))
-            if "is" in values:
-                values["is"].append(inception_score(logits)[0])
-        for name in wanted:
-            yield who, {"metric": name, "steps": steps, "value": float(np.mean(values[name])),
-                        "std": float(np.std(values[name])), "noise_floor": float(floor[name]), "samples": n}
-
-
 def anomaly_row(model: Model, spec: Spec, seed: int) -> dict:
     """AUPRC of the per-example bound on the held-out split of every class: the classes outside
     ``data.classes`` (or ``eval.anomaly_classes``) are the anomalies. The noise floor is the
@@ -181,7 +134,8 @@ def anomaly_row(model: Model, spec: Spec, seed: int) -> dict:
         [c for c in range(data.num_classes) if c not in (spec.data.classes or [])]
     is_anomaly = torch.isin(labels, torch.tensor(anomalous)).numpy()
     scores = anomaly_scores(model, x, batch_size=ev.batch_size, seed=seed + 12)
-    return {"metric": "auprc", "steps": model.process.family.steps, "value": average_precision(scores, is_anomaly),
+    steps = getattr(model.process, "evaluations", None) or model.process.family.steps
+    return {"metric": "auprc", "steps": steps, "value": average_precision(scores, is_anomaly),
             "std": 0.0, "noise_floor": float(is_anomaly.mean()), "samples": int(x.shape[0])}
 
 
@@ -228,7 +182,7 @@ class DuringTraining:
 def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str] | None = None,
                  num_samples: int | None = None, repeats: int | None = None, fid_reference: str | None = None,
                  precision: str | None = None, download: bool = False, processes: int | None = None,
-                 inception_weights: str | None = None) -> dict | None:
+                 inception_weights: str | None = None, reference_images: int | None = None) -> dict | None:
     """``mstar eval RUN``: evaluate a loaded run on its held-out split (rebuilt from the spec),
     with the spec's ``[eval]`` settings unless given here. ``processes`` > 1 (or torchrun) shares
     the sampling out over that many processes (same results; None in processes other than rank 0)."""
@@ -236,16 +190,17 @@ def evaluate_run(run: Run, *, steps: list[int] | None = None, metrics: list[str]
     return launch(_evaluate_run, process_count(processes, 1), resolve_backend(run.spec.devices.backend, device),
                   run, steps=steps, metrics=metrics, num_samples=num_samples, repeats=repeats,
                   fid_reference=fid_reference, precision=precision, download=download,
-                  inception_weights=inception_weights)
+                  inception_weights=inception_weights, reference_images=reference_images)
 
 
 def _evaluate_run(run: Run, *, steps: list[int] | None, metrics: list[str] | None, num_samples: int | None,
                   repeats: int | None, fid_reference: str | None, precision: str | None, download: bool,
-                  inception_weights: str | None, group: Group) -> dict | None:
+                  inception_weights: str | None, reference_images: int | None, group: Group) -> dict | None:
     if steps is None and run.model.steps is not None:  # a student: at the evaluations it was made for
         steps = [run.model.steps]
     changes = {"steps": steps, "metrics": metrics, "num_samples": num_samples, "repeats": repeats,
-               "fid_reference": fid_reference, "inception_weights": inception_weights}
+               "fid_reference": fid_reference, "inception_weights": inception_weights,
+               "reference_images": reference_images}
     ev = attrs.evolve(run.spec.eval, **{k: v for k, v in changes.items() if v is not None})
     if not ev.metrics:
         raise ValueError("no metrics to compute: pass --metrics (mstar list metrics) or set eval.metrics in the spec")

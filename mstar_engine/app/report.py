@@ -55,9 +55,10 @@ def comparison_table(results: dict, fmt: str = "github") -> str:
 
 def models_table(models: list[tuple[str, dict]], title: str, fmt: str = "github") -> str:
     """One row per model, one column per (metric, step count; the counts ascending), then one
-    noise-floor row per dataset (the first model's floor where several have one). A distilled
-    model's student gets a row of its own under its teacher (``name → student``), in the same
-    columns, so the table stays narrow."""
+    noise-floor row per dataset and sample count (the first model's floor where several have one),
+    labelled with that count (FID and its kin depend on it). A distilled model's student gets a row
+    of its own under its teacher (``name → student``), in the same columns, so the table stays
+    narrow."""
     entries = list(_roles(models))
     seen = list(dict.fromkeys((r["metric"], r["steps"]) for _, _, rows in entries for r in rows))
     metrics = list(dict.fromkeys(m for m, _ in seen))
@@ -71,10 +72,9 @@ def models_table(models: list[tuple[str, dict]], title: str, fmt: str = "github"
             floors.setdefault((res["data"], r["samples"]), {}).setdefault(key, r["noise_floor"])
         table.append([name, *([res["data"]] if several else []), res["family"], res["coupling"], res.get("inputs", ""),
                       *(_value(values[c]) if c in values else "-" for c in columns)])
-    counts = {n for _, n in floors}
-    for (data, n), floor in floors.items():
-        label = ", ".join([*([data] if several else []), *([f"{n} samples"] if len(counts) > 1 else [])])
-        table.append([f"noise floor ({label})" if label else "noise floor", *([data] if several else []), "", "", "",
+    for (data, n), floor in floors.items():  # the sample count: every value beside the floor is at it
+        label = ", ".join([*([data] if several else []), f"{n} samples"])
+        table.append([f"noise floor ({label})", *([data] if several else []), "", "", "",
                       *(f"{floor[c]:.4f}" if c in floor else "-" for c in columns)])
     headers = ["model", *(["data"] if several else []), "family", "coupling", "inputs",
                *(f"{_metric(m)} ({s} steps)" for m, s in columns)]

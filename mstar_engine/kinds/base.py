@@ -8,9 +8,17 @@ number of network evaluations (:meth:`Kind.sample_batch`). Its checkpointed stat
 ``state_dict`` and, for the learned M-Star coupling, ``learned`` (trained beside the network).
 
 The kinds: the exponential-family diffusion (star-shaped / M-Star, :mod:`.exponential`), flow
-matching / rectified flow (:mod:`.flow`) and the energy-score distributional denoiser
-(:mod:`.energy`). Each has a ``family`` (for the latter two the Gaussian family: R^d data, its
-``steps`` the finest sampling grid) that gives the event shape and dtype.
+matching / rectified flow (:mod:`.flow`), the energy-score distributional denoiser
+(:mod:`.energy`) and the VAE baseline (:mod:`.vae`). Each has a ``family`` (for the latter three
+the Gaussian family: R^d data, its ``steps`` the finest sampling grid) that gives the event shape
+and dtype.
+
+The VAE bends two of these rules, each documented on it: its network is called both as
+``net(x0, eps)`` (the per-example negative ELBO, in training and anomaly scoring) and as
+``net(z)`` (the decoded image, in sampling), and its sampler makes one network evaluation
+whatever ``evaluations`` says (its class attribute ``evaluations = 1``). A kind with its own
+anomaly score has a method ``anomaly_scores(denoiser, x, *, draws, batch_size, generator)``
+(:func:`mstar_engine.metrics.anomaly.anomaly_scores` uses it).
 """
 from __future__ import annotations
 
@@ -56,8 +64,8 @@ class Kind(Protocol):
 
 
 class DataSpaceKind:
-    """What flow matching and the energy-score model share: they work in the data space of their
-    (Gaussian) family, read the state alone, have no coupling and no tail normalisation."""
+    """What flow matching, the energy-score model and the VAE share: they work in the data space of
+    their (Gaussian) family, have no coupling and no tail normalisation."""
     inputs = "state"
     learned = None
     notes: tuple[str, ...] = ()

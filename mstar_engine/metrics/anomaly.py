@@ -1,6 +1,9 @@
 """Anomaly detection with a trained model: the per-example bound as the anomaly score, and the
 area under the precision–recall curve (average precision) of that score.
 
+A model kind with its own score (``process.anomaly_scores``: the VAE baseline's negative ELBO,
+:class:`~mstar_engine.kinds.vae.VAEKind`) is scored by it; every other by the bound below.
+
 Score (MATH.md §1–2, "Bound"): the sum over steps of the per-step KL terms of the variational
 bound, Σ_{t=1..T} E[ KL( k_t(· | x_t, x0) ‖ k_t(· | x_t, x̂0) ) ], with x_t, s_t from the forward
 roll-out of x0 and x̂0 = D_θ(s_t, x_t, t). It is estimated by Monte Carlo over t: ``draws`` steps
@@ -45,8 +48,15 @@ def bound_scores(model, x0: Tensor, *, draws: int = 8, batch_size: int = 256, se
 
 
 def anomaly_scores(model, x0: Tensor, *, batch_size: int = 256, seed: int = 0) -> Tensor:
-    """Per-example anomaly scores of ``model`` (higher = more anomalous): the bound's KL terms
-    (:func:`bound_scores`) for the exponential-family kinds."""
+    """Per-example anomaly scores of ``model`` (shape (N,), float64; higher = more anomalous): the
+    kind's own score when it has one (the VAE's negative ELBO averaged over its ``score_draws``
+    latent draws, from a generator seeded with ``seed`` on the network's device), else the bound's
+    KL terms (:func:`bound_scores`, the exponential-family kinds)."""
+    kind = model.process
+    if hasattr(kind, "anomaly_scores"):
+        device = next(model.denoiser.parameters()).device
+        return kind.anomaly_scores(model.denoiser, x0, draws=kind.score_draws, batch_size=batch_size,
+                                   generator=torch.Generator(device=device).manual_seed(seed))
     return bound_scores(model, x0, batch_size=batch_size, seed=seed)
 
 

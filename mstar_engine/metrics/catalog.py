@@ -24,6 +24,12 @@ METRICS: dict[str, MetricInfo] = {
     for m in (
         MetricInfo("fid", "Fréchet Inception distance to the training set (pytorch-fid Inception, pool3)", "image",
                    needs_inception=True),
+        MetricInfo("kid", "kernel Inception distance ± its standard error (unbiased, cubic kernel on pool3; honest "
+                          "at small sample counts) against the training images", "image", needs_inception=True),
+        MetricInfo("precision", "share of samples on the training images' pool3 manifold (k-NN radii, k = 3; "
+                                "Kynkäänniemi et al. 2019)", "image", needs_inception=True, higher_is_better=True),
+        MetricInfo("recall", "share of training images on the samples' pool3 manifold (k-NN radii, k = 3)", "image",
+                   needs_inception=True, higher_is_better=True),
         MetricInfo("is", "Inception score (pytorch-fid Inception, logits)", "image", needs_inception=True,
                    higher_is_better=True),
         MetricInfo("auprc", "anomaly-detection AUPRC: per-example bound as score, held-out classes as anomalies",

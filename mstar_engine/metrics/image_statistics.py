@@ -1,5 +1,6 @@
 """Inception statistics of a set of real images, computed once: pool3 mean and covariance (the FID
-reference) and the Inception score, cached on disk (``inception/`` in mstar's cache folder, see
+reference), the pool3 features themselves (float32, at most :data:`KEPT_FEATURES` rows: what KID
+and precision/recall compare with) and the Inception score, cached on disk (``inception/`` in mstar's cache folder, see
 :mod:`mstar_engine.util.cache`) under a key made of the images' bytes, their shape and the weights
 file. A 50,000-image reference costs two passes of 50,000 images through Inception; every later
 evaluation of any run on the same data reads it back instead.
@@ -21,8 +22,10 @@ from mstar_engine.metrics.frechet import activation_statistics
 from mstar_engine.metrics.inception import InceptionFeatures, activations, inception_score
 
 #: Bumped whenever the pipeline from images to features changes (resize, scaling, network).
-VERSION = 1
+VERSION = 2
 FEATURES = 2048
+#: Rows of pool3 features kept in a cache entry (the first ones): 10,000 × 2048 float32 is 82 MB.
+KEPT_FEATURES = 10_000
 
 
 class ReferenceStatisticsError(ValueError):
@@ -31,8 +34,9 @@ class ReferenceStatisticsError(ValueError):
 
 def image_statistics(net: InceptionFeatures, images: torch.Tensor, weights: Path, *, batch_size: int = 100,
                      use_cache: bool = True) -> dict[str, np.ndarray]:
-    """``mu``, ``sigma`` (pool3) and ``inception_score`` of ``images`` (in [0, 1]), from the cache
-    when the same images went through the same weights file before."""
+    """``mu``, ``sigma`` (pool3), ``features`` (the first :data:`KEPT_FEATURES` rows of pool3,
+    float32) and ``inception_score`` of ``images`` (in [0, 1]), from the cache when the same images
+    went through the same weights file before."""
     key = {"what": "inception-statistics", "images": digest(images), "shape": tuple(images.shape),
            "weights": _file_identity(weights), "pipeline": VERSION}
 
@@ -40,7 +44,8 @@ def image_statistics(net: InceptionFeatures, images: torch.Tensor, weights: Path
         pool, logits = activations(net, images, batch_size)
         mu, sigma = activation_statistics(pool)
         score = inception_score(logits)[0] if logits is not None else np.nan  # weights without logits: FID only
-        return {"mu": mu, "sigma": sigma, "inception_score": np.array(score)}
+        return {"mu": mu, "sigma": sigma, "features": pool[:KEPT_FEATURES].astype(np.float32),
+                "inception_score": np.array(score)}
     return cache.cached(key, build, use_cache, folder="inception")
 
 

@@ -102,13 +102,20 @@ def resolve_devices(spec: Spec, cuda_count: int | None, launch: int | None = Non
                    max(per_process // spec.train.accumulation, 1)), issues
 
 
-def model_summary(process) -> str:
-    """The trained model in a few words: the exponential family and its coupling, or the kind."""
+def model_summary(process, event_shape: tuple[int, ...] | None = None) -> str:
+    """The trained model in a few words: the exponential family and its coupling, or the kind
+    (the VAE's latent shape when the data's ``event_shape`` (C, H, W) is given)."""
     if process.kind == "flow-matching":
         return f"flow matching ({process.flow.time} times, {process.flow.solver} sampler)"
     if process.kind == "energy-score":
         e = process.energy
         return f"energy-score denoiser ({e.score} score, beta {e.beta:g}, lambda {e.lam:g}, {e.draws} draws)"
+    if process.kind == "vae":
+        v = process.vae
+        latent = f"{v.latent_channels}×{event_shape[1] // 4}×{event_shape[2] // 4}" if event_shape and \
+            len(event_shape) == 3 else f"{v.latent_channels}×H/4×W/4"
+        return f"VAE baseline (latent {latent}, " + \
+            ("negative ELBO)" if v.beta == 1 else f"KL weight beta {v.beta:g})")
     return f"{process.family} {process.coupling.kind} coupling"
 
 
@@ -135,8 +142,12 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None, processes: i
         steps, how = None, f"{train.epochs} epochs (dataset size counted at run time)"
     if train.eval_every:
         how += f", evaluated every {train.eval_every}"
-    stages.append(Stage("train", f"{model_summary(spec.process)}, {how}", steps,
-                        f"{T} steps", steps * train.batch_size if steps else None, str(ckpt / "train")))
+    event_shape = DATASETS[spec.data.name].event_shape(spec.data.dim, spec.data.image_size)
+    # the VAE samples with one decoder call, whatever sample.steps and eval.steps say
+    one_call = spec.process.kind == "vae"
+    stages.append(Stage("train", f"{model_summary(spec.process, event_shape)}, {how}", steps,
+                        "1 (decoder)" if one_call else f"{T} steps", steps * train.batch_size if steps else None,
+                        str(ckpt / "train")))
 
     d = spec.distill
     if d is not None and d.method != "progressive":
@@ -154,11 +165,13 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None, processes: i
                                 f"({d.coupling} sampler, {d.target} target), lr {d.lr:g}→0", d.steps_per_stage,
                                 f"{n} steps", d.steps_per_stage * d.batch_size, str(ckpt / f"distill-{n}")))
 
-    stages.append(Stage("sample", f"{spec.sample.num_samples} samples, final {spec.sample.final}", None,
-                        f"{spec.sample.steps} steps", None, str(run_dir / "samples")))
+    stages.append(Stage("sample", f"{spec.sample.num_samples} samples" + ("" if one_call else
+                        f", final {spec.sample.final}"), None,
+                        "1 (decoder)" if one_call else f"{spec.sample.steps} steps", None, str(run_dir / "samples")))
     if spec.eval.metrics:
         stages.append(Stage("eval", f"{', '.join(spec.eval.metrics)} on {spec.eval.num_samples} samples "
-                            f"× {spec.eval.repeats}", None, ", ".join(map(str, spec.eval.steps)), None,
+                            f"× {spec.eval.repeats}", None,
+                            "1 (decoder)" if one_call else ", ".join(map(str, spec.eval.steps)), None,
                             str(run_dir / "results.json")))
     for name, extra in spec.compare.items():
         stages.append(Stage(f"compare {name}", "train, sample and evaluate with " + " ".join(extra), None, None,

@@ -12,7 +12,8 @@ def render_plan(plan: Plan, settings: bool = True) -> str:
     if spec.experiment.description:
         parts.append(spec.experiment.description)
     proc = spec.process
-    summary = [("kind", model_summary(proc)), ("data", spec.data.name), ("network", spec.network.kind)] \
+    network = "its own conv encoder and decoder" if proc.kind == "vae" else spec.network.kind
+    summary = [("kind", model_summary(proc)), ("data", spec.data.name), ("network", network)] \
         if proc.kind != "exponential-family" else [
         ("family", proc.family), ("data", f"{spec.data.name}"), ("steps T", proc.steps),
         ("schedule", proc.schedule.name), ("coupling", proc.coupling.kind), ("network inputs", proc.inputs),

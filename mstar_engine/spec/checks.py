@@ -182,6 +182,8 @@ def check_data(c: Checker) -> None:
 
 
 def check_network(c: Checker) -> None:
+    if c.spec.process.kind == "vae":
+        return  # its own encoder and decoder (spec/kind_checks.py); [network] does not apply
     net, info = c.spec.network, DATASETS[c.spec.data.name]
     kind = net.kind if net.kind != "auto" else ("unet" if info.is_image else "mlp")
     if kind == "unet" and not info.is_image:
@@ -270,7 +272,7 @@ def check_sample(c: Checker) -> None:
 
 def check_distill(c: Checker) -> None:
     d, steps = c.spec.distill, c.spec.process.steps
-    if d is None or d.method != "progressive":  # the other methods: spec/kind_checks.py
+    if d is None or d.method != "progressive" or c.spec.process.kind == "vae":  # the rest: spec/kind_checks.py
         return
     if (d.to is None) == (d.stages is None):
         c.add(("distill",), "[distill] needs exactly one of to or stages",

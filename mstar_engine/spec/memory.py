@@ -36,6 +36,7 @@ from mstar_engine.data.catalog import DATASETS
 from mstar_engine.families import get as get_family
 from mstar_engine.networks.mlp import mlp_parameter_count
 from mstar_engine.networks.unet import UNET_PRESETS
+from mstar_engine.networks.vae import vae_size
 from mstar_engine.spec.resolve import resolve
 from mstar_engine.spec.schema import Spec
 
@@ -198,14 +199,13 @@ def _event(spec: Spec) -> tuple[int, ...]:
 
 
 def network_size(spec: Spec, accelerator: str = "cpu") -> NetworkSize:
-    """The size of the denoiser of a resolved ``spec`` (``network.kind`` not ``auto``)."""
-    info = DATASETS[spec.data.name]
-    event = _event(spec)
+    """The size of the denoiser of a resolved ``spec`` (``network.kind`` not ``auto``), or of the VAE's."""
+    info, event, vae = DATASETS[spec.data.name], _event(spec), spec.process.vae
+    if spec.process.kind == "vae":  # its own encoder and decoder: [network] does not apply
+        return NetworkSize(*vae_size(event, vae.latent_channels, vae.channels))
     shapes = family_shapes(spec.process.family, event)
     inputs, net = spec.process.inputs, spec.network
-    classes = 0
-    if net.class_conditional:
-        classes = info.num_classes if info.num_classes > 0 else UNKNOWN_CLASSES
+    classes = (info.num_classes if info.num_classes > 0 else UNKNOWN_CLASSES) if net.class_conditional else 0
     if net.kind == "unet":
         cfg = {"channels": net.unet.channels, "channel_mult": net.unet.channel_mult, "res_blocks": net.unet.res_blocks,
                "attention_resolutions": net.unet.attention_resolutions, "head_channels": net.unet.head_channels,

@@ -19,7 +19,7 @@ INPUTS = ("auto", "tail", "state", "tail+state")
 LOSSES = ("kl", "kl-rescaled", "x0-mse", "eps-mse")
 WEIGHTINGS = ("none", "snr", "snr-trunc", "min-snr")
 UNET_PRESETS = ("cifar10-ddpm", "imagenet64", "imagenet128")
-KINDS = ("exponential-family", "flow-matching", "energy-score")
+KINDS = ("exponential-family", "flow-matching", "energy-score", "vae")
 TIME_DRAWS = ("uniform", "logit-normal")
 
 #: Longest run or [compare] variant name: each becomes a folder name (most file systems allow 255
@@ -103,10 +103,19 @@ class Energy:
 
 
 @attrs.define
+class Vae:
+    latent_channels: int = setting(4, "channels of the latent, which is (latent_channels, H/4, W/4)", ge=1)
+    channels: int = setting(32, "base channel count of the encoder and decoder (twice as many at H/4)", ge=8)
+    beta: float = setting(1.0, "weight of the KL term; 1 = the ELBO", gt=0.0)
+    score_draws: int = setting(8, "latent draws averaged in the negative-ELBO anomaly score", ge=1)
+
+
+@attrs.define
 class Process:
     kind: str = setting("exponential-family", "model kind: exponential-family (star-shaped / M-Star), "
-                        "flow-matching (rectified flow) or energy-score (distributional denoiser); the last two work "
-                        "in R^d with Gaussian noise (family = \"gaussian\")", choices=KINDS)
+                        "flow-matching (rectified flow), energy-score (distributional denoiser) or vae (the VAE "
+                        "baseline, negative ELBO; images); the last three work in R^d with Gaussian noise "
+                        "(family = \"gaussian\")", choices=KINDS)
     family: str = setting(doc="exponential family of the noise (mstar list families)", choices=family_names)
     steps: int = setting(1000, "number of diffusion steps T", ge=2, le=100_000)
     schedule: Schedule = section(Schedule, "noise schedule")
@@ -117,6 +126,8 @@ class Process:
     loss_weighting: str = setting("none", "per-step loss weight", choices=WEIGHTINGS)
     flow: Flow = section(Flow, "flow matching (kind = \"flow-matching\")")
     energy: Energy = section(Energy, "energy-score denoiser (kind = \"energy-score\")")
+    vae: Vae = section(Vae, "VAE baseline (kind = \"vae\"): its own conv encoder and decoder; [network] does not "
+                       "apply")
 
 
 @attrs.define
@@ -264,6 +275,9 @@ class Eval:
                                             "$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth)")
     fid_reference: str | None = setting(None, "FID reference statistics: an .npz with mu and sigma (pytorch-fid's "
                                         "format, e.g. published dataset statistics) instead of the training images'")
+    reference_images: int | None = setting(None, "training images the image metrics compare with (FID's statistics; "
+                                           "KID's and precision/recall's features): a fixed random subset of this "
+                                           "size (default: the whole training set)", ge=2)
     anomaly_classes: list[int] | None = setting(None, "classes treated as anomalies by auprc "
                                                 "(default: every class not in data.classes)", min_length=1, ge=0)
 

@@ -53,7 +53,7 @@ def load(key: dict, folder: str = "schedules") -> dict[str, np.ndarray] | None:
     path = cache_path(key, folder)
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {name: np.array(data[name], dtype=np.float64) for name in data.files}
+            return {name: np.array(data[name], dtype=_kept(data[name])) for name in data.files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
@@ -62,10 +62,16 @@ def save(key: dict, arrays: dict[str, np.ndarray], folder: str = "schedules") ->
     """Write ``arrays`` atomically (temporary file + os.replace) and return the path."""
     path = cache_path(key, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: np.savez(fh, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}),
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    atomic_write(path, lambda fh: np.savez(fh, **{k: v.astype(_kept(v)) for k, v in arrays.items()}),
                  suffix=".tmp.npz", shared=True)
     STATS["writes"] += 1
     return path
+
+
+def _kept(array: np.ndarray) -> type:
+    """Arrays are stored and read as float64, except float32 ones (large feature sets), kept as they are."""
+    return np.float32 if array.dtype == np.float32 else np.float64
 
 
 def cached(key: dict, build: Callable[[], dict[str, np.ndarray]], use_cache: bool = True,

@@ -98,7 +98,7 @@ def test_printed_table_has_one_row_per_model_and_the_noise_floor(compared):
     assert printed.startswith("quickstart on dirichlet-mixture: lower is better\n")
     header, rows = table(printed)
     assert header == ["model", "family", "coupling", "inputs", "knn-kl (8 steps)", "energy (8 steps)"]
-    assert [r[0] for r in rows] == ["quickstart (the spec)", "star-shaped", "gaussian-ddpm", "noise floor"]
+    assert [r[0] for r in rows] == ["quickstart (the spec)", "star-shaped", "gaussian-ddpm", "noise floor (40 samples)"]
     main = json.loads((run_dir / "results.json").read_text())
     models = {"quickstart (the spec)": main, **main["compare"]}
     for row in rows[:-1]:
@@ -107,7 +107,7 @@ def test_printed_table_has_one_row_per_model_and_the_noise_floor(compared):
         values = {r["metric"]: r["value"] for r in res["results"]}
         assert row[4:] == [f"{values['knn-kl']:.4f}", f"{values['energy']:.4f}"]
     floors = {r["metric"]: r["noise_floor"] for r in main["results"]}
-    assert rows[-1] == ["noise floor", "", "", "", f"{floors['knn-kl']:.4f}", f"{floors['energy']:.4f}"]
+    assert rows[-1] == ["noise floor (40 samples)", "", "", "", f"{floors['knn-kl']:.4f}", f"{floors['energy']:.4f}"]
 
 
 def test_a_variant_loads_with_sample_and_eval(compared, tmp_path):
@@ -221,7 +221,7 @@ def test_comparison_table_by_hand():
         ["b", "gaussian", "ddpm", "state", "1.2346", "2.0000", "-"],
         ["c", "dirichlet", "independent", "tail", "-", "-", "0.1250"],
         # the main model's floor wins where several models have one
-        ["noise floor", "", "", "", "0.0100", "0.0300", "0.0020"],
+        ["noise floor (10 samples)", "", "", "", "0.0100", "0.0300", "0.0020"],
     ]
 
 
@@ -229,4 +229,4 @@ def test_comparison_table_without_variants():
     text = comparison_table(_res("solo", "beta", "independent", "tail", [("knn-kl", 2, 3.0, 0.1)]))
     header, rows = table(text)
     assert header[4:] == ["knn-kl (2 steps)"]
-    assert rows == [["solo (the spec)", "beta", "independent", "tail", "3.0000"], ["noise floor", "", "", "", "0.1000"]]
+    assert rows == [["solo (the spec)", "beta", "independent", "tail", "3.0000"], ["noise floor (10 samples)", "", "", "", "0.1000"]]

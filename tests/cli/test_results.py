@@ -35,8 +35,8 @@ def test_models_on_two_datasets_get_a_data_column_and_a_floor_row_each():
     assert header == ["model", "data", "family", "coupling", "inputs", "fid (8 steps)", "is ↑ (8 steps)"]
     assert rows == [["a", "cifar10", "beta", "ddpm", "tail+state", "12.3456", "7.5000 ± 0.2500"],
                     ["b", "mnist", "gaussian", "ddpm", "state", "4.0000", "-"],
-                    ["noise floor (cifar10)", "cifar10", "", "", "", "2.5000", "9.0000"],
-                    ["noise floor (mnist)", "mnist", "", "", "", "1.0000", "-"]]
+                    ["noise floor (cifar10, 1000 samples)", "cifar10", "", "", "", "2.5000", "9.0000"],
+                    ["noise floor (mnist, 1000 samples)", "mnist", "", "", "", "1.0000", "-"]]
 
 
 def test_floors_of_different_sample_counts_are_not_merged():
@@ -61,7 +61,7 @@ def test_a_distilled_model_gets_a_student_row_in_the_same_columns():
     assert rows == [["a", "beta", "ddpm", "tail+state", "-", "0.0500", "0.0100"],
                     ["a → student", "beta", "ddpm", "tail+state", "0.0300", "0.0200", "-"],
                     ["b", "gaussian", "ddpm", "tail+state", "-", "0.0400", "-"],
-                    ["noise floor", "", "", "", "0.0020", "0.0020", "0.0020"]]
+                    ["noise floor (500 samples)", "", "", "", "0.0020", "0.0020", "0.0020"]]
 
 
 def test_latex_is_booktabs_with_escapes_and_math_symbols():
@@ -79,7 +79,7 @@ def test_tsv_is_unpadded_and_parses_back():
     parsed = list(csv.reader(io.StringIO(models_table([("a", a)], "ignored", "tsv")), delimiter="\t"))
     assert parsed == [["model", "family", "coupling", "inputs", "energy (4 steps)", "energy (8 steps)"],
                       ["a", "beta", "ddpm", "tail+state", "0.1250", "0.0625"],
-                      ["noise floor", "", "", "", "0.0010", "0.0010"]]
+                      ["noise floor (50 samples)", "", "", "", "0.0010", "0.0010"]]
 
 
 def test_one_run_table_marks_higher_is_better_metrics():
@@ -130,7 +130,7 @@ def test_mstar_results_command_formats(tmp_path):
     assert out.exit_code == 0
     title, header, rows = markdown(out.output)
     assert title == "2 models on toy: lower is better"
-    assert [r[0] for r in rows] == ["a", "b", "noise floor"] and rows[1][1] == "gaussian"
+    assert [r[0] for r in rows] == ["a", "b", "noise floor (100 samples)"] and rows[1][1] == "gaussian"
     out = runner.invoke(cli, ["results", str(tmp_path / "a"), "--format", "json"])
     assert json.loads(out.output)[0]["model"] == "a"
     out = runner.invoke(cli, ["results", str(tmp_path / "a"), "--format", "latex", "--title", "Table 2"])

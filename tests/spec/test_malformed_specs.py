@@ -805,7 +805,7 @@ CASES = [
         metrics = ["knn-kl", "fdi"]
         """,
         "s.toml:11:22: eval.metrics[1]: unknown value 'fdi': expected one of 'auprc', 'energy', 'fid', 'is', "
-        "'knn-kl', 'mmd'; did you mean 'fid'?"),
+        "'kid', 'knn-kl', 'mmd', 'precision', 'recall'; did you mean 'fid'?"),
     case("choice-fixed-list", """
         [experiment]
         name = "t"
