@@ -83,6 +83,7 @@ def test_run_scores_samples_serves_and_resumes_to_the_uninterrupted_weights(tmp_
     assert results["kind"] == "vae" and results["coupling"] == "VAE (negative ELBO)"
     (row,) = results["results"]
     assert row["metric"] == "auprc" and 0.0 <= row["value"] <= 1.0 and row["value"] > row["noise_floor"]
+    assert row["steps"] == 1   # its sampler's cost: one decoder call, whatever process.steps says
     samples = np.load(run / "samples" / "samples.npz")["samples"]
     assert samples.shape == (16, 1, 8, 8) and np.isfinite(samples).all()
     assert (run / "samples" / "grid.png").is_file() and (run / "samples" / "trajectories.png").is_file()
@@ -103,6 +104,9 @@ def test_run_scores_samples_serves_and_resumes_to_the_uninterrupted_weights(tmp_
     result = invoke("sample", run, "--num-samples", 5, "--steps", 3, "--out", tmp_path / "s.npz")
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "s.npz")["samples"].shape == (5, 1, 8, 8)
+    assert "(1 network evaluations" in result.output
+    result = invoke("sample", run, "--num-samples", 4, "--out", tmp_path / "s.png")   # an image grid
+    assert result.exit_code == 0 and (tmp_path / "s.png").is_file(), result.output
     result = invoke("eval", run)
     assert result.exit_code == 0, result.output
     assert f"{row['value']:.4f}" in result.output  # the same seeded score as after training
