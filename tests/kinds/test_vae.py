@@ -231,15 +231,6 @@ def test_the_spec_builds_the_kind_and_its_network_and_the_memory_estimate_counts
 
 # ----------------------------------------------------- training and the anomaly score on digits
 
-@pytest.fixture
-def one_thread():
-    """Small convolutions run fastest on one thread (on a busy 2-core machine, 20× faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_training_lowers_the_negative_elbo_and_scores_the_unseen_digit_higher(tmp_path, one_thread):
     """Digits without the 1s: 200 steps lower the held-out negative ELBO, and the held-out 1s
     score higher than the other held-out digits (AUPRC well above the 1s' share)."""

@@ -31,15 +31,6 @@ def invoke(*args):
     return result
 
 
-@pytest.fixture
-def one_thread():
-    """The VAE's small convolutions run many times faster on one thread on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_validate_accepts_the_vae_on_digits():
     result = invoke("validate", DIGITS, "--set", "process.kind=vae")
     assert result.exit_code == 0, result.output
