@@ -1,1 +1,1 @@
-"""Metric catalog, low-dimensional distances, Fréchet distance, Inception FID/IS, AUPRC."""
+"""Metric catalog, low-dimensional distances, Fréchet distance, Inception FID/KID/precision/recall/IS, AUPRC."""

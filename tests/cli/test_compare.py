@@ -76,9 +76,11 @@ def test_side_by_side_gives_the_results_of_one_after_the_other(compared, tmp_pat
 
     def values(folder):
         res = json.loads((folder / "results.json").read_text())
-        return [(name, r["metric"], r["value"]) for name, part in [("spec", res), *res["compare"].items()]
-                for r in part["results"]]
-    assert values(tmp_path / "quickstart") == pytest.approx(values(run_dir))
+        return {(name, r["metric"]): r["value"] for name, part in [("spec", res), *res["compare"].items()]
+                for r in part["results"]}
+    side_by_side, one_after_the_other = values(tmp_path / "quickstart"), values(run_dir)
+    assert list(side_by_side) == list(one_after_the_other)
+    assert side_by_side == pytest.approx(one_after_the_other)
     assert (tmp_path / "quickstart" / "comparison.txt").read_text() == (run_dir / "comparison.txt").read_text()
 
 
