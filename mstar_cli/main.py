@@ -277,9 +277,9 @@ def distill(run_dir: str, overrides: tuple[str, ...], to: int, resume: str, as_j
               "processes (one per GPU); the results do not change. Under torchrun, its count is used.")
 @handle_errors
 def eval_(run_dir: str, steps: str | None, metrics: str | None, num_samples: int | None, repeats: int | None,
-          checkpoint: str | None, fid: bool, kid: bool, inception_score: bool, auprc: bool, fid_reference: str | None,
-          reference_images: int | None, precision: str | None, inception_weights: str | None, download: bool, as_json: bool,
-          nproc_per_node: int | None) -> None:
+          checkpoint: str | None, fid: bool, kid: bool, inception_score: bool, auprc: bool,
+          fid_reference: str | None, reference_images: int | None, precision: str | None,
+          inception_weights: str | None, download: bool, as_json: bool, nproc_per_node: int | None) -> None:
     """Metrics table of RUN over step counts, each beside its noise floor."""
     from mstar_engine.app.evaluate import evaluate_run
     from mstar_engine.app.report import results_table
