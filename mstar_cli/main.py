@@ -132,20 +132,30 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, overwrite: bool, dow
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @overrides_arg
-@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Timed optimiser steps.")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Timed optimiser steps per loop and round (rounded up to whole roll-out blocks of 16).")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Rounds: the two loops take turns, and the ratio is the median over the rounds.")
+@click.option("--profile", type=click.IntRange(min=1), default=None, metavar="STEPS",
+              help="Instead, profile STEPS training steps with the torch profiler and print its table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @handle_errors
-def bench(spec: str, overrides: tuple[str, ...], steps: int, as_json: bool) -> None:
+def bench(spec: str, overrides: tuple[str, ...], steps: int, repeats: int, profile: int | None, as_json: bool) -> None:
     """Training and sampling throughput and memory of SPEC, beside a plain PyTorch DDPM training
-    step with the same backbone and batch, measured in the same process; and the time each stage of
-    SPEC's plan would take at that speed on this machine."""
+    loop with the same backbone, batch and data, measured in the same process in alternating rounds;
+    and the time each stage of SPEC's plan would take at that speed on this machine."""
     from mstar_engine.app.bench import bench as run_bench, bench_table, estimate
+    from mstar_engine.app.profile import profile_training
     from mstar_engine.plan import compile_plan
     from mstar_engine.app.runner import prepare
     from mstar_engine.spec import load_spec
     plan = compile_plan(load_spec(spec, overrides, ready=True))
     try:
-        result = run_bench(plan.spec, prepare(plan.spec, log=lambda line: click.echo(line, err=True)), steps=steps)
+        prepared = prepare(plan.spec, log=lambda line: click.echo(line, err=True))
+        if profile:
+            click.echo(profile_training(plan.spec, prepared, profile))
+            return
+        result = run_bench(plan.spec, prepared, steps=steps, repeats=repeats)
     except run_errors() as exc:
         raise Failure(str(exc)) from None
     result["estimates"] = estimate(plan, result)

@@ -1,24 +1,31 @@
 """``mstar bench SPEC``: training and sampling throughput of a spec, beside a plain PyTorch DDPM
-training step measured in the same process (same backbone architecture, same batch, ε-MSE), so
-the ratio does not depend on the machine's mood.
+training loop measured in the same process (same backbone architecture, same batches from the same
+data source, ε-MSE), so the ratio does not depend on the machine's mood.
 
 Training is timed through the real training loop (roll-outs, loss, optimiser, EMA) into a
 temporary folder; the reference is the textbook loop: x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε with a linear
-DDPM schedule, ‖ε − ε_θ(x_t, t)‖², AdamW, no EMA. Peak memory is the accelerator's peak allocation
-on CUDA and the process's peak resident set on the CPU.
+DDPM schedule, ‖ε − ε_θ(x_t, t)‖², AdamW, no EMA. The two loops take turns over several rounds
+(the order alternating, warm-up steps untimed) and the ratio is the median of the rounds' ratios,
+printed with its range and a warning when the range is wider than the ratio's distance from 1.
+The share of a step spent building the inputs (data batches and roll-outs) is measured apart.
+Peak memory is the accelerator's peak allocation on CUDA and the process's peak resident set on
+the CPU.
 """
 from __future__ import annotations
 
 import json
 import math
 import resource
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import attrs
 import torch
+from torch import Tensor
 from tabulate import tabulate
 
 from mstar_engine.util.clock import duration
@@ -27,6 +34,8 @@ from mstar_engine.app.runs import Model
 from mstar_engine.networks.mlp import MLP
 from mstar_engine.networks.unet import build_unet
 from mstar_engine.spec.schema import Spec
+from mstar_engine.distributed.group import SINGLE
+from mstar_engine.train.inputs import ROLLOUT_BLOCK, BlockInputs
 from mstar_engine.train.loop import Settings, train
 
 
@@ -37,20 +46,22 @@ def _peak_memory_gib(device: torch.device) -> float:
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
 
-def reference_step_time(backbone: torch.nn.Module, x0: torch.Tensor, steps: int, warmup: int,
-                        num_classes: int = 0) -> float:
-    """Seconds per optimiser step of a plain DDPM ε-MSE training loop on batches like ``x0``."""
+def reference_steps(backbone: torch.nn.Module, batches: Iterator[Tensor], steps: int, warmup: int,
+                    num_classes: int = 0, optimizer: torch.optim.Optimizer | None = None) -> float:
+    """Seconds per optimiser step of a plain DDPM ε-MSE training loop on the batches of x0 that
+    ``batches`` yields (the same data pipeline as the real loop's), timed after ``warmup`` steps."""
     T = 1000
     betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
-    device = x0.device
-    alpha_bar = torch.cumprod(1 - betas, 0).to(x0.dtype).to(device)
-    opt = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
+    device = next(backbone.parameters()).device
+    alpha_bar = torch.cumprod(1 - betas, 0).to(torch.float32).to(device)
+    opt = optimizer or torch.optim.AdamW(backbone.parameters(), lr=1e-4)
     g = torch.Generator(device=device).manual_seed(0)
     spatial = getattr(backbone, "spatial", False)
     for i in range(warmup + steps):
         if i == warmup:
             _synchronize(device)
             start = time.perf_counter()
+        x0 = next(batches)
         t = torch.randint(0, T, (x0.shape[0],), generator=g, device=device)
         eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype, device=device)
         a = alpha_bar[t].reshape((-1,) + (1,) * (x0.ndim - 1))
@@ -71,49 +82,104 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(spec: Spec, prepared, *, steps: int = 20, warmup: int = 5, sample_steps: int = 8) -> dict:
-    """Training examples/s of ``spec`` (through :func:`train`) and of the plain DDPM reference,
-    their ratio, peak memory, and sampling seconds per network evaluation."""
-    B = spec.train.batch_size
+def _reference_batches(source, repeat: int, device: torch.device) -> Iterator[Tensor]:
+    """x0 batches from the run's own data source (x0 of (x0, labels) pairs), each repeated
+    ``repeat`` times like the real loop's K steps t per example, on ``device``."""
+    position = 0
+    while True:
+        for batch in source(position):
+            x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
+            position += x0.shape[0]
+            yield x0.to(device=device, dtype=torch.float32).repeat_interleave(repeat, 0)
+
+
+def _summary(values: list[float]) -> dict:
+    """Median, lowest and highest of ``values``."""
+    ordered = sorted(values)
+    return {"median": statistics.median(ordered), "low": ordered[0], "high": ordered[-1]}
+
+
+def bench(spec: Spec, prepared, *, steps: int = 20, repeats: int = 5, sample_steps: int = 8) -> dict:
+    """Training examples/s of ``spec`` (through :func:`train`) beside the plain DDPM reference,
+    interleaved over ``repeats`` rounds; peak memory; sampling seconds per network evaluation.
+
+    Each round times ``steps`` optimiser steps of each loop, rounded up to whole roll-out blocks
+    (:data:`ROLLOUT_BLOCK` steps share one call that builds their inputs), after one block of
+    warm-up steps that are not timed. The rounds alternate the order (A B, B A, A B, ...), so a
+    drift of the machine's speed during the benchmark falls on both loops alike; the ratio of a
+    round compares two timings taken next to each other, and the reported ratio is the median over
+    the rounds with its lowest and highest value."""
+    B, k = spec.train.batch_size, spec.train.t_per_rollout
     denoiser = prepared.denoiser
     device = next(denoiser.parameters()).device
     family = prepared.process.family
-    reference = _reference_backbone(spec, prepared, family.event_shape)
-    x0 = next(iter(prepared.source(0)))
-    x0 = (x0[0] if isinstance(x0, (tuple, list)) else x0).to(device=device, dtype=torch.float32)
-    x0 = x0.repeat_interleave(spec.train.t_per_rollout, 0)  # the same number of (x0, t) pairs per step
-    cfg = attrs.evolve(Settings.of(spec.train), checkpoint_every=10**9, log_every=10**9)
-
-    def run(total: int, folder: Path) -> torch.nn.Module:
-        return train(prepared.process, denoiser, prepared.source, cfg, total, folder, seed=spec.experiment.seed,
-                     resume=False, log=lambda _: None, label_dropout=prepared.label_dropout)
-    with tempfile.TemporaryDirectory() as tmp:
-        run(warmup, Path(tmp))
-        _synchronize(device)
-        start = time.perf_counter()
-        ema = run(warmup + steps, Path(tmp) / "b")
-        _synchronize(device)
-        # the loop's own clock (metrics.jsonl) runs from its first step to its last, without the set-up
-        # and the final checkpoint write that every run pays once
-        logged = json.loads((Path(tmp) / "b" / "metrics.jsonl").read_text().splitlines()[-1])["seconds"]
-        ours = min(time.perf_counter() - start, logged) / (warmup + steps)
+    reference = _reference_backbone(spec, prepared, family.event_shape).to(device)
+    reference_opt = torch.optim.AdamW(reference.parameters(), lr=1e-4)
     num_classes = int(getattr(denoiser.backbone, "num_classes", 0))
-    ref = reference_step_time(reference.to(device), x0, steps, warmup, num_classes)
+    timed = -(-steps // ROLLOUT_BLOCK) * ROLLOUT_BLOCK
+    warmup = ROLLOUT_BLOCK
+    cfg = attrs.evolve(Settings.of(spec.train), checkpoint_every=10**9, log_every=warmup)
+    ours, ref, ema = [], [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        def our_step() -> float:  # the loop's own clock (metrics.jsonl): steps warmup+1 .. warmup+timed
+            nonlocal ema
+            folder = Path(tmp) / f"round-{len(ours)}"
+            ema = train(prepared.process, denoiser, prepared.source, cfg, warmup + timed, folder,
+                        seed=spec.experiment.seed, resume=False, log=lambda _: None,
+                        label_dropout=prepared.label_dropout)
+            lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+            clock = {line["step"]: line["seconds"] for line in lines}
+            return (clock[warmup + timed] - clock[warmup]) / timed
+
+        def reference_step() -> float:
+            return reference_steps(reference, _reference_batches(prepared.source, k, device), timed, warmup,
+                                   num_classes, reference_opt)
+        for round_ in range(repeats):
+            if round_ % 2 == 0:
+                ours.append(our_step())
+                ref.append(reference_step())
+            else:
+                ref.append(reference_step())
+                ours.append(our_step())
+    pairs = B * k
+    ratios = [r / o for o, r in zip(ours, ref)]  # per round: (pairs / ours) / (pairs / ref)
+    ratio = _summary(ratios)
     model = Model(prepared.process, ema.eval())
     n = min(spec.sample.batch_size, spec.sample.num_samples)  # the batch the run will sample with
     per_eval, per_batch = _sampling_costs(model, n, min(sample_steps, prepared.process.family.steps), device,
                                           spec.sample.precision)
+    inputs = _input_seconds(prepared, B, k, spec.experiment.seed, device)
+    ours_step = statistics.median(ours)
     return {
         "spec": spec.experiment.name, "family": family.name, "coupling": prepared.process.coupling_kind,
         "kind": prepared.process.name,
-        "batch_size": B, "t_per_rollout": spec.train.t_per_rollout, "device": str(device),
-        "threads": torch.get_num_threads(),
-        "train_examples_per_s": B * spec.train.t_per_rollout / ours, "train_steps_per_s": 1 / ours,
-        "reference_examples_per_s": x0.shape[0] / ref, "ratio": (B * spec.train.t_per_rollout / ours) / (x0.shape[0] / ref),
+        "batch_size": B, "t_per_rollout": k, "device": str(device), "threads": torch.get_num_threads(),
+        "repeats": repeats, "timed_steps": timed, "warmup_steps": warmup,
+        "train_examples_per_s": pairs / ours_step, "train_steps_per_s": 1 / ours_step,
+        "reference_examples_per_s": pairs / statistics.median(ref),
+        "ratio": ratio["median"], "ratio_low": ratio["low"], "ratio_high": ratio["high"],
+        "ratios": ratios, "step_seconds": ours, "reference_step_seconds": ref,
+        "input_seconds_per_step": inputs, "input_share": inputs / ours_step,
         "sample_batch": n, "sample_s_per_network_eval": per_eval, "sample_s_per_batch": per_batch,
         "peak_memory_gib": _peak_memory_gib(device),
         "parameters": sum(p.numel() for p in denoiser.parameters()),
     }
+
+
+def _input_seconds(prepared, batch_size: int, k: int, seed: int, device: torch.device, blocks: int = 2) -> float:
+    """Seconds per optimiser step spent building the real loop's inputs (the data batches and the
+    kind's draws: the roll-out), the median of ``blocks`` + 1 roll-out blocks after a warm-up."""
+    inputs = BlockInputs(prepared.process, prepared.source, batch_size, k, seed, device, SINGLE)
+    inputs(0, prepared.process.block_state())
+    seconds = []
+    for index in range(1, blocks + 2):
+        state = prepared.process.block_state()
+        _synchronize(device)
+        start = time.perf_counter()
+        inputs(index, state)
+        _synchronize(device)
+        seconds.append((time.perf_counter() - start) / ROLLOUT_BLOCK)
+    return statistics.median(seconds)
 
 
 def _sampling_costs(model: Model, n: int, k: int, device: torch.device, precision: str) -> tuple[float, float]:
@@ -181,18 +247,30 @@ def _reference_backbone(spec: Spec, prepared, event_shape: tuple[int, ...]) -> t
                num_classes=num_classes)
 
 
+def ratio_words(result: dict) -> str:
+    """The median ratio with its range over the rounds, and whether the range settles its side of 1."""
+    low, high, ratio = result["ratio_low"], result["ratio_high"], result["ratio"]
+    words = f"{ratio:.3f} (median of {result['repeats']} rounds; range {low:.3f}-{high:.3f})"
+    if low <= 1.0 <= high and result["repeats"] > 1:
+        words += ": the spread is larger than the difference, so the two loops are not distinguishable here"
+    return words
+
+
 def bench_table(result: dict) -> str:
     rows = [
         ("training", f"{result['train_examples_per_s']:,.0f} examples/s ({result['train_steps_per_s']:.1f} steps/s, "
                      f"batch {result['batch_size']} x {result['t_per_rollout']} t)"),
-        ("plain DDPM step, same backbone", f"{result['reference_examples_per_s']:,.0f} examples/s"),
-        ("ratio (mstar / plain)", f"{result['ratio']:.2f}"),
+        ("plain DDPM loop, same backbone and data", f"{result['reference_examples_per_s']:,.0f} examples/s"),
+        ("ratio (mstar / plain)", ratio_words(result)),
+        ("inputs (data and roll-out)", f"{result['input_share']:.1%} of a training step "
+                                       f"({result['input_seconds_per_step'] * 1e3:.1f} ms)"),
         ("sampling", f"{result['sample_s_per_network_eval'] * 1e3:.1f} ms per network evaluation + "
                      f"{result['sample_s_per_batch'] * 1e3:.1f} ms per batch of {result['sample_batch']} (prior draw "
                      "and kernel steps)"),
         ("peak memory", f"{result['peak_memory_gib']:.2f} GiB"),
         ("parameters", f"{result['parameters']:,}"),
-        ("device", f"{result['device']}, {result['threads']} threads"),
+        ("device", f"{result['device']}, {result['threads']} threads; {result['timed_steps']} timed steps per loop "
+                   f"and round after {result['warmup_steps']} untimed"),
     ]
     for row in result.get("estimates", []):
         seconds = row["seconds"]

@@ -42,6 +42,8 @@ def test_compare_variants_and_untimed_stages_say_so_in_the_table():
     assert rows[-1]["stage"] == "compare" and rows[-1]["seconds"] is None
     table = bench_table({"spec": "q", "family": "dirichlet", "coupling": "ddpm", "batch_size": 32, "t_per_rollout": 4,
                          "train_examples_per_s": 512.0, "reference_examples_per_s": 1000.0, "ratio": 0.512,
+                         "ratio_low": 0.5, "ratio_high": 0.53, "repeats": 5, "input_share": 0.1,
+                         "input_seconds_per_step": 0.01, "timed_steps": 32, "warmup_steps": 16,
                          "peak_memory_gib": 0.5, "parameters": 10, "device": "cpu", "threads": 2, **MEASURED,
                          "estimates": rows})
     assert "| estimated train " in table and f"({plan.spec.train.steps} steps at 4.00 steps/s)" in table

@@ -248,7 +248,7 @@ def test_run_treats_environment_issues_as_errors(tmp_path, monkeypatch):
 
 def test_bench_reports_training_speed_beside_the_plain_ddpm_step(in_root):
     result = invoke("bench", "specs/dirichlet.toml", "network.mlp.hidden=32", "network.mlp.blocks=1",
-                    "data.num_examples=2000", "process.steps=8", "compare={}", "--steps", "3", "--json")
+                    "data.num_examples=2000", "process.steps=8", "compare={}", "--steps", "3", "--repeats", "3", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.output[result.output.index("{"):])
     for key in ("train_examples_per_s", "reference_examples_per_s", "peak_memory_gib"):
@@ -256,7 +256,12 @@ def test_bench_reports_training_speed_beside_the_plain_ddpm_step(in_root):
     # a difference of two timings: non-negative by construction, their sum the time of a batch
     sampling = (out["sample_s_per_network_eval"], out["sample_s_per_batch"])
     assert all(math.isfinite(v) and v >= 0 for v in sampling) and sum(sampling) > 0
-    assert out["ratio"] == pytest.approx(out["train_examples_per_s"] / out["reference_examples_per_s"])
+    # three rounds of 16 timed steps (3 rounded up to a roll-out block); each round's ratio from its own pair
+    assert out["repeats"] == 3 and out["timed_steps"] == 16
+    assert out["ratios"] == pytest.approx([r / o for o, r in zip(out["step_seconds"], out["reference_step_seconds"])])
+    assert out["ratio"] == pytest.approx(sorted(out["ratios"])[1])
+    assert out["ratio_low"] == min(out["ratios"]) and out["ratio_high"] == max(out["ratios"])
+    assert 0 < out["input_share"] < 1
     assert [r["stage"] for r in out["estimates"]] == ["train", "sample", "eval"]
     assert out["estimates"][0]["seconds"] > 0 and out["estimates"][1]["seconds"] > 0
 
