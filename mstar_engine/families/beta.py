@@ -17,7 +17,9 @@ kernel KL) and ρ = 1 is a deterministic map of the path. (The former map, two G
 with an auxiliary Gamma total in the inverse, is kept as a reference in
 ``benchmarks/tail_construction.py``.)
 
-Numerics: all maths runs in float64 (:func:`special.compute_dtype`). Samples and head outputs are
+Numerics: all maths runs in float64 (:func:`special.compute_dtype`); for float32 x0 the noise map
+stops at float32 precision (|Δ logit x| ≲ 1e-8), and the coupled roll-out carries each solve's start
+down the chain (:meth:`Beta.from_noise_along`). Samples and head outputs are
 clamped into the open interval representable in the output dtype, [tiny, 1 − eps/2] (float32:
 [1.2e-38, 1 − 6e-8]); this moves only draws that would otherwise round onto 0 or 1, which for
 float32 happens in the far tails at ν ≳ 1e7 or for x0 within ~1e-7 of the boundary. The statistic
@@ -31,12 +33,20 @@ from scipy.special import digamma
 from torch import Tensor
 
 from mstar_engine.families.base import Family, register
-from mstar_engine.numerics.beta_map import beta_logit_icdf_normal, normal_from_beta_logit
+from mstar_engine.numerics.beta_map import (beta_logit_icdf_normal, beta_logit_icdf_normal_single,
+                                            normal_from_beta_logit)
 from mstar_engine.numerics.quadrature import column, cov, logit_nodes
 from mstar_engine.numerics.special import compute_dtype, lgamma_bregman, open_unit
 
 
 _KL_X, _KL_W = logit_nodes(1.5, 1.5)  # the KL-SNR reference x0 ~ Beta(1.5, 1.5)
+#: ν above which :meth:`Beta.from_noise_along` does not carry its start along the chain.
+CHAIN_NU_MAX = 1000.0
+
+
+def _single(x0: Tensor) -> bool:
+    """Outputs in float32 or narrower: the noise map need only be that precise."""
+    return x0.is_floating_point() and torch.finfo(x0.dtype).bits <= 32
 
 
 @register
@@ -78,9 +88,44 @@ class Beta(Family):
 
     # ------------------------------------------------------------------ noise maps
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+        """The map in float64, to float32 precision only (|Δ logit x| ≲ 1e-8) for float32 (or
+        narrower) x0, whose output cannot hold more."""
         a, b, _ = self._params(x0, t)
-        u = beta_logit_icdf_normal(xi.to(a.dtype), a, b)
+        u = beta_logit_icdf_normal(xi.to(a.dtype), a, b, single=_single(x0))
         return open_unit(torch.sigmoid(u).to(x0.dtype))
+
+    def from_noise_along(self, xi: Tensor, x0: Tensor, t: int,
+                         before: tuple | None = None) -> tuple[Tensor, tuple | None]:
+        """``from_noise(xi, x0, t)`` for a chain t = T, T − 1, … of correlated noise (the coupled
+        roll-out): ``before`` is (ξ_{t+1}, state) with the state this returned at step t + 1 for the
+        same examples (None: no start to carry). Returns (x, state); the state is None where there
+        is nothing to carry (float64 x0: the plain map).
+
+        Each solve starts from the previous step's u_{t+1}, moved to ξ_t by the Taylor series of
+        u(ξ) at ν_{t+1} (:func:`~mstar_engine.numerics.beta_map.chain_start`) plus (ν_t − ν_{t+1})·D,
+        D ≈ ∂u/∂ν learned from how far the previous step's solve moved from its own such guess;
+        mid-chain the guess is within ~1e-3 and one CDF evaluation per element is enough. Steps with
+        ν_t > :data:`CHAIN_NU_MAX` (the first few, where ν changes by a factor up to 3 per step)
+        start from Boost's float32 inverse instead. The state is (u_t, log p_U(u_t), D): float64,
+        float32, float32."""
+        if not _single(x0):
+            return self.from_noise(xi, x0, t), None
+        a, b, _ = self._params(x0, t)
+        xi = xi.to(a.dtype)
+        guess, dnu, slope = None, 0.0, None
+        if before is not None and float(self.nu[t]) <= CHAIN_NU_MAX:
+            xi_prev, (u_prev, lpu_prev, slope) = before
+            nu_prev = float(self.nu[t + 1])
+            dnu = float(self.nu[t]) - nu_prev
+            x0f = x0.float()  # the guess is computed in float32
+            guess = (u_prev, lpu_prev, xi_prev, 1 + nu_prev * x0f, 1 + nu_prev * (1 - x0f), dnu * slope)
+        u, lpu, start = beta_logit_icdf_normal_single(xi, a, b, guess)
+        # D at step t: the part of u_t − u_{t+1} the ξ-series did not explain, per unit of ν
+        if dnu != 0.0:
+            slope = slope + ((u - start) / dnu).float()
+        else:
+            slope = torch.zeros_like(u, dtype=torch.float32)
+        return open_unit(torch.sigmoid(u).to(x0.dtype)), (u, lpu, slope)
 
     def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         """Independent draw (no noise map): torch's Gamma sampler, x = G_a / (G_a + G_b); α, β ≥ 1

@@ -13,6 +13,7 @@ Noise map (MATH.md §2): one standard normal per coordinate through Φ and the G
 CDF, divided by the rate: x = F_{α_t}^{-1}(Φ(ξ)) / β_t(x0). A per-coordinate bijection, so
 ``to_noise`` is deterministic (``inverse_uses_aux = False``) and the Monte Carlo copula kernel KL
 applies. The Gamma variate is computed as a log-variate, so small shapes (α ≪ 1) are fine.
+``sample`` (the star-shaped draws) skips the inverse CDF: torch's Gamma sampler, in log space.
 
 Prior: Gamma(α_T, rate α_T), mean 1. This is q_T(· | x0 = 1) exactly, and q_T(· | x0) for every
 x0 when ξ_T = 1; data should be scaled so that x0 is of order 1 (the head's floor assumes it too).
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mstar_engine.families.base import Family, register
+from mstar_engine.numerics.direct_samplers import log_standard_gamma
 from mstar_engine.numerics.quadrature import column, cov, log_nodes
 from mstar_engine.numerics.special import compute_dtype, gamma_log_icdf_normal, normal_from_gamma_log
 
@@ -87,6 +89,14 @@ class Gamma(Family):
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
         alpha, _, log_rate = self._params(x0, t)
         log_x = gamma_log_icdf_normal(xi.to(alpha.dtype), alpha.expand_as(log_rate)) - log_rate
+        info = torch.finfo(x0.dtype)
+        return torch.exp(log_x).to(x0.dtype).clamp(min=info.tiny, max=info.max)
+
+    def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        """Direct draw (the law of ``from_noise`` of standard normal noise, without its inverse CDF):
+        log x = log G − log β_t(x0), G ~ Gamma(α_t, 1) from ``generator`` (log space below α = 1)."""
+        alpha, _, log_rate = self._params(x0, t)
+        log_x = log_standard_gamma(alpha.expand_as(log_rate), generator) - log_rate
         info = torch.finfo(x0.dtype)
         return torch.exp(log_x).to(x0.dtype).clamp(min=info.tiny, max=info.max)
 

@@ -22,6 +22,9 @@ packed row by row, the order of ``torch.tril_indices(p, p)``): with L = chol V_t
 The inverse A = L⁻¹ chol(X) is exact (``inverse_uses_aux`` = False): ξ_ii = Φ⁻¹(P((n−i)/2, A_ii²/2)),
 taken from the smaller tail (clamped to ±37.5 where that tail underflows). The Gamma inverse CDF is ``special.gamma_icdf`` (float64,
 safeguarded Halley), called with log Φ(ξ) so that both tails keep their precision. Float64 inside.
+``sample`` (the star-shaped draws) builds the same factor without the inverse CDF: c_i = 2 G_i with
+G_i ~ Gamma((n−i)/2) from torch's sampler. For p = 2, L and X = L A Aᵀ Lᵀ are computed entry by
+entry (:func:`_scale_chol_2x2`; batched 2×2 LAPACK calls and matrix products cost ~10× more).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import torch
 from torch import Tensor
 
 from mstar_engine.families.base import Family, register
+from mstar_engine.numerics.direct_samplers import log_standard_gamma
 from mstar_engine.numerics.quadrature import column, cov
 from mstar_engine.numerics.special import gamma_log_icdf_normal, normal_from_gamma_log
 
@@ -45,6 +49,24 @@ def _logdet_chol(chol: Tensor) -> Tensor:
 
 def _sym(a: Tensor) -> Tensor:
     return 0.5 * (a + a.transpose(-1, -2))
+
+def _scale_chol_2x2(x0: Tensor, xi: Tensor, n: Tensor) -> Tensor:
+    """``Wishart._scale_chol`` for p = 2 in closed form (batched 2×2 LAPACK calls cost ~10× more):
+    Y = B⁻¹ X0 = adj(B) X0 / det B with B = ξ I + (1 − ξ) X0, V = sym(Y)/n, L = chol V entry by
+    entry; NaN where V is not numerically positive definite (as cholesky_ex's failures)."""
+    x00, x01, x10, x11 = x0[:, 0, 0], x0[:, 0, 1], x0[:, 1, 0], x0[:, 1, 1]
+    w = 1 - xi
+    b00, b01, b10, b11 = xi + w * x00, w * x01, w * x10, xi + w * x11
+    scale = 1 / ((b00 * b11 - b01 * b10) * n)
+    v00 = (b11 * x00 - b01 * x10) * scale
+    v10 = 0.5 * ((b11 * x01 - b01 * x11) + (b00 * x10 - b10 * x00)) * scale
+    l00 = torch.sqrt(v00)
+    l10 = v10 / l00
+    rest = (b00 * x11 - b10 * x01) * scale - l10 * l10
+    ok = (v00 > 0) & (rest > 0) & (scale > 0) & torch.isfinite(scale * rest)
+    lower = torch.stack([l00, torch.zeros_like(l00), l10, torch.sqrt(rest.clamp(min=0.0))], 1).reshape(-1, 2, 2)
+    return torch.where(ok[:, None, None], lower, torch.full_like(lower, math.nan))
+
 
 _KL_L, _KL_W = (lambda z, w: (np.exp(0.5 * z), w / w.sum()))(*np.polynomial.hermite_e.hermegauss(80))
 """The KL-SNR reference eigenvalues λ = e^{σ Z}, Z ~ N(0, 1), σ = 0.5: Gauss–Hermite nodes, weights."""
@@ -101,6 +123,7 @@ class Wishart(Family):
         self._df, self._xi = df, xi
         rows, cols = torch.tril_indices(p, p)
         self._rows, self._cols = rows.to(df.device), cols.to(df.device)
+        self._diag = torch.nonzero(rows == cols).squeeze(1).to(df.device)  # the diagonal's packed positions
 
     @property
     def noise_shape(self) -> tuple[int, ...]:
@@ -130,6 +153,8 @@ class Wishart(Family):
         """L = chol V_t, V_t = M_t⁻¹ / n_t; NaN for an x0 that is not numerically positive definite
         (a solver's trial point: data is checked and the head's outputs are positive definite), so
         that the maps give NaN for that example instead of failing the whole batch."""
+        if self.p == 2:
+            return _scale_chol_2x2(x0.to(_F64), self._xi[t], self._df[t])
         lower, info = torch.linalg.cholesky_ex(self._mean(x0.to(_F64), self._xi[t]) / self._df[t][:, None, None])
         return torch.where((info == 0)[:, None, None], lower, torch.full_like(lower, math.nan))
 
@@ -137,19 +162,39 @@ class Wishart(Family):
         """Gamma shapes (n_t − i)/2 of the Bartlett diagonal, shape (B, p)."""
         return 0.5 * (self._df[t][:, None] - torch.arange(self.p, dtype=_F64, device=t.device))
 
+    def _bartlett(self, packed: Tensor, root_chi2: Tensor, x0: Tensor, t: Tensor) -> Tensor:
+        """X = L A Aᵀ Lᵀ, L = chol V_t, with the Bartlett factor A lower-triangular: ``packed`` (B, p(p+1)/2)
+        below the diagonal (its diagonal entries are ignored) and ``root_chi2`` (B, p) = √c_i on it.
+        Differentiable in both."""
+        lower = self._scale_chol(x0, t)
+        if self.p == 2:  # elementwise: batched 2×2 matrix products cost ~10× more
+            p00 = lower[:, 0, 0] * root_chi2[:, 0]
+            p10 = lower[:, 1, 0] * root_chi2[:, 0] + lower[:, 1, 1] * packed[:, 1]
+            p11 = lower[:, 1, 1] * root_chi2[:, 1]
+            off = p00 * p10
+            return torch.stack([p00 * p00, off, off, p10 * p10 + p11 * p11], 1).reshape(-1, 2, 2).to(x0.dtype)
+        la = lower @ self._unpack(packed.index_copy(1, self._diag, root_chi2))
+        return _sym(la @ la.transpose(-1, -2)).to(x0.dtype)
+
     # ------------------------------------------------------------------ noise maps
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
         """X = L A Aᵀ Lᵀ with the Bartlett factor A built from ξ (see the module docstring)."""
-
         t = self._steps(t, xi.shape[0])
-        a = self._unpack(xi.to(_F64))
-        diag = torch.diagonal(a, dim1=-2, dim2=-1)
+        xi = xi.to(_F64)
+        diag = xi[:, self._diag]
         # differentiable in ξ with the exact derivative (the learned coupling's kernel KL needs it;
         # autograd through the Newton iterations gave NaN gradients)
         chi2 = 2 * torch.exp(gamma_log_icdf_normal(diag, self._shapes(t).expand_as(diag)))
-        a = torch.tril(a, -1) + torch.diag_embed(torch.sqrt(chi2))
-        la = self._scale_chol(x0, t) @ a
-        return _sym(la @ la.transpose(-1, -2)).to(x0.dtype)
+        return self._bartlett(xi, torch.sqrt(chi2), x0, t)
+
+    def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        """Direct draw, the law of ``from_noise`` of standard normal noise without its inverse CDF:
+        the Bartlett factor with c_i = 2 G_i, G_i ~ Gamma((n_t − i)/2, 1) from ``generator`` (log
+        space below shape 1), and N(0, 1) below the diagonal."""
+        t = self._steps(t, x0.shape[0])
+        packed = torch.randn((x0.shape[0], *self.noise_shape), generator=generator, dtype=_F64, device=x0.device)
+        log_half_chi2 = log_standard_gamma(self._shapes(t), generator)
+        return self._bartlett(packed, torch.exp(0.5 * (log_half_chi2 + math.log(2.0))), x0, t)
 
     def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int,
                  generator: torch.Generator | None = None) -> Tensor:

@@ -10,7 +10,8 @@ representation that keeps both ends of [0, π] at full relative precision:
   in (−π, π] with a law symmetric about 0;
 * :class:`SphereDirection`: a point of S^m from m normals by hyperspherical angles, and back.
 
-Oracles: ``tests/numerics/test_bessel_geodesic.py``.
+The tables' interpolation and exact inversion live in :mod:`~mstar_engine.numerics.hermite`.
+Oracles: ``tests/numerics/test_bessel_geodesic.py``, ``tests/families/test_fast_paths.py``.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from scipy import special as sp_special
 from torch import Tensor
 
+from mstar_engine.numerics import hermite
 from mstar_engine.numerics.special import log1mexp
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(12)
@@ -33,11 +35,24 @@ _LOG_TAIL_MIN = -700.0  # |ξ| ≤ 37.4: tails below e^{-700} (where Φ⁻¹ und
 _SQRT_HALF = math.sqrt(0.5)
 _LOG_2 = math.log(2.0)
 _Z_34 = 0.6744897501960817  # Φ⁻¹(¾): |ξ| ≤ it ⇔ erf(|ξ|/√2) ≤ ½
+_ERFC_NORMAL = 37.0  # erfc(|ξ|/√2) ≈ 5e-300 at |ξ| = 37, a normal float64
 
 
 def _softplus(x: Tensor) -> Tensor:
     """log(1 + e^x) to full precision (torch's softplus returns x itself above x = 20)."""
     return torch.logaddexp(x, torch.zeros_like(x))
+
+
+def _patch(out: Tensor, mask: Tensor, fn, *args: Tensor) -> Tensor:
+    """``out`` with ``fn(*args)`` where ``mask`` (``args`` broadcast against it). For the rare
+    elements (the power laws beyond a table's ends, far normal tails): on the CPU ``fn`` sees only
+    those elements, elsewhere all of them (a torch.where, no host sync)."""
+    if out.device.type != "cpu":
+        return torch.where(mask, fn(*args), out)
+    if not bool(mask.any()):
+        return out
+    idx = torch.nonzero(mask, as_tuple=True)
+    return out.index_put(idx, fn(*(v.expand(mask.shape)[idx] for v in args)))
 
 
 def ndtri_tail(log_p: Tensor) -> Tensor:
@@ -72,8 +87,12 @@ def signed_angle_from_normal(law, xi: Tensor, rows: Tensor | None) -> tuple[Tens
     log G = log erf(|ξ|/√2); above it log S = log 2 + log Φ(−|ξ|), so neither tail loses precision."""
     a = xi.abs().clamp(min=1e-300)  # log erf stays finite at ξ = 0, and so does the gradient
     lower = a <= _Z_34
-    log_g = torch.log(torch.erf(torch.where(lower, a, _Z_34) * _SQRT_HALF))
-    return law.angle(lower, torch.where(lower, log_g, _LOG_2 + torch.special.log_ndtr(-a)), rows)
+    # log S = log erfc(|ξ|/√2), exact to rounding while erfc is a normal number (|ξ| ≤ 37), then
+    # log 2 + log Φ(−|ξ|) (slow: computed only there on the CPU)
+    tail = torch.where(lower, torch.erf(a.clamp(max=_Z_34) * _SQRT_HALF),
+                       torch.special.erfc(a.clamp(_Z_34, _ERFC_NORMAL) * _SQRT_HALF))
+    log_tail = _patch(torch.log(tail), a > _ERFC_NORMAL, lambda v: _LOG_2 + torch.special.log_ndtr(-v), a)
+    return law.angle(lower, log_tail, rows)
 
 
 def normal_from_signed_angle(law, theta: Tensor, psi: Tensor, rows: Tensor | None) -> Tensor:
@@ -238,8 +257,8 @@ class GeodesicAngleCDF:
         log_total = np.logaddexp(cum_lo[:, -1], log_last)[:, None]
         log_f = self._log_density_u(U, kappa[:, None], d[:, None])
         Y = np.stack([cum_lo - log_total, log_total - cum_hi])
-        M = np.stack([_monotone_slopes(Y[0], np.exp(log_f - cum_lo), h),
-                      _monotone_slopes(Y[1], np.exp(log_f - cum_hi), h)])
+        M = np.stack([hermite.monotone_slopes(Y[0], np.exp(log_f - cum_lo), h),
+                      hermite.monotone_slopes(Y[1], np.exp(log_f - cum_hi), h)])
         return Y, M, log_total[:, 0]
 
     # ------------------------------------------------------------------ device
@@ -250,69 +269,52 @@ class GeodesicAngleCDF:
         return self
 
     # ------------------------------------------------------------------ interpolation
-    @staticmethod
-    def _hermite(tau, y0, y1, m0, m1):
-        t2 = tau * tau
-        t3 = t2 * tau
-        return (2 * t3 - 3 * t2 + 1) * y0 + (t3 - 2 * t2 + tau) * m0 + (3 * t2 - 2 * t3) * y1 + (t3 - t2) * m1
-
-    @staticmethod
-    def _hermite_slope(tau, y0, y1, m0, m1):
-        t2 = tau * tau
-        return (6 * t2 - 6 * tau) * (y0 - y1) + (3 * t2 - 4 * tau + 1) * m0 + (3 * t2 - 2 * tau) * m1
-
     def _row(self, rows: Tensor, b: Tensor):
-        """u_lo, u_hi, h per element, the flat (table, row) index and the end values and slopes."""
-        br = b * self.Y.shape[1] + rows
-        return (*(torch.take(v, rows) for v in (self.lo, self.hi, self.h)), br,
-                *(torch.take(v, br) for v in self.ends))
+        """u_lo, u_hi, h per row and the flat (table, row) index (rows broadcast against b)."""
+        return (*(hermite.take(v, rows) for v in (self.lo, self.hi, self.h)), b * self.Y.shape[1] + rows)
+
+    def _end(self, k: int, br: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """End value, slope and log(θ_0/π) (k = 0, first node) or log(ψ_1/π) (k = 2, last node)."""
+        return (hermite.take(self.ends[k], br), hermite.take(self.ends[k + 1], br),
+                hermite.take(self.log_t0 if k == 0 else self.log_p1, rows))
 
     def _value(self, u: Tensor, b: Tensor, rows: Tensor) -> Tensor:
         """Table b (0: L, 1: R) at u; power laws beyond the end nodes."""
-        a, z_end, h, br, y0, s0, y1, s1 = self._row(rows, b)
+        a, z_end, h, br = self._row(rows, b)
         zc = ((u - a) / h).clamp(0.0, self.nodes - 1.0)
         j = torch.floor(zc).clamp(max=self.nodes - 2)
-        tau = zc - j
-        k = br * self.nodes + j.long()
-        inside = self._hermite(tau, torch.take(self.Y, k), torch.take(self.Y, k + 1),
-                               torch.take(self.M, k) * h, torch.take(self.M, k + 1) * h)
-        below = y0 + s0 * (-_softplus(-u) - torch.take(self.log_t0, rows))  # log(θ/π) − log(θ_0/π)
-        above = y1 - s1 * (-_softplus(u) - torch.take(self.log_p1, rows))   # log(ψ/π) − log(ψ_1/π)
-        return torch.where(u < a, below, torch.where(u > z_end, above, inside))
+        inside = hermite.value(self.Y, self.M, br * self.nodes + j.long(), zc - j, h)
+        out = _patch(inside, u < a, self._value_below, u, br, rows)
+        return _patch(out, u > z_end, self._value_above, u, br, rows)
+
+    def _value_below(self, u: Tensor, br: Tensor, rows: Tensor) -> Tensor:
+        y0, s0, log_t0 = self._end(0, br, rows)
+        return y0 + s0 * (-_softplus(-u) - log_t0)  # log(θ/π) − log(θ_0/π)
+
+    def _value_above(self, u: Tensor, br: Tensor, rows: Tensor) -> Tensor:
+        y1, s1, log_p1 = self._end(2, br, rows)
+        return y1 - s1 * (-_softplus(u) - log_p1)  # log(ψ/π) − log(ψ_1/π)
 
     def _inverse(self, y: Tensor, b: Tensor, rows: Tensor, newton_steps: int = 12) -> Tensor:
-        """u with table b at u equal to y: binary search, then safeguarded Newton on the cubic
-        (from the linear interpolant it converges in 2–3 steps; on the CPU the loop stops once
-        every step was a Newton step below 1e-8 in the interval's unit, a host sync elsewhere)."""
-        a, z_end, h, br, e0, s0, e1, s1 = self._row(rows, b)
-        base = br * self.nodes
-        lo_idx, last = base, base + (self.nodes - 2)  # the last interval starts at node N − 2
-        for bit in (1 << k for k in reversed(range(int(math.ceil(math.log2(self.nodes - 1)))))):
-            cand = torch.minimum(lo_idx + bit, last)  # binary search: the last node ≤ y, bit by bit
-            lo_idx = torch.where(torch.take(self.Y, cand) <= y, cand, lo_idx)
-        y0, y1 = torch.take(self.Y, lo_idx), torch.take(self.Y, lo_idx + 1)
-        m0, m1 = torch.take(self.M, lo_idx) * h, torch.take(self.M, lo_idx + 1) * h
-        gap = y1 - y0
-        tau = torch.where(gap > 0, (y - y0) / torch.where(gap > 0, gap, 1.0), 0.0).clamp(0.0, 1.0)
-        t_lo, t_hi = torch.zeros_like(tau), torch.ones_like(tau)
-        early_exit = tau.device.type == "cpu"
-        for _ in range(newton_steps):
-            f = self._hermite(tau, y0, y1, m0, m1) - y
-            t_hi = torch.where(f > 0, tau, t_hi)
-            t_lo = torch.where(f > 0, t_lo, tau)
-            df = self._hermite_slope(tau, y0, y1, m0, m1)
-            step = tau - f / torch.where(df > 0, df, 1.0)
-            ok = (df > 0) & (step >= t_lo) & (step <= t_hi)
-            done = early_exit and bool((ok & ((step - tau).abs() <= 1e-8)).all())
-            tau = torch.where(ok, step, 0.5 * (t_lo + t_hi))
-            if done:
-                break
-        u = a + ((lo_idx - base).to(tau.dtype) + tau) * h
-        # power laws: log(θ/π) = log(θ_0/π) + (y − e0)/s0, log(ψ/π) = log(ψ_1/π) − (y − e1)/s1
-        lt = (torch.take(self.log_t0, rows) + (y - e0) / torch.where(s0 > 0, s0, 1.0)).clamp(max=0.0)
-        lp = (torch.take(self.log_p1, rows) - (y - e1) / torch.where(s1 > 0, s1, 1.0)).clamp(max=0.0)
-        u = torch.where(y < e0, lt - log1mexp(lt), u)
-        return torch.where(y > e1, log1mexp(lp) - lp, u)
+        """u with table b at u equal to y: :func:`~mstar_engine.numerics.hermite.invert` between the
+        end nodes, the power laws beyond them."""
+        a, z_end, h, br = self._row(rows, b)
+        j, tau = hermite.invert(self.Y, self.M, br * self.nodes, self.nodes, h, y, newton_steps)
+        u = a + (j.to(tau.dtype) + tau) * h
+        u = _patch(u, y < hermite.take(self.ends[0], br), self._inverse_below, y, br, rows)
+        return _patch(u, y > hermite.take(self.ends[2], br), self._inverse_above, y, br, rows)
+
+    def _inverse_below(self, y: Tensor, br: Tensor, rows: Tensor) -> Tensor:
+        """log(θ/π) = log(θ_0/π) + (y − e0)/s0, as u = log(θ/ψ)."""
+        e0, s0, log_t0 = self._end(0, br, rows)
+        lt = (log_t0 + (y - e0) / torch.where(s0 > 0, s0, 1.0)).clamp(max=0.0)
+        return lt - log1mexp(lt)
+
+    def _inverse_above(self, y: Tensor, br: Tensor, rows: Tensor) -> Tensor:
+        """log(ψ/π) = log(ψ_1/π) − (y − e1)/s1, as u = log(θ/ψ)."""
+        e1, s1, log_p1 = self._end(2, br, rows)
+        lp = (log_p1 - (y - e1) / torch.where(s1 > 0, s1, 1.0)).clamp(max=0.0)
+        return log1mexp(lp) - lp
 
     # ------------------------------------------------------------------ tail representation
     def tail(self, theta: Tensor, psi: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -381,17 +383,3 @@ class SphereDirection:
         xi = normal_from_angle(self.polar, torch.atan2(r, head), torch.atan2(r, -head),
                                self._rows.expand(v.shape[0], -1))
         return torch.cat([xi, az_xi[:, None]], 1)
-
-
-def _monotone_slopes(Y: np.ndarray, M: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """Fritsch–Carlson: scale the node slopes of an increasing table so that the cubic Hermite
-    interpolant is monotone (α² + β² ≤ 9 on every interval; zero slopes on flat intervals)."""
-    M = np.nan_to_num(M, nan=0.0, posinf=0.0)
-    delta = np.diff(Y, axis=1) / h[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        norm = np.sqrt(M[:, :-1] ** 2 + M[:, 1:] ** 2) / delta
-        tau = np.where(delta > 0, np.minimum(1.0, 3.0 / np.maximum(norm, 1e-300)), 0.0)
-    node_tau = np.ones_like(M)
-    node_tau[:, :-1] = tau
-    node_tau[:, 1:] = np.minimum(node_tau[:, 1:], tau)
-    return M * node_tau

@@ -132,7 +132,7 @@ def check_round_trip(s: Subject) -> None:
 def check_to_noise_is_standard_normal(s: Subject) -> None:
     fam, x0 = s.family, s.data(N_STAT, gen(8))
     for t in some_steps(fam):
-        x = fam.sample(x0, t, gen(500 + t))
+        x = fam.sample(x0, t, gen(5000 + t))
         xi = fam.to_noise(x, x0, t, gen(600 + t)).reshape(-1).numpy()
         p = stats.kstest(xi, "norm").pvalue
         assert p > P_MIN, f"step {t}: KS p = {p:.2g} (mean {xi.mean():.3f}, std {xi.std():.3f})"
