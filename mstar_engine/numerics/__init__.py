@@ -4,4 +4,5 @@ Each has scipy oracle tests in ``tests/numerics``: :mod:`.special` (normal and G
 :mod:`.incomplete_beta` (the regularised incomplete beta function and the Beta inverse CDF in logit space, torch),
 :mod:`.beta_map` (the Beta noise map: scipy on the CPU, :mod:`.incomplete_beta` on accelerators),
 :mod:`.bessel` (Bessel ratios and the vMF normaliser), :mod:`.geodesic` (the geodesic-angle
-distribution of the sphere and circle), :mod:`.quadrature` (expectations over reference data)."""
+distribution of the sphere and circle), :mod:`.hermite` (its table inverse), :mod:`.direct_samplers` (exact draws
+without a noise map: Gamma, Bartlett, von Mises), :mod:`.quadrature` (expectations over reference data)."""
