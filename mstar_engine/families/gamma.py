@@ -89,16 +89,14 @@ class Gamma(Family):
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
         alpha, _, log_rate = self._params(x0, t)
         log_x = gamma_log_icdf_normal(xi.to(alpha.dtype), alpha.expand_as(log_rate)) - log_rate
-        info = torch.finfo(x0.dtype)
-        return torch.exp(log_x).to(x0.dtype).clamp(min=info.tiny, max=info.max)
+        return _from_log(log_x, x0.dtype)
 
     def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         """Direct draw (the law of ``from_noise`` of standard normal noise, without its inverse CDF):
         log x = log G − log β_t(x0), G ~ Gamma(α_t, 1) from ``generator`` (log space below α = 1)."""
         alpha, _, log_rate = self._params(x0, t)
         log_x = log_standard_gamma(alpha.expand_as(log_rate), generator) - log_rate
-        info = torch.finfo(x0.dtype)
-        return torch.exp(log_x).to(x0.dtype).clamp(min=info.tiny, max=info.max)
+        return _from_log(log_x, x0.dtype)
 
     def to_noise(self, x: Tensor, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         alpha, _, log_rate = self._params(x0, t)
@@ -174,3 +172,9 @@ def _d_minus_log1p(d: Tensor) -> Tensor:
     series = ds * ds * (0.5 - ds * (1 / 3 - ds * (0.25 - ds / 5)))
     dl = torch.where(small, torch.ones_like(d), d)
     return torch.where(small, series, dl - torch.log1p(dl)).clamp(min=0.0)
+
+
+def _from_log(log_x: Tensor, dtype: torch.dtype) -> Tensor:
+    """x = exp(log x) in ``dtype``, clamped into its positive finite range."""
+    info = torch.finfo(dtype)
+    return torch.exp(log_x).to(dtype).clamp(min=info.tiny, max=info.max)

@@ -75,7 +75,7 @@ def rollout(family: Family, x0: Tensor, keep: Tensor, rho: Tensor | None = None,
                 else:
                     before = None
                     if not fresh and state is not None:
-                        before = xi_prev, state if full else tuple(v[idx] for v in state)
+                        before = (xi_prev, state if full else tuple(v[idx] for v in state))
                     x_new, new_state = along(eps, x0[sel], step, before)
                     state = _keep_state(state, new_state, idx, batch, full)
                 xi[sel] = eps
