@@ -4,16 +4,16 @@ data source, ε-MSE), so the ratio does not depend on the machine's mood.
 
 Training is timed through the real training loop (roll-outs, loss, optimiser, EMA) into a
 temporary folder; the reference is the textbook loop: x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε with a linear
-DDPM schedule, ‖ε − ε_θ(x_t, t)‖², AdamW, no EMA. The two loops take turns over several rounds
-(the order alternating, warm-up steps untimed) and the ratio is the median of the rounds' ratios,
-printed with its range and a warning when the range is wider than the ratio's distance from 1.
+DDPM schedule, ‖ε − ε_θ(x_t, t)‖², AdamW, no EMA. The two loops take turns block by block (16
+steps of one, then 16 of the other, the first block of each untimed) over several rounds, and the
+ratio is the median of the rounds' ratios, printed with its range and a warning when the range is
+wider than the ratio's distance from 1.
 The share of a step spent building the inputs (data batches and roll-outs) is measured apart.
 Peak memory is the accelerator's peak allocation on CUDA and the process's peak resident set on
 the CPU.
 """
 from __future__ import annotations
 
-import json
 import math
 import resource
 import statistics
@@ -46,35 +46,68 @@ def _peak_memory_gib(device: torch.device) -> float:
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
 
-def reference_steps(backbone: torch.nn.Module, batches: Iterator[Tensor], steps: int, warmup: int,
-                    num_classes: int = 0, optimizer: torch.optim.Optimizer | None = None) -> float:
-    """Seconds per optimiser step of a plain DDPM ε-MSE training loop on the batches of x0 that
-    ``batches`` yields (the same data pipeline as the real loop's), timed after ``warmup`` steps."""
+class PlainLoop:
+    """A plain DDPM ε-MSE training loop of ``backbone`` on the batches of x0 that ``batches``
+    yields (the same data pipeline as the real loop's): x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε with a linear
+    schedule of T = 1000, ‖ε − ε_θ(x_t, t)‖², AdamW with torch's defaults, no EMA. :meth:`run`
+    takes steps and times them; the loop's state (optimiser, batches, random stream) carries over
+    from one call to the next."""
     T = 1000
-    betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
-    device = next(backbone.parameters()).device
-    alpha_bar = torch.cumprod(1 - betas, 0).to(torch.float32).to(device)
-    opt = optimizer or torch.optim.AdamW(backbone.parameters(), lr=1e-4)
-    g = torch.Generator(device=device).manual_seed(0)
-    spatial = getattr(backbone, "spatial", False)
-    for i in range(warmup + steps):
-        if i == warmup:
-            _synchronize(device)
-            start = time.perf_counter()
-        x0 = next(batches)
-        t = torch.randint(0, T, (x0.shape[0],), generator=g, device=device)
-        eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype, device=device)
-        a = alpha_bar[t].reshape((-1,) + (1,) * (x0.ndim - 1))
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        inp = x_t if spatial else x_t.flatten(1)
-        labels = torch.randint(0, num_classes, (x0.shape[0],), generator=g, device=device) if num_classes else None
-        out = backbone(inp, t.to(x0.dtype), labels)
-        loss = (out.reshape(eps.shape) - eps).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    _synchronize(device)
-    return (time.perf_counter() - start) / steps
+
+    def __init__(self, backbone: torch.nn.Module, batches: Iterator[Tensor], num_classes: int = 0) -> None:
+        self.backbone, self.batches, self.num_classes = backbone, batches, num_classes
+        self.device = next(backbone.parameters()).device
+        betas = torch.linspace(1e-4, 0.02, self.T, dtype=torch.float64)
+        self.alpha_bar = torch.cumprod(1 - betas, 0).to(torch.float32).to(self.device)
+        self.optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
+        self.generator = torch.Generator(device=self.device).manual_seed(0)
+        self.spatial = getattr(backbone, "spatial", False)
+
+    def run(self, steps: int) -> float:
+        """Seconds that ``steps`` optimiser steps take."""
+        g, device = self.generator, self.device
+        _synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            x0 = next(self.batches)
+            t = torch.randint(0, self.T, (x0.shape[0],), generator=g, device=device)
+            eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype, device=device)
+            a = self.alpha_bar[t].reshape((-1,) + (1,) * (x0.ndim - 1))
+            x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+            labels = torch.randint(0, self.num_classes, (x0.shape[0],), generator=g, device=device) \
+                if self.num_classes else None
+            out = self.backbone(x_t if self.spatial else x_t.flatten(1), t.to(x0.dtype), labels)
+            loss = (out.reshape(eps.shape) - eps).pow(2).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        _synchronize(device)
+        return time.perf_counter() - start
+
+
+class _TakeTurns:
+    """The real loop's periodic hook that makes the two loops take turns: after each block of the
+    real loop's steps, the same number of the plain loop's. The first block of each is warm-up;
+    after it, ``ours`` and ``plain`` collect the seconds of each block, the real loop's measured
+    from the end of the plain block before it (so its logging and bookkeeping count)."""
+
+    def __init__(self, plain: PlainLoop, every: int) -> None:
+        self.plain, self.every = plain, every
+        self.ours: list[float] = []
+        self.theirs: list[float] = []
+        self.mark: float | None = None
+
+    def __call__(self, step: int, ema) -> None:
+        _synchronize(self.plain.device)
+        now = time.perf_counter()
+        seconds = self.plain.run(self.every)
+        if self.mark is not None:
+            self.ours.append(now - self.mark)
+            self.theirs.append(seconds)
+        self.mark = time.perf_counter()
+
+    def resumed(self, step: int) -> None:
+        pass
 
 
 def _synchronize(device: torch.device) -> None:
@@ -100,47 +133,32 @@ def _summary(values: list[float]) -> dict:
 
 
 def bench(spec: Spec, prepared, *, steps: int = 20, repeats: int = 5, sample_steps: int = 8) -> dict:
-    """Training examples/s of ``spec`` (through :func:`train`) beside the plain DDPM reference,
-    interleaved over ``repeats`` rounds; peak memory; sampling seconds per network evaluation.
+    """Training examples/s of ``spec`` (through :func:`train`) beside the plain DDPM loop
+    (:class:`PlainLoop`), the two taking turns; peak memory; sampling seconds per network evaluation.
 
-    Each round times ``steps`` optimiser steps of each loop, rounded up to whole roll-out blocks
-    (:data:`ROLLOUT_BLOCK` steps share one call that builds their inputs), after one block of
-    warm-up steps that are not timed. The rounds alternate the order (A B, B A, A B, ...), so a
-    drift of the machine's speed during the benchmark falls on both loops alike; the ratio of a
-    round compares two timings taken next to each other, and the reported ratio is the median over
-    the rounds with its lowest and highest value."""
+    The loops alternate block by block (:data:`ROLLOUT_BLOCK` steps of one, then of the other:
+    A B A B ...), so a drift of the machine's speed falls on both alike, after one untimed block of
+    each. ``repeats`` rounds of ``steps`` timed steps per loop (rounded up to whole blocks); a
+    round's ratio is the plain loop's time over the real loop's in the round, and the reported
+    ratio is the median over the rounds with its lowest and highest value."""
     B, k = spec.train.batch_size, spec.train.t_per_rollout
     denoiser = prepared.denoiser
     device = next(denoiser.parameters()).device
     family = prepared.process.family
     reference = _reference_backbone(spec, prepared, family.event_shape).to(device)
-    reference_opt = torch.optim.AdamW(reference.parameters(), lr=1e-4)
     num_classes = int(getattr(denoiser.backbone, "num_classes", 0))
-    timed = -(-steps // ROLLOUT_BLOCK) * ROLLOUT_BLOCK
-    warmup = ROLLOUT_BLOCK
-    cfg = attrs.evolve(Settings.of(spec.train), checkpoint_every=10**9, log_every=warmup)
-    ours, ref, ema = [], [], None
+    per_round = -(-steps // ROLLOUT_BLOCK)  # blocks per loop and round
+    timed = per_round * ROLLOUT_BLOCK
+    turns = _TakeTurns(PlainLoop(reference, _reference_batches(prepared.source, k, device), num_classes),
+                       ROLLOUT_BLOCK)
+    cfg = attrs.evolve(Settings.of(spec.train), checkpoint_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:
-        def our_step() -> float:  # the loop's own clock (metrics.jsonl): steps warmup+1 .. warmup+timed
-            nonlocal ema
-            folder = Path(tmp) / f"round-{len(ours)}"
-            ema = train(prepared.process, denoiser, prepared.source, cfg, warmup + timed, folder,
-                        seed=spec.experiment.seed, resume=False, log=lambda _: None,
-                        label_dropout=prepared.label_dropout)
-            lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-            clock = {line["step"]: line["seconds"] for line in lines}
-            return (clock[warmup + timed] - clock[warmup]) / timed
-
-        def reference_step() -> float:
-            return reference_steps(reference, _reference_batches(prepared.source, k, device), timed, warmup,
-                                   num_classes, reference_opt)
-        for round_ in range(repeats):
-            if round_ % 2 == 0:
-                ours.append(our_step())
-                ref.append(reference_step())
-            else:
-                ref.append(reference_step())
-                ours.append(our_step())
+        # the hook runs after steps W, 2W, ... before the last: one step past the last timed block
+        ema = train(prepared.process, denoiser, prepared.source, cfg, (1 + repeats * per_round) * ROLLOUT_BLOCK + 1,
+                    Path(tmp), seed=spec.experiment.seed, resume=False, log=lambda _: None,
+                    label_dropout=prepared.label_dropout, periodic=turns)
+    ours = [sum(turns.ours[i * per_round:(i + 1) * per_round]) / timed for i in range(repeats)]
+    ref = [sum(turns.theirs[i * per_round:(i + 1) * per_round]) / timed for i in range(repeats)]
     pairs = B * k
     ratios = [r / o for o, r in zip(ours, ref)]  # per round: (pairs / ours) / (pairs / ref)
     ratio = _summary(ratios)
@@ -154,11 +172,12 @@ def bench(spec: Spec, prepared, *, steps: int = 20, repeats: int = 5, sample_ste
         "spec": spec.experiment.name, "family": family.name, "coupling": prepared.process.coupling_kind,
         "kind": prepared.process.name,
         "batch_size": B, "t_per_rollout": k, "device": str(device), "threads": torch.get_num_threads(),
-        "repeats": repeats, "timed_steps": timed, "warmup_steps": warmup,
+        "repeats": repeats, "timed_steps": timed, "warmup_steps": ROLLOUT_BLOCK,
         "train_examples_per_s": pairs / ours_step, "train_steps_per_s": 1 / ours_step,
         "reference_examples_per_s": pairs / statistics.median(ref),
         "ratio": ratio["median"], "ratio_low": ratio["low"], "ratio_high": ratio["high"],
         "ratios": ratios, "step_seconds": ours, "reference_step_seconds": ref,
+        "block_seconds": turns.ours, "reference_block_seconds": turns.theirs,
         "input_seconds_per_step": inputs, "input_share": inputs / ours_step,
         "sample_batch": n, "sample_s_per_network_eval": per_eval, "sample_s_per_batch": per_batch,
         "peak_memory_gib": _peak_memory_gib(device),

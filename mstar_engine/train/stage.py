@@ -26,6 +26,7 @@ from mstar_engine.distributed.group import SINGLE, Group
 from mstar_engine.rundir.records import append_jsonl, keep_records
 from mstar_engine.train.checkpoint import differing_keys, nonfinite, point_latest, save_checkpoint
 from mstar_engine.util import interrupt
+from mstar_engine.util.host_memory import keep_freed_host_memory
 
 
 class TrainingDiverged(RuntimeError):
@@ -112,14 +113,18 @@ class ResumableStage:
                 self.log(f"{self.prefix}resumed from {found[0]} at step {self.step}")
             if self.group.main:
                 truncate_log(self.log_path, self.step, self.log, **self.tag)
+        if self.device.type == "cpu":  # activations live in host memory: keep it between steps
+            keep_freed_host_memory()
         begin()
+        # listed once: walking the module tree for them took a millisecond a step
+        clipped, summed = list(self.model.parameters()), [p for g in self.optimizer.param_groups for p in g["params"]]
         with interrupt.graceful_stop():
             while self.step < self.total:
                 loss, bad = losses()
                 stopping, value = self._collective(loss, bad)
-                self.group.sum_gradients([p for g in self.optimizer.param_groups for p in g["params"]])
+                self.group.sum_gradients(summed)
                 if self.clip_grad is not None:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+                    nn.utils.clip_grad_norm_(clipped, self.clip_grad)
                 self.optimizer.step()
                 stepped()
                 self.step += 1

@@ -1,1 +1,1 @@
-"""Small utilities for every layer: atomic writes, on-disk cache, durations, devices, Ctrl-C."""
+"""Small utilities for every layer: atomic writes, on-disk cache, durations, devices, Ctrl-C, host memory."""

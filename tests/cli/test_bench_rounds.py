@@ -1,10 +1,11 @@
-"""``mstar bench``: the two loops take turns, the ratio is a median with its range, and the
+"""``mstar bench``: the two loops take turns block by block, the ratio is a median with its range, and the
 profile names the operators of a training step."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from mstar_cli.main import cli
@@ -30,22 +31,41 @@ def small(in_root):
     return plan.spec, prepare(plan.spec, log=lambda line: None)
 
 
-def test_rounds_alternate_the_order_of_the_two_loops(small, monkeypatch):
-    order = []
-    real_train, real_reference = bench_module.train, bench_module.reference_steps
+def test_the_two_loops_take_turns_block_by_block(small, monkeypatch):
+    """After each block of 16 real steps, 16 plain steps; the first pair untimed; the rounds'
+    times and ratios are sums over their own blocks."""
+    calls = []
+    real_run, real_call = bench_module.PlainLoop.run, bench_module._TakeTurns.__call__
 
-    def train(*args, **kwargs):
-        order.append("mstar")
-        return real_train(*args, **kwargs)
+    def run(self, steps):
+        calls.append(("plain", steps))
+        return real_run(self, steps)
 
-    def reference(*args, **kwargs):
-        order.append("plain")
-        return real_reference(*args, **kwargs)
-    monkeypatch.setattr(bench_module, "train", train)
-    monkeypatch.setattr(bench_module, "reference_steps", reference)
-    result = bench_module.bench(*small, steps=1, repeats=4, sample_steps=2)
-    assert order == ["mstar", "plain", "plain", "mstar", "mstar", "plain", "plain", "mstar"]
-    assert len(result["ratios"]) == 4 and result["timed_steps"] == 16 and result["warmup_steps"] == 16
+    def hook(self, step, ema):
+        calls.append(("mstar", step))
+        return real_call(self, step, ema)
+    monkeypatch.setattr(bench_module.PlainLoop, "run", run)
+    monkeypatch.setattr(bench_module._TakeTurns, "__call__", hook)
+    result = bench_module.bench(*small, steps=17, repeats=2, sample_steps=2)  # 17 steps: 2 blocks per round
+    assert calls == [c for step in (16, 32, 48, 64, 80) for c in (("mstar", step), ("plain", 16))]
+    assert result["timed_steps"] == 32 and result["warmup_steps"] == 16 and len(result["ratios"]) == 2
+    ours, plain = result["block_seconds"], result["reference_block_seconds"]
+    assert len(ours) == len(plain) == 4
+    assert result["step_seconds"] == pytest.approx([sum(ours[:2]) / 32, sum(ours[2:]) / 32])
+    assert result["ratios"] == pytest.approx([sum(plain[:2]) / sum(ours[:2]), sum(plain[2:]) / sum(ours[2:])])
+
+
+def test_plain_loop_carries_its_state_between_calls(small):
+    """Its optimiser moves the weights and its random stream goes on from one call to the next."""
+    spec, prepared = small
+    net = bench_module._reference_backbone(spec, prepared, prepared.process.family.event_shape)
+    loop = bench_module.PlainLoop(net, bench_module._reference_batches(prepared.source, 1, torch.device("cpu")))
+    before = [p.detach().clone() for p in net.parameters()]
+    assert loop.run(2) > 0
+    state = loop.generator.get_state()
+    loop.run(1)
+    assert not torch.equal(state, loop.generator.get_state())
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
 
 
 @pytest.mark.parametrize("low, high, undecided", [(0.95, 1.08, True), (1.01, 1.05, False), (0.90, 0.99, False),
