@@ -142,7 +142,8 @@ def run(spec: str, overrides: tuple[str, ...], resume: str, overwrite: bool, dow
 @handle_errors
 def bench(spec: str, overrides: tuple[str, ...], steps: int, repeats: int, profile: int | None, as_json: bool) -> None:
     """Training and sampling throughput and memory of SPEC, beside a plain PyTorch DDPM training
-    loop with the same backbone, batch and data, measured in the same process in alternating rounds;
+    loop with the same backbone, batch and data, the two taking turns block by block
+    (16 steps each) in one process;
     and the time each stage of SPEC's plan would take at that speed on this machine."""
     from mstar_engine.app.bench import bench as run_bench, bench_table, estimate
     from mstar_engine.app.profile import profile_training
