@@ -53,6 +53,12 @@ def as_steps(t: Tensor | int, batch: int, device: torch.device) -> Tensor:
     return t
 
 
+def single_enough(x0: Tensor) -> bool:
+    """Outputs in float32 or narrower: a noise map need only be that precise (the coupled
+    roll-outs' ``from_noise_along``)."""
+    return x0.is_floating_point() and torch.finfo(x0.dtype).bits <= 32
+
+
 def per_step(values: Tensor, t: Tensor, ndim: int) -> Tensor:
     """Gather the 1-D schedule ``values[t]`` and shape it ``(B, 1, ..., 1)`` with ``ndim`` dims,
     ready to broadcast against a batch tensor of that rank."""

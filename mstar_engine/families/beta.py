@@ -32,7 +32,7 @@ import torch
 from scipy.special import digamma
 from torch import Tensor
 
-from mstar_engine.families.base import Family, register
+from mstar_engine.families.base import Family, register, single_enough
 from mstar_engine.numerics.beta_map import (beta_logit_icdf_normal, beta_logit_icdf_normal_single,
                                             normal_from_beta_logit)
 from mstar_engine.numerics.quadrature import column, cov, logit_nodes
@@ -44,9 +44,26 @@ _KL_X, _KL_W = logit_nodes(1.5, 1.5)  # the KL-SNR reference x0 ~ Beta(1.5, 1.5)
 CHAIN_NU_MAX = 1000.0
 
 
-def _single(x0: Tensor) -> bool:
-    """Outputs in float32 or narrower: the noise map need only be that precise."""
-    return x0.is_floating_point() and torch.finfo(x0.dtype).bits <= 32
+def logits_along(xi: Tensor, a: Tensor, b: Tensor, dnu: float, before: tuple | None,
+                 previous) -> tuple[Tensor, tuple]:
+    """u = logit F⁻¹_{a,b}(Φ(ξ)) to float32 precision for one step of a chain whose parameters a, b
+    are affine in ν (Beta; Dirichlet's sticks), and the state to carry to the next step.
+
+    ``before``: (ξ_{t+1}, state) of the previous step, or None to start afresh; ``previous()``
+    gives that step's (a, b); ``dnu`` = ν_t − ν_{t+1}. The solve starts from the previous u moved to
+    ξ_t by :func:`~mstar_engine.numerics.beta_map.chain_start` plus ``dnu``·D, D ≈ ∂u/∂ν learned from
+    how far the previous solve moved from its own such guess. The state is (u_t, log p_U(u_t), D):
+    float64, float32, float32. The start changes only the work, not the result."""
+    guess, slope = None, None
+    if before is not None:
+        xi_prev, (u_prev, lpu_prev, slope) = before
+        guess = (u_prev, lpu_prev, xi_prev, *previous(), dnu * slope)
+    u, lpu, start = beta_logit_icdf_normal_single(xi, a, b, guess)
+    if guess is not None and dnu != 0.0:  # D at step t: the part of u_t − u_{t+1} the ξ-series did not explain
+        slope = slope + ((u - start) / dnu).float()
+    else:
+        slope = torch.zeros_like(u, dtype=torch.float32)
+    return u, (u, lpu, slope)
 
 
 @register
@@ -91,7 +108,7 @@ class Beta(Family):
         """The map in float64, to float32 precision only (|Δ logit x| ≲ 1e-8) for float32 (or
         narrower) x0, whose output cannot hold more."""
         a, b, _ = self._params(x0, t)
-        u = beta_logit_icdf_normal(xi.to(a.dtype), a, b, single=_single(x0))
+        u = beta_logit_icdf_normal(xi.to(a.dtype), a, b, single=single_enough(x0))
         return open_unit(torch.sigmoid(u).to(x0.dtype))
 
     def from_noise_along(self, xi: Tensor, x0: Tensor, t: int,
@@ -101,31 +118,22 @@ class Beta(Family):
         same examples (None: no start to carry). Returns (x, state); the state is None where there
         is nothing to carry (float64 x0: the plain map).
 
-        Each solve starts from the previous step's u_{t+1}, moved to ξ_t by the Taylor series of
-        u(ξ) at ν_{t+1} (:func:`~mstar_engine.numerics.beta_map.chain_start`) plus (ν_t − ν_{t+1})·D,
-        D ≈ ∂u/∂ν learned from how far the previous step's solve moved from its own such guess;
-        mid-chain the guess is within ~1e-3 and one CDF evaluation per element is enough. Steps with
-        ν_t > :data:`CHAIN_NU_MAX` (the first few, where ν changes by a factor up to 3 per step)
-        start from Boost's float32 inverse instead. The state is (u_t, log p_U(u_t), D): float64,
-        float32, float32."""
-        if not _single(x0):
+        Each solve starts from the previous step's (:func:`logits_along`); mid-chain that start is
+        within ~1e-3 and one CDF evaluation per element is enough. Steps with ν_t >
+        :data:`CHAIN_NU_MAX` (the first few, where ν changes by a factor up to 3 per step) start
+        from Boost's float32 inverse instead."""
+        if not single_enough(x0):
             return self.from_noise(xi, x0, t), None
         a, b, _ = self._params(x0, t)
-        xi = xi.to(a.dtype)
-        guess, dnu, slope = None, 0.0, None
-        if before is not None and float(self.nu[t]) <= CHAIN_NU_MAX:
-            xi_prev, (u_prev, lpu_prev, slope) = before
-            nu_prev = float(self.nu[t + 1])
-            dnu = float(self.nu[t]) - nu_prev
-            x0f = x0.float()  # the guess is computed in float32
-            guess = (u_prev, lpu_prev, xi_prev, 1 + nu_prev * x0f, 1 + nu_prev * (1 - x0f), dnu * slope)
-        u, lpu, start = beta_logit_icdf_normal_single(xi, a, b, guess)
-        # D at step t: the part of u_t − u_{t+1} the ξ-series did not explain, per unit of ν
-        if dnu != 0.0:
-            slope = slope + ((u - start) / dnu).float()
-        else:
-            slope = torch.zeros_like(u, dtype=torch.float32)
-        return open_unit(torch.sigmoid(u).to(x0.dtype)), (u, lpu, slope)
+        carry = before is not None and float(self.nu[t]) <= CHAIN_NU_MAX
+
+        def previous() -> tuple[Tensor, Tensor]:
+            x0f, nu = x0.float(), float(self.nu[t + 1])  # the guess is computed in float32
+            return 1 + nu * x0f, 1 + nu * (1 - x0f)
+
+        u, state = logits_along(xi.to(a.dtype), a, b, float(self.nu[t]) - float(self.nu[t + 1]) if carry else 0.0,
+                                before if carry else None, previous)
+        return open_unit(torch.sigmoid(u).to(x0.dtype)), state
 
     def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         """Independent draw (no noise map): torch's Gamma sampler, x = G_a / (G_a + G_b); α, β ≥ 1

@@ -19,8 +19,10 @@ tiny components (notes pitfall §8.4): log x_k = log v_k + Σ_{j<k} log(1 − v_
 where x_k is below the float range. The Gaussian copula then has an exact density, the ``learned``
 coupling applies and ρ = 1 is a deterministic map of the path.
 
-Numerics: all maths runs in float64. Samples are clamped below at the smallest normal number of
-the output dtype (a change of at most K·tiny to the sum) so that log x stays finite.
+Numerics: all maths runs in float64; for float32 x0 each stick's map stops at float32 precision
+(|Δ logit v| ≲ 1e-8), and the coupled roll-out carries each solve's start down the chain (as Beta).
+Samples are clamped below at the smallest normal number of the output dtype (a change of at most
+K·tiny to the sum) so that log x stays finite.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ import torch
 from scipy.special import digamma
 from torch import Tensor
 
-from mstar_engine.families.base import Family, register
+from mstar_engine.families.base import Family, register, single_enough
+from mstar_engine.families.beta import logits_along
 from mstar_engine.numerics.quadrature import column, cov, logit_nodes
 from mstar_engine.numerics.beta_map import beta_logit_icdf_normal, normal_from_beta_logit
 from mstar_engine.numerics.special import compute_dtype, lgamma_bregman, log_ndtr
@@ -85,11 +88,28 @@ class Dirichlet(Family):
 
     def from_noise(self, xi: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
         a, b = self._sticks(x0, t)
-        u = beta_logit_icdf_normal(xi.to(a.dtype), a, b)  # logit v_k
+        return self._from_logits(beta_logit_icdf_normal(xi.to(a.dtype), a, b, single=single_enough(x0)), x0.dtype)
+
+    def from_noise_along(self, xi: Tensor, x0: Tensor, t: int,
+                         before: tuple | None = None) -> tuple[Tensor, tuple | None]:
+        """``from_noise`` down a coupled chain, each stick's solve started from the previous
+        step's (:meth:`Beta.from_noise_along <mstar_engine.families.beta.Beta.from_noise_along>`,
+        :func:`~mstar_engine.families.beta.logits_along`; the sticks' parameters are affine in ν
+        too). Float64 x0: the plain map, no state."""
+        if not single_enough(x0):
+            return self.from_noise(xi, x0, t), None
+        a, b = self._sticks(x0, t)
+        dnu = float(self.nu[t]) - float(self.nu[t + 1]) if before is not None else 0.0
+        u, state = logits_along(xi.to(a.dtype), a, b, dnu, before, lambda: self._sticks(x0, t + 1))
+        return self._from_logits(u, x0.dtype), state
+
+    @staticmethod
+    def _from_logits(u: Tensor, dtype: torch.dtype) -> Tensor:
+        """The point of the simplex whose stick-breaking fractions have logits ``u``."""
         log_rest = torch.cumsum(-torch.nn.functional.softplus(u), -1)  # Σ_{j≤k} log(1 − v_j)
         before = torch.cat([torch.zeros_like(u[..., :1]), log_rest[..., :-1]], -1)
         log_x = torch.cat([before - torch.nn.functional.softplus(-u), log_rest[..., -1:]], -1)
-        return _to_simplex(log_x, x0.dtype)
+        return _to_simplex(log_x, dtype)
 
     def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         """Independent draw (no noise map): K Gammas from torch's sampler, normalised; α ≥ 1 so

@@ -23,6 +23,7 @@ that would underflow, e.g. shapes α ≲ 0.01 in float32).
 """
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -30,13 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mstar_engine.families.base import Family, register
+from mstar_engine.families.base import Family, register, single_enough
 from mstar_engine.numerics.direct_samplers import log_standard_gamma
+from mstar_engine.numerics.gamma_chain import log_gamma_along
 from mstar_engine.numerics.quadrature import column, cov, log_nodes
 from mstar_engine.numerics.special import compute_dtype, gamma_log_icdf_normal, normal_from_gamma_log
 
 
-_KL_X, _KL_W = log_nodes(4.0, 4.0)  # the KL-SNR reference x0 ~ Gamma(4, rate 4)
+_KL_X, _KL_W = log_nodes(4.0, 4.0)
+#: |log α_t − log α_{t+1}| below which :meth:`Gamma.from_noise_along` does not learn ∂y/∂log α.
+LEARN_DLOG = 1e-3  # the KL-SNR reference x0 ~ Gamma(4, rate 4)
 
 
 @register
@@ -90,6 +94,21 @@ class Gamma(Family):
         alpha, _, log_rate = self._params(x0, t)
         log_x = gamma_log_icdf_normal(xi.to(alpha.dtype), alpha.expand_as(log_rate)) - log_rate
         return _from_log(log_x, x0.dtype)
+
+    def from_noise_along(self, xi: Tensor, x0: Tensor, t: int,
+                         before: tuple | None = None) -> tuple[Tensor, tuple | None]:
+        """``from_noise(xi, x0, t)`` for a chain t = T, T − 1, … of correlated noise (the coupled
+        roll-out; ``before`` as in :meth:`Beta.from_noise_along
+        <mstar_engine.families.beta.Beta.from_noise_along>`). For float32 x0 the log Gamma variate
+        y = log F_α⁻¹(Φ(ξ)), which does not depend on x0, starts from the previous step's
+        (:func:`~mstar_engine.numerics.gamma_chain.log_gamma_along`); mid-chain one Halley step
+        brings it to float32 precision. Float64 x0: the plain map, no state."""
+        if not single_enough(x0):
+            return self.from_noise(xi, x0, t), None
+        _, _, log_rate = self._params(x0, t)
+        a_prev = float(self.shape[t + 1]) if before is not None else math.nan
+        y, state = log_gamma_along(xi, float(self.shape[t]), a_prev, before)
+        return _from_log(y - log_rate, x0.dtype), state
 
     def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         """Direct draw (the law of ``from_noise`` of standard normal noise, without its inverse CDF):

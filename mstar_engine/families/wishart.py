@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mstar_engine.families.base import Family, register
+from mstar_engine.families.base import Family, register, single_enough
 from mstar_engine.numerics.direct_samplers import log_standard_gamma
+from mstar_engine.numerics.gamma_chain import log_gamma_along
 from mstar_engine.numerics.quadrature import column, cov
 from mstar_engine.numerics.special import gamma_log_icdf_normal, normal_from_gamma_log
 
@@ -186,6 +187,27 @@ class Wishart(Family):
         # autograd through the Newton iterations gave NaN gradients)
         chi2 = 2 * torch.exp(gamma_log_icdf_normal(diag, self._shapes(t).expand_as(diag)))
         return self._bartlett(xi, torch.sqrt(chi2), x0, t)
+
+    def from_noise_along(self, xi: Tensor, x0: Tensor, t: int,
+                         before: tuple | None = None) -> tuple[Tensor, tuple | None]:
+        """``from_noise`` down a coupled chain (``before`` as in :meth:`Beta.from_noise_along
+        <mstar_engine.families.beta.Beta.from_noise_along>`): for float32 x0 each diagonal entry's
+        log χ²/2 starts from the previous step's (:func:`~mstar_engine.numerics.gamma_chain.log_gamma_along`,
+        one Gamma shape (n_t − i)/2 per column i). The state is (y, D), each (B, p). Float64 x0:
+        the plain map, no state."""
+        if not single_enough(x0):
+            return self.from_noise(xi, x0, t), None
+        steps = self._steps(t, xi.shape[0])
+        xi = xi.to(_F64)
+        ys, slopes = [], []
+        for i, k in enumerate(self._diag.tolist()):
+            a, a_prev = [0.5 * (float(self._df[s]) - i) for s in (t, min(t + 1, self.steps))]
+            carried = None if before is None else (before[0][:, k], tuple(v[:, i] for v in before[1]))
+            y, (_, slope) = log_gamma_along(xi[:, k], a, a_prev, carried)
+            ys.append(y), slopes.append(slope)
+        y = torch.stack(ys, 1)
+        root_chi2 = torch.exp(0.5 * (y + math.log(2.0)))
+        return self._bartlett(xi, root_chi2, x0, steps), (y, torch.stack(slopes, 1))
 
     def sample(self, x0: Tensor, t: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
         """Direct draw, the law of ``from_noise`` of standard normal noise without its inverse CDF:

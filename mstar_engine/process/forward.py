@@ -6,8 +6,9 @@ kernel (M-Star, ρ_t > 0), and accumulates the tail statistic s_t = Σ_{k≥t} A
 way. No network is called. Several steps ``t`` per example come from one roll-out ("keep"), and
 each example is only simulated down to its lowest kept step, so the star-shaped process draws
 exactly the steps it needs. A family with ``draws_exact_tail`` (Gaussian) draws (x_t, s_t) for a single
-kept step from their exact joint law instead. A family with ``from_noise_along`` (Beta) also carries a
-state of its noise map down a coupled chain (there: where each step's inverse CDF starts).
+kept step from their exact joint law instead. A family with ``from_noise_along`` (Beta, Dirichlet,
+Gamma, Wishart) also carries a state of its noise map down a coupled chain (there: where each
+step's inverse CDF starts).
 """
 from __future__ import annotations
 

@@ -149,3 +149,24 @@ def test_check_domain():
     for bad in ([[0.5, 0.6, -0.1]], [[0.5, 0.6, 0.1]], [[np.nan, 0.5, 0.5]], [[0.5, 0.5]]):
         with pytest.raises(DomainError, match="dirichlet"):
             fam.check_domain(torch.tensor(bad, dtype=F64))
+
+
+def test_float32_map_is_the_float64_map_to_one_ulp(monkeypatch):
+    """For float32 x0 each stick runs the float32-precision Beta map (issue #17); the point of the
+    simplex is the float64 map's to one float32 ulp, at every ν of NUS and with nearly empty
+    components."""
+    from mstar_engine.numerics import beta_map as BM
+    calls = []
+    real = BM.beta_logit_icdf_normal_single
+    monkeypatch.setattr(BM, "beta_logit_icdf_normal_single", lambda *a: calls.append(a[0].numel()) or real(*a))
+    fam = fam_with(NUS)
+    x0 = some_x0(600, seed=11)
+    x0[:100] = torch.tensor([1 - 2e-6, 1e-6, 1e-6], dtype=F64)
+    x0 = x0.float().repeat(len(NUS), 1)
+    t = torch.arange(len(NUS)).repeat_interleave(600)
+    xi = torch.randn((x0.shape[0], 2), generator=torch.Generator().manual_seed(12))
+    x = fam.from_noise(xi, x0, t)
+    ref = fam.from_noise(xi.double(), x0.double(), t).float()
+    assert calls == [xi.numel()] and x.dtype == torch.float32
+    ulp = torch.nextafter(ref, torch.full_like(ref, 2.0)) - ref
+    assert bool(((x - ref).abs() <= ulp).all()), float(((x - ref).abs() / ulp).max())
