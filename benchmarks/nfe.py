@@ -167,7 +167,7 @@ QUICK = dict(steps=200, hidden=64, distill_steps=20, samples=500, seeds=2, datas
 OPTIONAL_DEFAULTS = {"coupling_lr": None, "distill_coupling": "deterministic", "reflow_to": 1, "reflow_rounds": 1,
                      "reflow_steps": None, "reflow_lr": None, "reflow_teacher_steps": 64, "reflow_pairs": None,
                      "consistency_to": None, "consistency_steps": None, "consistency_lr": None,
-                     "consistency_teacher_steps": None}
+                     "consistency_teacher_steps": None, "consistency_weight": "uniform"}
 FLOOR, MIN_HELD_OUT, TINY_REPEATS, GOAL_METRIC = 1e-6, 100, 4, "energy"
 REFERENCES: dict = {}  # (dataset, seed) → Reference, per process
 
@@ -234,7 +234,8 @@ def distill_settings(a, sampler: str) -> tuple[int, list[str]]:
         return consistency_to(a), ["distill.method=consistency",
                                   f"distill.teacher_steps={a.consistency_teacher_steps or min(16, a.T)}",
                                   f"distill.steps_per_stage={a.consistency_steps or chain}",
-                                  f"distill.lr={a.consistency_lr or a.distill_lr}"]
+                                  f"distill.lr={a.consistency_lr or a.distill_lr}",
+                                  f"distill.consistency_weight={a.consistency_weight}"]
     raise ValueError(f"sampler {sampler!r} is not distilled")
 
 
@@ -786,6 +787,8 @@ def parse(argv=None):
     p.add_argument("--consistency-lr", type=float, help="consistency: learning rate (default --distill-lr)")
     p.add_argument("--consistency-teacher-steps", type=int,
                    help="consistency: the teacher's grid N (default min(16, T))")
+    p.add_argument("--consistency-weight", default="uniform", choices=("uniform", "inverse-step", "inverse-sqrt-step"),
+                   help="consistency: loss weight of the grid intervals (distill.consistency_weight; default uniform)")
     p.add_argument("--nfe", type=int, nargs="+")
     p.add_argument("--metrics", nargs="+", help="metrics to print (default: all)")
     p.add_argument("--skip-gaussian-categorical", action="store_true", help="no Gaussian rows on categorical data")

@@ -73,7 +73,8 @@ def _consistency(spec: Spec, model: Model, data, run_dir: Path, *, resume: bool,
     f, seconds = consistency_stage(
         process, teacher, _student_of(spec, process, teacher), _batches(spec, data, teacher), d,
         run_dir / "checkpoints" / f"consistency-{d.to}", run_dir / "distill.jsonl", teacher_steps=d.teacher_steps,
-        evaluations=d.to, ema_target=d.ema_target, sigma_data=d.sigma_data, seed=spec.experiment.seed,
+        evaluations=d.to, ema_target=d.ema_target, sigma_data=d.sigma_data, weight=d.consistency_weight,
+        seed=spec.experiment.seed,
         fingerprint=fingerprint(spec), resume=resume, log_every=spec.train.log_every,
         checkpoint_every=spec.train.checkpoint_every, clip_grad=spec.train.clip_grad, log=log, group=group)
     rho = torch.zeros(process.family.steps + 1, dtype=torch.float64)

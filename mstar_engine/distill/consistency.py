@@ -34,8 +34,9 @@ not affine in x0) use f = D_θ for t ≥ 1, in the domain.
 
 The loss (one batch): n ~ U{1..N} per example, x_{g_n} ~ q_{g_n}(· | x0), x' = teacher_step(x_{g_n},
 g_n → g_{n−1}), target = f_{θ⁻}(x', g_{n−1}) (= x' where g_{n−1} = 0), and
-L = mean_b mean_coords difference(f_θ(x_{g_n}, g_n), target)²; θ⁻ ← μ θ⁻ + (1 − μ) θ after each
-optimiser step (μ = ``ema_target``). With the teacher's exact solution map in place of f_θ and
+L = mean_b λ_n mean_coords difference(f_θ(x_{g_n}, g_n), target)²; θ⁻ ← μ θ⁻ + (1 − μ) θ after
+each optimiser step (μ = ``ema_target``). λ_n = 1 by default; :func:`interval_weights` gives Song &
+Dhariwal's 1/(σ_{g_n} − σ_{g_{n−1}}) and its square root. With the teacher's exact solution map in place of f_θ and
 f_θ⁻ the loss is exactly 0: F is the fixed point the student regresses to.
 
 Multistep consistency sampling needs no sampler of its own. ``sample(f, family, n,
@@ -177,11 +178,32 @@ def _per_example(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
     return values.to(device=like.device, dtype=like.dtype)[t].reshape((-1,) + (1,) * (like.ndim - 1))
 
 
+def interval_weights(family: Family, grid: list[int], kind: str = "uniform") -> Tensor:
+    """The loss weights λ_n of the grid intervals n = 1..N (float64, mean 1): ``uniform`` (Song et al.
+    2023), ``inverse-step`` λ_n ∝ 1/(σ_{g_n} − σ_{g_{n−1}}) (Song & Dhariwal 2023, "Improved
+    techniques"), ``inverse-sqrt-step`` its square root; σ_t = sqrt(v_t)/m_t, so affine families only.
+    With uniform weights the small steps near the data, where multistep sampling ends, weigh little
+    against the large ones, and the student's error there grows as it trains (BENCHMARKS.md)."""
+    if kind == "uniform":
+        return torch.ones(len(grid) - 1, dtype=torch.float64)
+    if kind not in ("inverse-step", "inverse-sqrt-step"):
+        raise ValueError(f"unknown consistency weight {kind!r}; use uniform, inverse-step or inverse-sqrt-step")
+    if not family.affine_in_x0:
+        raise ValueError(f"consistency weight {kind!r} needs a family affine in x0 (sigma_t = sqrt(v_t)/m_t), "
+                         f"not {family.name}")
+    sigma = family.var.detach().double().cpu().sqrt() / family.mean.detach().double().cpu()
+    points = torch.as_tensor(grid)
+    w = 1 / (sigma[points[1:]] - sigma[points[:-1]])
+    w = w.sqrt() if kind == "inverse-sqrt-step" else w
+    return w / w.mean()
+
+
 def consistency_terms(family: Family, student_f: Callable, target_f: Callable, teacher: Callable, x0: Tensor,
                       grid: list[int], generator: torch.Generator, labels: Tensor | None = None,
-                      rows: slice = slice(None)) -> Tensor:
+                      rows: slice = slice(None), weights: Tensor | None = None) -> Tensor:
     """The per-example CD losses (shape (B,) of ``rows``) of one batch: the steps and states are
-    drawn for the whole batch from ``generator``, then the examples ``rows`` kept (a process's shard)."""
+    drawn for the whole batch from ``generator``, then the examples ``rows`` kept (a process's shard);
+    ``weights`` (length N, :func:`interval_weights`) multiply each example's loss by its interval's."""
     points = torch.as_tensor(grid, dtype=torch.long, device=x0.device)
     n = torch.randint(1, points.numel(), (x0.shape[0],), generator=generator, device=generator.device)
     t_n = points[n.to(x0.device)]
@@ -197,7 +219,10 @@ def consistency_terms(family: Family, student_f: Callable, target_f: Callable, t
             lab = labels[inside] if labels is not None else None
             target[inside] = predict(target_f, None, x_prev[inside], t_prev[inside], lab).to(target.dtype)
     pred = predict(student_f, None, x_n, t_n, labels)
-    return (family.difference(pred, target.to(pred.dtype)) ** 2).flatten(1).mean(1)
+    terms = (family.difference(pred, target.to(pred.dtype)) ** 2).flatten(1).mean(1)
+    if weights is None:
+        return terms
+    return terms * weights.to(device=terms.device, dtype=terms.dtype)[(n.to(x0.device) - 1)[rows]]
 
 
 def consistency_loss(family: Family, student_f: Callable, target_f: Callable, teacher: Callable, x0: Tensor,
@@ -218,7 +243,7 @@ def update_target(target: nn.Module, student: nn.Module, mu: float) -> None:
 
 def consistency_stage(process, teacher: nn.Module, student: nn.Module, batches: Callable[[int], Iterator], cfg,
                       directory: Path, log_path: Path, *, teacher_steps: int, evaluations: int,
-                      ema_target: float = 0.95, sigma_data: float = 0.5, seed: int = 0, fingerprint: dict | None = None, resume: bool = True,
+                      ema_target: float = 0.95, sigma_data: float = 0.5, weight: str = "uniform", seed: int = 0, fingerprint: dict | None = None, resume: bool = True,
                       log_every: int = 100, checkpoint_every: int = 1000, clip_grad: float | None = None,
                       log: Callable[[str], None] = print, group: Group = SINGLE) -> tuple[ConsistencyFunction, float]:
     """Distil the ρ = 1 sampler of ``teacher`` (a state-input denoiser) over ``teacher_steps`` grid
@@ -230,6 +255,7 @@ def consistency_stage(process, teacher: nn.Module, student: nn.Module, batches: 
     ``batches(start_example)`` yields x0 (or (x0, labels)) batches from that position."""
     family, T, total = process.family, process.family.steps, int(cfg.steps_per_stage)
     grid = consistency_grid(T, teacher_steps)
+    weights = None if weight == "uniform" else interval_weights(family, grid, weight)
     name = f"consistency {teacher_steps}→{evaluations}"
     target = copy.deepcopy(student).requires_grad_(False).eval()
     student_f, target_f = (ConsistencyFunction(m, family, sigma_data) for m in (student, target))
@@ -237,7 +263,7 @@ def consistency_stage(process, teacher: nn.Module, student: nn.Module, batches: 
     fingerprint = dict(fingerprint or {}, method="consistency", teacher=weights_digest(teacher),
                        teacher_steps=str(teacher_steps), evaluations=str(evaluations), steps_per_stage=str(total),
                        lr=repr(cfg.lr), batch_size=str(cfg.batch_size), ema_target=repr(ema_target),
-                       sigma_data=repr(sigma_data))
+                       sigma_data=repr(sigma_data), **({} if weight == "uniform" else {"weight": weight}))
     resumable = ResumableStage(
         student, optimizer, total, Path(directory), Path(log_path), fingerprint=fingerprint, log_every=log_every,
         checkpoint_every=checkpoint_every, clip_grad=clip_grad, group=group, log=log, name=name, prefix=f"{name}: ",
@@ -266,7 +292,7 @@ def consistency_stage(process, teacher: nn.Module, student: nn.Module, batches: 
         lr, x0, labels = linear_step(optimizer, stream, step, cfg, total, device)
         g = make_generator(device, (seed * 1_000_003 + _TAG) * 1_000_003 + step)
         terms = consistency_terms(family, student_f, target_f, teacher, x0, grid, g, labels,
-                                  group.shard(cfg.batch_size))
+                                  group.shard(cfg.batch_size), weights)
         loss = terms.sum() / cfg.batch_size  # this shard's share of the global batch mean
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -155,7 +155,8 @@ def compile_plan(loaded: LoadedSpec, cuda_count: int | None = None, processes: i
             what = (f"reflow round {r}: {d.pairs or 'training-set size'} pairs from the teacher's ODE "
                     f"({d.teacher_steps} evaluations), lr {d.lr:g}") if d.method == "reflow" else \
                 (f"consistency distillation over the teacher's {d.teacher_steps}-step deterministic sampler, "
-                 f"EMA target {d.ema_target:g}, lr {d.lr:g}→0")
+                 f"EMA target {d.ema_target:g}, lr {d.lr:g}→0"
+                 + ("" if d.consistency_weight == "uniform" else f", {d.consistency_weight} loss weights"))
             folder = f"reflow-{r}" if d.method == "reflow" else f"consistency-{d.to}"
             stages.append(Stage(f"distill {d.method}", what, d.steps_per_stage, f"{d.to} steps",
                                 d.steps_per_stage * d.batch_size, str(ckpt / folder)))

@@ -33,6 +33,12 @@ def check_kind(c) -> None:
         c.add(("distill", "method"), "consistency distillation needs a teacher whose deterministic sampler is a "
               "function of the state alone", 'train with process.inputs = "state" (e.g. the ddpm coupling sampled with '
               'sample.coupling = "deterministic")', related=(("process", "inputs"),))
+    if d is not None and d.method == "consistency" and d.consistency_weight != "uniform" \
+            and not get(proc.family).affine_in_x0:
+        c.add(("distill", "consistency_weight"), f"distill.consistency_weight = \"{d.consistency_weight}\" weighs the "
+              f"grid by the steps of the noise level sigma_t = sqrt(v_t)/m_t, which the {proc.family} family does not "
+              "have (its states are not affine in x0)", 'use consistency_weight = "uniform"',
+              related=(("process", "family"),))
     if d is not None and d.method != "progressive":
         if d.stages is not None:
             c.add(("distill", "stages"), f"distill.stages are progressive distillation's halvings; {d.method} makes "

@@ -21,6 +21,7 @@ WEIGHTINGS = ("none", "snr", "snr-trunc", "min-snr")
 UNET_PRESETS = ("cifar10-ddpm", "imagenet64", "imagenet128")
 KINDS = ("exponential-family", "flow-matching", "energy-score", "vae")
 TIME_DRAWS = ("uniform", "logit-normal")
+CONSISTENCY_WEIGHTS = ("uniform", "inverse-step", "inverse-sqrt-step")
 
 #: Longest run or [compare] variant name: each becomes a folder name (most file systems allow 255
 #: bytes per name; the rest is left for suffixes and the paths under it).
@@ -250,6 +251,11 @@ class Distill:
     ema_target: float = setting(0.95, "consistency: EMA decay of the target network (Song et al. 2023)", ge=0.0, lt=1.0)
     sigma_data: float = setting(0.5, "consistency: sigma_data of the boundary parametrisation c_skip, c_out (the "
                                 "published 0.5 is for images in [-1, 1]; use the data's standard deviation)", gt=0.0)
+    consistency_weight: str = setting("uniform", "consistency: weight of grid interval n in the loss: uniform (Song "
+                                      "et al. 2023), inverse-step = 1/(sigma_n - sigma_n-1) (Song & Dhariwal 2023; "
+                                      "the small steps that multistep sampling ends on count more) or "
+                                      "inverse-sqrt-step = its square root; Gaussian family only",
+                                      choices=CONSISTENCY_WEIGHTS)
     rounds: int = setting(1, "reflow: rectification rounds, each trained on its teacher's ODE couplings", ge=1, le=8)
     pairs: int | None = setting(None, "reflow: (noise, sample) pairs generated per round (default: the number of "
                                 "training examples)", ge=1)

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from mstar_engine.distill.consistency import (ConsistencyFunction, boundary_coefficients, consistency_grid,
-                                              consistency_loss, consistency_stage, teacher_step)
+                                              consistency_loss, consistency_stage, consistency_terms,
+                                              interval_weights, teacher_step)
 from mstar_engine.families import get
 from mstar_engine.families.base import as_steps
 from mstar_engine.networks import build_mlp_denoiser
@@ -143,6 +144,36 @@ def test_loss_vanishes_at_the_teachers_solution_map_and_not_off_it():
         assert float(consistency_loss(fam, F, F, wrong, x0, grid, torch.Generator().manual_seed(seed))) > 1e-4
 
 
+@pytest.mark.parametrize("kind, power", [("inverse-step", 1.0), ("inverse-sqrt-step", 0.5)])
+def test_interval_weights_are_inverse_noise_steps_with_mean_one(kind, power):
+    """λ_n ∝ (σ_{g_n} − σ_{g_{n−1}})^(−power) with σ = sqrt(v)/m, written out from the schedule."""
+    fam, grid = family(), consistency_grid(T, N)
+    sigma = [math.sqrt(float(fam.var[t])) / float(fam.mean[t]) for t in range(T + 1)]
+    raw = [(sigma[b] - sigma[a]) ** -power for a, b in zip(grid[:-1], grid[1:])]
+    expected = torch.tensor(raw, dtype=F64) * len(raw) / sum(raw)
+    w = interval_weights(fam, grid, kind)
+    assert torch.allclose(w, expected, rtol=1e-12) and float(w.mean()) == pytest.approx(1.0)
+    assert bool((w[:-1] > w[1:]).all())  # the small steps near the data weigh most
+    assert torch.equal(interval_weights(fam, grid, "uniform"), torch.ones(N, dtype=F64))
+    with pytest.raises(ValueError, match="affine in x0"):
+        interval_weights(toy("beta"), [0, 1, 2], kind)
+
+
+def test_weighted_terms_are_each_examples_loss_times_its_intervals_weight():
+    """The same draws (one generator seed) with and without weights: the ratio of each example's
+    term is the weight of the interval its step lies in."""
+    fam, grid = family(), consistency_grid(T, N)
+    teacher = Posterior(fam)
+    F = solution_map(fam, teacher, grid)
+    shifted = lambda s, x, t, labels=None: F(s, x, t) + 0.01 * x  # noqa: E731  (a loss that varies by example)
+    x0 = MU + SD * torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    w = interval_weights(fam, grid, "inverse-step")
+    plain = consistency_terms(fam, shifted, F, teacher, x0, grid, torch.Generator().manual_seed(2))
+    weighted = consistency_terms(fam, shifted, F, teacher, x0, grid, torch.Generator().manual_seed(2), weights=w)
+    n = torch.randint(1, N + 1, (64,), generator=torch.Generator().manual_seed(2))  # the terms' own first draw
+    assert torch.allclose(weighted, plain * w[n - 1], rtol=1e-12)
+
+
 class _TailUser(nn.Module):
     """Stands for a denoiser that reads the tail statistic."""
     uses_tail = True
@@ -265,7 +296,7 @@ class Crash(Exception):
     pass
 
 
-def run_stage(out, crash_at=None, total=12):
+def run_stage(out, crash_at=None, total=12, weight="uniform"):
     fam = family(torch.float32)
     torch.manual_seed(0)
     student = build_mlp_denoiser(fam, None, "state", {"hidden": 16, "blocks": 1, "time_dim": 8}, num_classes=2)
@@ -284,7 +315,7 @@ def run_stage(out, crash_at=None, total=12):
     f, _ = consistency_stage(SimpleNamespace(family=fam), Posterior(fam), student, batches,
                              SimpleNamespace(steps_per_stage=total, lr=1e-3, batch_size=16), out / "ckpt",
                              out / "distill.jsonl", teacher_steps=4, evaluations=2, checkpoint_every=4, log_every=1,
-                             log=log)
+                             log=log, weight=weight)
     return student, f
 
 
@@ -306,3 +337,14 @@ def test_resume_after_a_crash_is_bit_exact(tmp_path):
     assert all(torch.equal(state["target"][k], v) for k, v in f.denoiser.state_dict().items())
     lines = (tmp_path / "crash" / "distill.jsonl").read_text().splitlines()
     assert lines == [line for line in lines if '"method": "consistency"' in line] and len(lines) == 12
+
+
+def test_a_weighted_stage_records_its_weight_and_a_uniform_one_keeps_the_old_fingerprint(tmp_path):
+    """The weight is part of the stage's fingerprint only when it is not uniform, so stages written
+    before the setting existed stay resumable; a weighted stage trains to different weights."""
+    uniform, _ = run_stage(tmp_path / "uniform", total=4)
+    weighted, _ = run_stage(tmp_path / "weighted", total=4, weight="inverse-step")
+    prints = {name: load_checkpoint(latest_checkpoint(tmp_path / name / "ckpt"))["fingerprint"]
+              for name in ("uniform", "weighted")}
+    assert "weight" not in prints["uniform"] and prints["weighted"]["weight"] == "inverse-step"
+    assert any(not torch.equal(a, b) for a, b in zip(uniform.state_dict().values(), weighted.state_dict().values()))

@@ -67,6 +67,19 @@ def test_consistency_needs_a_state_reading_teacher_and_one_student():
     assert "function of the state alone" in result.output and "one student" in result.output
 
 
+def test_consistency_weights_by_noise_steps_need_the_gaussian_family_and_show_in_the_plan():
+    result = invoke("validate", str(ROOT / "specs" / "dirichlet.toml"), "--set", "distill.method=consistency",
+                    "--set", "distill.consistency_weight=inverse-step", "--set", "process.inputs=state",
+                    "--set", "distill.to=8")
+    assert result.exit_code == 2
+    assert "distill.consistency_weight" in result.output and "not affine in x0" in result.output
+    assert 'use consistency_weight = "uniform"' in result.output
+    result = invoke("plan", SPEC, "process.inputs=state", "distill.method=consistency", "distill.to=8",
+                    "distill.consistency_weight=inverse-sqrt-step")
+    assert result.exit_code == 0, result.output
+    assert "inverse-sqrt-step loss weights" in result.output
+
+
 @pytest.mark.parametrize("kind, says", [("flow-matching", "flow matching (uniform times, euler sampler)"),
                                         ("energy-score", "energy-score denoiser (energy score, beta 0.1")])
 def test_the_plan_names_the_kind(kind, says):
