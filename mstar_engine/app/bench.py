@@ -269,7 +269,9 @@ def _reference_backbone(spec: Spec, prepared, event_shape: tuple[int, ...]) -> t
 def ratio_words(result: dict) -> str:
     """The median ratio with its range over the rounds, and whether the range settles its side of 1."""
     low, high, ratio = result["ratio_low"], result["ratio_high"], result["ratio"]
-    words = f"{ratio:.3f} (median of {result['repeats']} rounds; range {low:.3f}-{high:.3f})"
+    rounds = result.get("ratios") or []
+    each = f": {', '.join(f'{r:.3f}' for r in rounds)}" if 1 < len(rounds) <= 12 else ""
+    words = f"{ratio:.3f} (median of {result['repeats']} rounds{each}; range {low:.3f}-{high:.3f})"
     if low <= 1.0 <= high and result["repeats"] > 1:
         words += ": the spread is larger than the difference, so the two loops are not distinguishable here"
     return words
@@ -278,8 +280,9 @@ def ratio_words(result: dict) -> str:
 def bench_table(result: dict) -> str:
     rows = [
         ("training", f"{result['train_examples_per_s']:,.0f} examples/s ({result['train_steps_per_s']:.1f} steps/s, "
-                     f"batch {result['batch_size']} x {result['t_per_rollout']} t)"),
-        ("plain DDPM loop, same backbone and data", f"{result['reference_examples_per_s']:,.0f} examples/s"),
+                     f"batch {result['batch_size']} x {result['t_per_rollout']} t; its median round)"),
+        ("plain DDPM loop, same backbone and data", f"{result['reference_examples_per_s']:,.0f} examples/s (its median "
+                                                    "round; the ratio below pairs each round's two loops)"),
         ("ratio (mstar / plain)", ratio_words(result)),
         ("inputs (data and roll-out)", f"{result['input_share']:.1%} of a training step "
                                        f"({result['input_seconds_per_step'] * 1e3:.1f} ms)"),

@@ -76,6 +76,12 @@ def test_a_spread_wider_than_the_difference_is_said(low, high, undecided):
     assert ("not distinguishable" in words) == undecided
 
 
+def test_each_rounds_ratio_is_listed_in_order():
+    words = ratio_words({"ratio": 1.04, "ratio_low": 0.987, "ratio_high": 1.127, "repeats": 3,
+                         "ratios": [1.127, 0.987, 1.04]})
+    assert "median of 3 rounds: 1.127, 0.987, 1.040; range 0.987-1.127" in words
+
+
 def test_profile_prints_the_costliest_operators(in_root):
     result = CliRunner().invoke(cli, ["bench", "specs/dirichlet.toml", *SMALL, "--profile", "3"])
     assert result.exit_code == 0, result.output
