@@ -118,6 +118,7 @@ from mstar_engine.metrics.distances import METRIC_FUNCTIONS, drop_last_coordinat
 from mstar_engine.plan import compile_plan
 from mstar_engine.rundir.records import append_jsonl, read_jsonl
 from mstar_engine.spec import load_spec
+from mstar_engine.spec.schema import CONSISTENCY_WEIGHTS
 from mstar_engine.train.checkpoint import find_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -787,7 +788,7 @@ def parse(argv=None):
     p.add_argument("--consistency-lr", type=float, help="consistency: learning rate (default --distill-lr)")
     p.add_argument("--consistency-teacher-steps", type=int,
                    help="consistency: the teacher's grid N (default min(16, T))")
-    p.add_argument("--consistency-weight", default="uniform", choices=("uniform", "inverse-step", "inverse-sqrt-step"),
+    p.add_argument("--consistency-weight", default="uniform", choices=CONSISTENCY_WEIGHTS,
                    help="consistency: loss weight of the grid intervals (distill.consistency_weight; default uniform)")
     p.add_argument("--nfe", type=int, nargs="+")
     p.add_argument("--metrics", nargs="+", help="metrics to print (default: all)")

@@ -205,9 +205,8 @@ def consistency_terms(family: Family, student_f: Callable, target_f: Callable, t
     drawn for the whole batch from ``generator``, then the examples ``rows`` kept (a process's shard);
     ``weights`` (length N, :func:`interval_weights`) multiply each example's loss by its interval's."""
     points = torch.as_tensor(grid, dtype=torch.long, device=x0.device)
-    n = torch.randint(1, points.numel(), (x0.shape[0],), generator=generator, device=generator.device)
-    t_n = points[n.to(x0.device)]
-    t_prev = points[n.to(x0.device) - 1]
+    n = torch.randint(1, points.numel(), (x0.shape[0],), generator=generator, device=generator.device).to(x0.device)
+    t_n, t_prev = points[n], points[n - 1]
     x_n = family.sample(x0, t_n, generator)
     x_n, t_n, t_prev = x_n[rows], t_n[rows], t_prev[rows]
     labels = labels[rows] if labels is not None else None
@@ -222,7 +221,7 @@ def consistency_terms(family: Family, student_f: Callable, target_f: Callable, t
     terms = (family.difference(pred, target.to(pred.dtype)) ** 2).flatten(1).mean(1)
     if weights is None:
         return terms
-    return terms * weights.to(device=terms.device, dtype=terms.dtype)[(n.to(x0.device) - 1)[rows]]
+    return terms * weights.to(device=terms.device, dtype=terms.dtype)[(n - 1)[rows]]
 
 
 def consistency_loss(family: Family, student_f: Callable, target_f: Callable, teacher: Callable, x0: Tensor,

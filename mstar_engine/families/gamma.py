@@ -38,9 +38,7 @@ from mstar_engine.numerics.quadrature import column, cov, log_nodes
 from mstar_engine.numerics.special import compute_dtype, gamma_log_icdf_normal, normal_from_gamma_log
 
 
-_KL_X, _KL_W = log_nodes(4.0, 4.0)
-#: |log α_t − log α_{t+1}| below which :meth:`Gamma.from_noise_along` does not learn ∂y/∂log α.
-LEARN_DLOG = 1e-3  # the KL-SNR reference x0 ~ Gamma(4, rate 4)
+_KL_X, _KL_W = log_nodes(4.0, 4.0)  # the KL-SNR reference x0 ~ Gamma(4, rate 4)
 
 
 @register

@@ -204,7 +204,8 @@ class Wishart(Family):
             a, a_prev = [0.5 * (float(self._df[s]) - i) for s in (t, min(t + 1, self.steps))]
             carried = None if before is None else (before[0][:, k], tuple(v[:, i] for v in before[1]))
             y, (_, slope) = log_gamma_along(xi[:, k], a, a_prev, carried)
-            ys.append(y), slopes.append(slope)
+            ys.append(y)
+            slopes.append(slope)
         y = torch.stack(ys, 1)
         root_chi2 = torch.exp(0.5 * (y + math.log(2.0)))
         return self._bartlett(xi, root_chi2, x0, steps), (y, torch.stack(slopes, 1))
